@@ -1,2 +1,1 @@
-Console.WriteLine(LayerPrune.Probe.Version);
-var a = TorchSharp.torch.randn(512, 512); Console.WriteLine(a.matmul(a).sum().item<float>());
+Console.WriteLine("layerprune: under construction");

@@ -1,2 +1,0 @@
-namespace LayerPrune;
-public static class Probe { public static string Version => TorchSharp.torch.__version__; }
