@@ -1,0 +1,84 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using static TorchSharp.torch;
+
+namespace LayerPrune.Checkpoints;
+
+/// <summary>A Hugging Face model folder: config.json plus model.safetensors or a sharded set with model.safetensors.index.json.</summary>
+public sealed class Checkpoint : IDisposable
+{
+    public const string SingleFile = "model.safetensors";
+    public const string IndexFile = "model.safetensors.index.json";
+
+    public string Directory { get; }
+    public ModelConfig Config { get; }
+    /// <summary>Shard file name (relative to the folder) → opened file; one entry when not sharded.</summary>
+    public IReadOnlyDictionary<string, SafeTensorsFile> Files { get; }
+    /// <summary>Tensor name → shard file name.</summary>
+    public IReadOnlyDictionary<string, string> WeightMap { get; }
+    public bool IsSharded { get; }
+    public JsonObject? IndexMetadata { get; }
+
+    Checkpoint(string dir, ModelConfig config, Dictionary<string, SafeTensorsFile> files, Dictionary<string, string> map, bool sharded, JsonObject? indexMeta)
+    { Directory = dir; Config = config; Files = files; WeightMap = map; IsSharded = sharded; IndexMetadata = indexMeta; }
+
+    public static Checkpoint Open(string dir)
+    {
+        var config = ModelConfig.Load(dir);
+        string single = Path.Combine(dir, SingleFile), index = Path.Combine(dir, IndexFile);
+        var files = new Dictionary<string, SafeTensorsFile>();
+        var map = new Dictionary<string, string>();
+        try
+        {
+            if (File.Exists(index))
+            {
+                JsonObject root;
+                try { root = JsonNode.Parse(File.ReadAllText(index)) as JsonObject ?? throw new LayerPruneException($"{index}: not a JSON object"); }
+                catch (JsonException e) { throw new LayerPruneException($"{index}: malformed JSON ({e.Message})"); }
+                if (root["weight_map"] is not JsonObject wm || wm.Count == 0) throw new LayerPruneException($"{index}: 'weight_map' is missing or empty");
+                foreach (var (name, node) in wm)
+                {
+                    string shard = node is JsonValue v && v.TryGetValue<string>(out var s) ? s : throw new LayerPruneException($"{index}: weight_map['{name}'] is not a file name");
+                    // A shard must be a plain file name inside the model folder: no '..', no absolute path, no sub-folders.
+                    if (shard.Length == 0 || shard != Path.GetFileName(shard) || shard is "." or ".." || Path.IsPathRooted(shard))
+                        throw new LayerPruneException($"{index}: shard '{shard}' (for '{name}') is not a file inside the model folder");
+                    if (!files.ContainsKey(shard))
+                    {
+                        string shardPath = Path.Combine(dir, shard);
+                        if (!File.Exists(shardPath)) throw new LayerPruneException($"{shardPath}: shard named by {IndexFile} is missing");
+                        files[shard] = SafeTensorsFile.Open(shardPath);
+                    }
+                    if (!files[shard].Tensors.ContainsKey(name)) throw new LayerPruneException($"{Path.Combine(dir, shard)}: has no tensor '{name}' although {IndexFile} says so");
+                    map[name] = shard;
+                }
+                return new Checkpoint(dir, config, files, map, true, root["metadata"] as JsonObject);
+            }
+            if (File.Exists(single))
+            {
+                var f = SafeTensorsFile.Open(single);
+                files[SingleFile] = f;
+                foreach (var name in f.Tensors.Keys) map[name] = SingleFile;
+                return new Checkpoint(dir, config, files, map, false, null);
+            }
+        }
+        catch { foreach (var f in files.Values) f.Dispose(); throw; }
+        if (File.Exists(Path.Combine(dir, "pytorch_model.bin")) || File.Exists(Path.Combine(dir, "pytorch_model.bin.index.json")))
+            throw new LayerPruneException($"{dir}: only pickle checkpoints (pytorch_model.bin) found; LayerPrune never unpickles (it can run arbitrary code). Convert to safetensors first, e.g. `AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out, safe_serialization=True)`");
+        throw new LayerPruneException($"{dir}: no {SingleFile} or {IndexFile} found");
+    }
+
+    public bool Contains(string name) => WeightMap.ContainsKey(name);
+    public TensorInfo Info(string name) => Files[WeightMap[name]].Tensors[name];
+    public SafeTensorsFile FileOf(string name) => Files[WeightMap[name]];
+
+    /// <summary>The stored tensor (storage dtype, CPU, memory-mapped). Throws a clear error if the architecture needs a tensor the files lack.</summary>
+    public Tensor Load(string name) =>
+        WeightMap.TryGetValue(name, out var shard) ? Files[shard].Load(name)
+        : throw new LayerPruneException($"{Path.Combine(Directory, IsSharded ? IndexFile : SingleFile)}: tensor '{name}' required by {Config.ModelType} is missing");
+
+    /// <summary>Bytes of all tensors as stored.</summary>
+    public long StorageBytes => WeightMap.Keys.Sum(n => Info(n).ByteLength);
+    public long ParameterCount => WeightMap.Keys.Sum(n => Info(n).NumElements);
+
+    public void Dispose() { foreach (var f in Files.Values) f.Dispose(); }
+}

@@ -1,0 +1,152 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace LayerPrune.Checkpoints;
+
+public enum ArchitectureFamily { Llama, Mistral, Qwen2, Phi }
+
+/// <summary>RoPE settings from either the classic keys (rope_theta, rope_scaling) or transformers ≥ 5 rope_parameters.</summary>
+public sealed record RopeSettings(double Theta, string Type, double Factor, double LowFreqFactor, double HighFreqFactor,
+                                  int OriginalMaxPositions, double PartialRotaryFactor);
+
+/// <summary>The parts of a Hugging Face config.json the model code needs; the raw JSON is kept for pruning.</summary>
+public sealed class ModelConfig
+{
+    public static readonly IReadOnlyDictionary<string, ArchitectureFamily> SupportedModelTypes = new Dictionary<string, ArchitectureFamily>
+    {
+        ["llama"] = ArchitectureFamily.Llama, ["mistral"] = ArchitectureFamily.Mistral,
+        ["qwen2"] = ArchitectureFamily.Qwen2, ["phi"] = ArchitectureFamily.Phi,
+    };
+
+    public required JsonObject Raw { get; init; }
+    public required string Path { get; init; }
+    public required string ModelType { get; init; }
+    public required ArchitectureFamily Family { get; init; }
+    public required int HiddenSize { get; init; }
+    public required int IntermediateSize { get; init; }
+    public required int NumLayers { get; init; }
+    public required int NumHeads { get; init; }
+    public required int NumKvHeads { get; init; }
+    public required int HeadDim { get; init; }
+    public required int VocabSize { get; init; }
+    public required double NormEps { get; init; }
+    public required RopeSettings Rope { get; init; }
+    public required bool TieWordEmbeddings { get; init; }
+    public required bool AttentionBias { get; init; }
+    public required bool MlpBias { get; init; }
+    public required string HiddenAct { get; init; }
+    /// <summary>Per layer: the sliding window (keys with q − k ≥ window are masked) or null for full attention.</summary>
+    public required int?[] SlidingWindows { get; init; }
+    public int? BosTokenId { get; init; }
+    public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+    public int? PadTokenId { get; init; }
+    public string? StorageDtype { get; init; }
+
+    public static ModelConfig Load(string modelDir)
+    {
+        if (!Directory.Exists(modelDir)) throw new LayerPruneException($"{modelDir}: model folder not found");
+        string path = System.IO.Path.Combine(modelDir, "config.json");
+        if (!File.Exists(path)) throw new LayerPruneException($"{path}: missing (a Hugging Face model folder needs config.json)");
+        JsonObject raw;
+        try { raw = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new LayerPruneException($"{path}: not a JSON object"); }
+        catch (JsonException e) { throw new LayerPruneException($"{path}: malformed JSON ({e.Message})"); }
+        return Parse(raw, path);
+    }
+
+    public static ModelConfig Parse(JsonObject raw, string path)
+    {
+        string modelType = Str(raw, "model_type", path) ?? throw Missing(path, "model_type");
+        if (!SupportedModelTypes.TryGetValue(modelType, out var family))
+            throw new LayerPruneException($"{path}: unsupported model_type '{modelType}' (supported: {string.Join(", ", SupportedModelTypes.Keys)})");
+        int hidden = Int(raw, "hidden_size", path) ?? throw Missing(path, "hidden_size");
+        int layers = Int(raw, "num_hidden_layers", path) ?? throw Missing(path, "num_hidden_layers");
+        int heads = Int(raw, "num_attention_heads", path) ?? throw Missing(path, "num_attention_heads");
+        int kvHeads = Int(raw, "num_key_value_heads", path) ?? heads;
+        int headDim = Int(raw, "head_dim", path) ?? hidden / Math.Max(heads, 1);
+        int vocab = Int(raw, "vocab_size", path) ?? throw Missing(path, "vocab_size");
+        int inter = Int(raw, "intermediate_size", path) ?? throw Missing(path, "intermediate_size");
+        foreach (var (name, v) in new[] { ("hidden_size", hidden), ("num_hidden_layers", layers), ("num_attention_heads", heads),
+                     ("num_key_value_heads", kvHeads), ("head_dim", headDim), ("vocab_size", vocab), ("intermediate_size", inter) })
+            if (v <= 0) throw new LayerPruneException($"{path}: {name} must be positive (got {v})");
+        if (heads % kvHeads != 0) throw new LayerPruneException($"{path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
+
+        // Sliding windows: Mistral applies `sliding_window` to every layer; Qwen2 only with use_sliding_window and per layer_types.
+        int? window = Int(raw, "sliding_window", path);
+        var windows = new int?[layers];
+        var layerTypes = raw["layer_types"] as JsonArray;
+        for (int i = 0; i < layers; i++)
+        {
+            bool sliding = family switch
+            {
+                ArchitectureFamily.Mistral => window is not null,
+                ArchitectureFamily.Qwen2 => window is not null && Bool(raw, "use_sliding_window") == true &&
+                                            (layerTypes is null ? i >= (Int(raw, "max_window_layers", path) ?? layers) : (string?)layerTypes[i] == "sliding_attention"),
+                _ => false,
+            };
+            windows[i] = sliding ? window : null;
+        }
+
+        return new ModelConfig
+        {
+            Raw = raw, Path = path, ModelType = modelType, Family = family,
+            HiddenSize = hidden, IntermediateSize = inter, NumLayers = layers, NumHeads = heads, NumKvHeads = kvHeads,
+            HeadDim = headDim, VocabSize = vocab,
+            NormEps = Double(raw, family == ArchitectureFamily.Phi ? "layer_norm_eps" : "rms_norm_eps", path) ?? 1e-5,
+            Rope = ParseRope(raw, path),
+            TieWordEmbeddings = Bool(raw, "tie_word_embeddings") ?? false,
+            AttentionBias = family is ArchitectureFamily.Qwen2 or ArchitectureFamily.Phi || (Bool(raw, "attention_bias") ?? false),
+            MlpBias = family == ArchitectureFamily.Phi || (Bool(raw, "mlp_bias") ?? false),
+            HiddenAct = Str(raw, "hidden_act", path) ?? (family == ArchitectureFamily.Phi ? "gelu_new" : "silu"),
+            SlidingWindows = windows,
+            BosTokenId = Int(raw, "bos_token_id", path),
+            EosTokenIds = raw["eos_token_id"] switch
+            {
+                JsonArray a => a.Select(x => x!.GetValue<int>()).ToArray(),
+                JsonValue v when v.TryGetValue<int>(out int id) => [id],
+                _ => [],
+            },
+            PadTokenId = Int(raw, "pad_token_id", path),
+            StorageDtype = Str(raw, "dtype", path) ?? Str(raw, "torch_dtype", path),
+        };
+    }
+
+    static RopeSettings ParseRope(JsonObject raw, string path)
+    {
+        // transformers ≥ 5: rope_parameters {rope_theta, rope_type, factor, ...}; older: rope_theta + rope_scaling {type|rope_type, ...}.
+        var p = raw["rope_parameters"] as JsonObject ?? raw["rope_scaling"] as JsonObject;
+        double theta = (p is null ? null : Double(p, "rope_theta", path)) ?? Double(raw, "rope_theta", path) ?? 10000.0;
+        string type = (p is null ? null : Str(p, "rope_type", path) ?? Str(p, "type", path)) ?? "default";
+        if (type is not ("default" or "llama3" or "linear"))
+            throw new LayerPruneException($"{path}: unsupported RoPE type '{type}' (supported: default, linear, llama3)");
+        double partial = (p is null ? null : Double(p, "partial_rotary_factor", path)) ?? Double(raw, "partial_rotary_factor", path) ?? 1.0;
+        return new RopeSettings(theta, type,
+            Factor: (p is null ? null : Double(p, "factor", path)) ?? 1.0,
+            LowFreqFactor: (p is null ? null : Double(p, "low_freq_factor", path)) ?? 1.0,
+            HighFreqFactor: (p is null ? null : Double(p, "high_freq_factor", path)) ?? 4.0,
+            OriginalMaxPositions: (p is null ? null : Int(p, "original_max_position_embeddings", path)) ?? 8192,
+            PartialRotaryFactor: partial);
+    }
+
+    static LayerPruneException Missing(string path, string key) => new($"{path}: required key '{key}' is missing");
+
+    static string? Str(JsonObject o, string key, string path) => o[key] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue<string>(out var s) => s,
+        var other => throw new LayerPruneException($"{path}: '{key}' must be a string (got {other.ToJsonString()})"),
+    };
+    static int? Int(JsonObject o, string key, string path) => o[key] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue<int>(out var i) => i,
+        JsonValue v when v.TryGetValue<double>(out var d) && d == Math.Floor(d) && Math.Abs(d) < int.MaxValue => (int)d,
+        var other => throw new LayerPruneException($"{path}: '{key}' must be an integer (got {other.ToJsonString()})"),
+    };
+    static double? Double(JsonObject o, string key, string path) => o[key] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue<double>(out var d) => d,
+        var other => throw new LayerPruneException($"{path}: '{key}' must be a number (got {other.ToJsonString()})"),
+    };
+    static bool? Bool(JsonObject o, string key) => o[key] is JsonValue v && v.TryGetValue<bool>(out var b) ? b : null;
+}

@@ -1,0 +1,42 @@
+using static TorchSharp.torch;
+
+namespace LayerPrune.Modeling;
+
+/// <summary>Keys and values of past positions, one slot per executed layer: [B, kvHeads, S, headDim].</summary>
+public sealed class KvCache : IDisposable
+{
+    readonly Tensor?[] _keys, _values;
+    public KvCache(int layers) { _keys = new Tensor?[layers]; _values = new Tensor?[layers]; }
+
+    public int Layers => _keys.Length;
+    /// <summary>Number of cached positions.</summary>
+    public long Length => _keys[0]?.shape[2] ?? 0;
+
+    /// <summary>Appends this step's k, v [B, kvH, T, D] for layer slot <paramref name="i"/> and returns the full k, v.</summary>
+    public (Tensor k, Tensor v) Append(int i, Tensor k, Tensor v)
+    {
+        Tensor newK = _keys[i] is null ? k.alias() : cat([_keys[i]!, k], 2);
+        Tensor newV = _values[i] is null ? v.alias() : cat([_values[i]!, v], 2);
+        _keys[i]?.Dispose(); _values[i]?.Dispose();
+        _keys[i] = newK.DetachFromDisposeScope(); _values[i] = newV.DetachFromDisposeScope();
+        return (_keys[i]!, _values[i]!);
+    }
+
+    /// <summary>A new cache whose batch rows are rows <paramref name="index"/> of this one (e.g. one shared context repeated per choice).</summary>
+    public KvCache Select(Tensor index)
+    {
+        var c = new KvCache(Layers);
+        for (int i = 0; i < Layers; i++)
+        {
+            if (_keys[i] is null) continue;
+            c._keys[i] = _keys[i]!.index_select(0, index).DetachFromDisposeScope();
+            c._values[i] = _values[i]!.index_select(0, index).DetachFromDisposeScope();
+        }
+        return c;
+    }
+
+    public void Dispose()
+    {
+        for (int i = 0; i < Layers; i++) { _keys[i]?.Dispose(); _values[i]?.Dispose(); _keys[i] = _values[i] = null; }
+    }
+}

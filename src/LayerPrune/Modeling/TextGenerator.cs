@@ -1,0 +1,70 @@
+using System.Diagnostics;
+using static TorchSharp.torch;
+
+namespace LayerPrune.Modeling;
+
+public sealed class GenerationOptions
+{
+    public int MaxNewTokens { get; init; } = 64;
+    public bool Greedy { get; init; } = true;
+    public double Temperature { get; init; } = 1.0;
+    public double TopP { get; init; } = 1.0;
+    public long Seed { get; init; } = 0;
+    public bool StopAtEos { get; init; } = true;
+    /// <summary>Run only these original layers (in-memory pruning); null = all.</summary>
+    public IReadOnlyList<int>? Layers { get; init; }
+    /// <summary>Stop when the decoded continuation would contain one of these (checked by the caller's callback).</summary>
+    public Func<IReadOnlyList<int>, bool>? ShouldStop { get; init; }
+}
+
+public sealed record GenerationResult(int[] TokenIds, int PromptLength, int NewTokens, double PrefillSeconds, double DecodeSeconds)
+{
+    public double DecodeTokensPerSecond => NewTokens > 1 && DecodeSeconds > 0 ? (NewTokens - 1) / DecodeSeconds : 0;
+}
+
+/// <summary>Autoregressive decoding with a KV cache: one prefill over the prompt, then one position per step.</summary>
+public static class TextGenerator
+{
+    public static GenerationResult Generate(CausalLM model, IReadOnlyList<int> prompt, GenerationOptions o)
+    {
+        if (prompt.Count == 0) throw new LayerPruneException("generate: the prompt is empty (give --prompt text or --token-ids)");
+        var layers = o.Layers ?? Enumerable.Range(0, model.NumLayers).ToArray();
+        using var cache = new KvCache(layers.Count);
+        var forward = new ForwardOptions { Layers = layers, LastPositionOnly = true };
+        var tokens = prompt.ToList();
+        var eos = model.Config.EosTokenIds.ToHashSet();
+        using var gen = new TorchSharp.torch.Generator((ulong)o.Seed);
+        var sw = Stopwatch.StartNew();
+        double prefill = 0;
+        using (no_grad())
+        {
+            Tensor input = tensor(prompt.Select(x => (long)x).ToArray(), [1, prompt.Count]);
+            for (int step = 0; step < o.MaxNewTokens; step++)
+            {
+                using var scope = NewDisposeScope();
+                var logits = model.Forward(input, cache: cache, options: forward)[0, -1].to(ScalarType.Float32).cpu(); // [V]
+                int next = o.Greedy || o.Temperature <= 0 ? (int)logits.argmax().item<long>() : Sample(logits, o, gen);
+                if (step == 0) { prefill = sw.Elapsed.TotalSeconds; sw.Restart(); }
+                tokens.Add(next);
+                if ((o.StopAtEos && eos.Contains(next)) || (o.ShouldStop?.Invoke(tokens.GetRange(prompt.Count, tokens.Count - prompt.Count)) ?? false)) break;
+                input = tensor(new long[] { next }, [1, 1]).DetachFromDisposeScope();
+            }
+        }
+        return new GenerationResult(tokens.ToArray(), prompt.Count, tokens.Count - prompt.Count, prefill, sw.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>Temperature, then nucleus (top-p) filtering: keep the smallest set of tokens whose probability reaches p.</summary>
+    static int Sample(Tensor logits, GenerationOptions o, TorchSharp.torch.Generator gen)
+    {
+        using var scope = NewDisposeScope();
+        var probs = (logits / o.Temperature).softmax(-1);
+        if (o.TopP < 1.0)
+        {
+            var (sorted, idx) = probs.sort(descending: true);
+            var cumBefore = sorted.cumsum(0) - sorted;
+            var kept = sorted.masked_fill(cumBefore.ge(o.TopP), 0);
+            probs = zeros_like(probs).scatter(0, idx, kept);
+        }
+        return (int)multinomial(probs / probs.sum(), 1, generator: gen).item<long>();
+    }
+}
