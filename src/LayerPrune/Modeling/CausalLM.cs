@@ -15,6 +15,8 @@ public sealed class ForwardOptions
     public Action<int, Tensor>? OnResidual { get; init; }
     /// <summary>Return logits only for the last position ([B, 1, V]).</summary>
     public bool LastPositionOnly { get; init; }
+    /// <summary>Skip the final norm and lm_head; Forward returns the last residual stream [B, T, H] (for similarity passes).</summary>
+    public bool HiddenOnly { get; init; }
 }
 
 /// <summary>
@@ -166,7 +168,7 @@ public sealed class CausalLM : IDisposable
         }
         options?.OnResidual?.Invoke(order.Count, h);
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);
-        return Head(h).MoveToOuterDisposeScope();
+        return (options?.HiddenOnly == true ? h : Head(h)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Every weight with its HF name (resident models only), e.g. for writing a merged checkpoint.</summary>

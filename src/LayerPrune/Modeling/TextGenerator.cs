@@ -61,7 +61,7 @@ public static class TextGenerator
         if (o.TopP < 1.0)
         {
             var (sorted, idx) = probs.sort(descending: true);
-            var cumBefore = sorted.cumsum(0) - sorted;
+            var cumBefore = sorted.cumsum(dim: 0) - sorted;
             var kept = sorted.masked_fill(cumBefore.ge(o.TopP), 0);
             probs = zeros_like(probs).scatter(0, idx, kept);
         }

@@ -1,0 +1,101 @@
+using LayerPrune.Modeling;
+using static TorchSharp.torch;
+
+namespace LayerPrune.Similarity;
+
+/// <summary>The block of n consecutive layers [Start, EndExclusive) whose removal changes the residual stream least.</summary>
+public sealed record BestBlock(int N, int Start, int EndExclusive, double Distance);
+
+public sealed class SimilarityResult
+{
+    /// <summary>(L+1)×(L+1) mean angular distance between residual-stream states x_a and x_b at the last token (0-based).</summary>
+    public required double[,] Matrix { get; init; }
+    public required int Samples { get; init; }
+    /// <summary>ShortGPT Block Influence per layer: mean over all non-padding tokens of 1 − cos(layer input, layer output); null when not computed.</summary>
+    public double[]? BlockInfluence { get; init; }
+    public int Layers => Matrix.GetLength(0) - 1;
+
+    /// <summary>l*(n) = argmin over l = 0…L−n of D(l, l+n), for n = 1…L−1 (the paper's Eq. 7; ties: smallest l).</summary>
+    public IReadOnlyList<BestBlock> Best() => Enumerable.Range(1, Layers - 1).Select(BestFor).ToList();
+
+    public BestBlock BestFor(int n)
+    {
+        if (n < 1 || n >= Layers) throw new LayerPruneException($"--n {n}: block size must be between 1 and {Layers - 1} (the model has {Layers} layers)");
+        int best = 0;
+        for (int l = 1; l + n <= Layers; l++) if (Matrix[l, l + n] < Matrix[best, best + n]) best = l;
+        return new BestBlock(n, best, best + n, Matrix[best, best + n]);
+    }
+}
+
+/// <summary>
+/// One pass over the samples collects x_0 (embeddings) … x_L (last layer output, before the final norm) at each sample's
+/// last real token and accumulates d(x_a, x_b) = arccos(cos(x_a, x_b))/π for every pair (a, b): all block sizes at once.
+/// </summary>
+public static class LayerSimilarity
+{
+    /// <param name="samples">Token ids per sample (any lengths; batches are right-padded and masked).</param>
+    public static SimilarityResult Compute(CausalLM model, IReadOnlyList<int[]> samples, int batchSize = 8, bool blockInfluence = false,
+                                           Action<int>? onSamplesDone = null)
+    {
+        if (samples.Count == 0) throw new LayerPruneException("similarity: no samples");
+        int L = model.NumLayers;
+        using var sum = zeros(L + 1, L + 1, dtype: ScalarType.Float64, device: model.Device);
+        using var biSum = zeros(L, dtype: ScalarType.Float64, device: model.Device);
+        double biTokens = 0;
+        using var _ = no_grad();
+        for (int start = 0; start < samples.Count; start += batchSize)
+        {
+            using var scope = NewDisposeScope();
+            var batch = samples.Skip(start).Take(batchSize).ToList();
+            var (ids, mask, last) = Pad(batch, model.Device);
+            var states = new Tensor[L + 1];                // each [B, H] at the last real token
+            Tensor? prev = null;
+            var validF = mask?.to(ScalarType.Float64) ?? ones(ids.shape[0], ids.shape[1], dtype: ScalarType.Float64, device: model.Device); // [B, T]
+            void Collect(int k, Tensor x)
+            {
+                states[k] = x[arange(x.shape[0], device: x.device), last].to(ScalarType.Float64).MoveToOuterDisposeScope(); // survives Forward's scope
+                if (!blockInfluence) return;
+                if (prev is not null)
+                {
+                    var cos = nn.functional.cosine_similarity(prev.to(ScalarType.Float64), x.to(ScalarType.Float64), dim: -1); // [B, T]
+                    biSum[k - 1] += ((1 - cos) * validF).sum();
+                }
+                prev = x.alias();
+            }
+            // An offloaded model streams each layer from the memory-mapped checkpoint inside Forward (one layer resident).
+            model.Forward(ids, mask, options: new ForwardOptions { OnResidual = Collect, HiddenOnly = true });
+            if (blockInfluence) biTokens += validF.sum().item<double>();
+            var x = nn.functional.normalize(stack(states, 1), dim: -1);     // [B, L+1, H]
+            var cosAll = x.bmm(x.transpose(1, 2)).clamp(-1.0, 1.0);         // [B, L+1, L+1]
+            sum.add_((cosAll.acos() / Math.PI).sum(dim: 0)); // not .sum(0): a literal 0 binds to the ScalarType overload
+            onSamplesDone?.Invoke(batch.Count);
+        }
+        var mean = (sum / samples.Count).cpu();
+        var matrix = new double[L + 1, L + 1];
+        var data = mean.data<double>().ToArray();
+        for (int a = 0; a <= L; a++) for (int b = 0; b <= L; b++) matrix[a, b] = data[a * (L + 1) + b];
+        return new SimilarityResult
+        {
+            Matrix = matrix, Samples = samples.Count,
+            BlockInfluence = blockInfluence ? (biSum / biTokens).cpu().data<double>().ToArray() : null,
+        };
+    }
+
+    /// <summary>Right-pads a batch: ids [B, T], mask [B, T] (1 = real), index of each row's last real token [B].</summary>
+    public static (Tensor ids, Tensor? mask, Tensor last) Pad(IReadOnlyList<int[]> batch, Device device)
+    {
+        int T = batch.Max(s => s.Length);
+        var ids = new long[batch.Count * T];
+        var mask = new long[batch.Count * T];
+        var last = new long[batch.Count];
+        for (int b = 0; b < batch.Count; b++)
+        {
+            if (batch[b].Length == 0) throw new LayerPruneException($"similarity: sample {b} is empty");
+            for (int t = 0; t < batch[b].Length; t++) { ids[b * T + t] = batch[b][t]; mask[b * T + t] = 1; }
+            last[b] = batch[b].Length - 1;
+        }
+        bool anyPadding = batch.Any(s => s.Length != T);
+        return (tensor(ids, [batch.Count, T], device: device), anyPadding ? tensor(mask, [batch.Count, T], device: device) : null,
+                tensor(last, device: device));
+    }
+}
