@@ -1,0 +1,102 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using LayerPrune.Checkpoints;
+
+namespace LayerPrune.Pruning;
+
+/// <summary>
+/// Writes a pruned Hugging Face checkpoint: kept layers renumbered 0…, every other tensor untouched, stored bytes and
+/// dtypes copied verbatim (no conversion), sharding kept with a fresh index, config updated, side files copied.
+/// </summary>
+public static partial class CheckpointPruner
+{
+    [GeneratedRegex(@"^model\.layers\.(\d+)\.(.+)$")]
+    private static partial Regex LayerTensor();
+
+    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    public static void Write(Checkpoint source, PrunePlan plan, string outDir, bool force = false, long? maxShardBytes = null)
+    {
+        var config = source.Config;
+        if (plan.OriginalLayers != config.NumLayers)
+            throw new LayerPruneException($"plan is for {plan.OriginalLayers} layers but {source.Directory} has {config.NumLayers}");
+        var newIndex = plan.Kept.Select((old, @new) => (old, @new)).ToDictionary(p => p.old, p => p.@new);
+
+        var tensors = new List<TensorToWrite>();
+        foreach (var name in source.WeightMap.Keys)
+        {
+            var m = LayerTensor().Match(name);
+            if (!m.Success) { tensors.Add(TensorToWrite.FromFile(name, source.FileOf(name), name)); continue; }
+            int layer = int.Parse(m.Groups[1].Value);
+            if (newIndex.TryGetValue(layer, out int renumbered))
+                tensors.Add(TensorToWrite.FromFile($"model.layers.{renumbered}.{m.Groups[2].Value}", source.FileOf(name), name));
+        }
+
+        using var output = OutputFolder.Begin(outDir, force, "--out", source.Directory);
+        long shardLimit = maxShardBytes ?? (source.IsSharded ? source.Files.Values.Max(f => f.FileLength) : long.MaxValue);
+        WriteTensors(output, tensors, shardLimit, source.IsSharded || maxShardBytes is not null);
+        File.WriteAllText(output.File("config.json"), PrunedConfig(config, plan).ToJsonString(Indented));
+        CopySideFiles(source, output);
+        var planJson = (plan with { Source = Path.GetFullPath(source.Directory) }).ToJson();
+        File.WriteAllText(output.File("prune_plan.json"), planJson.ToJsonString(Indented));
+        File.WriteAllText(output.File("mergekit.yaml"), plan.ToMergekitYaml(Path.GetFullPath(source.Directory), config.StorageDtype));
+        output.Commit();
+    }
+
+    /// <summary>num_hidden_layers and every per-layer list (layer_types, …) follow the kept layers.</summary>
+    public static JsonObject PrunedConfig(ModelConfig config, PrunePlan plan)
+    {
+        var c = (JsonObject)config.Raw.DeepClone();
+        c["num_hidden_layers"] = plan.Kept.Length;
+        foreach (var key in c.Select(kv => kv.Key).ToList())
+            if (c[key] is JsonArray a && a.Count == config.NumLayers && key != "architectures")
+                c[key] = new JsonArray(plan.Kept.Select(i => a[i]?.DeepClone()).ToArray());
+        // Qwen2 without layer_types: layers ≥ max_window_layers use the sliding window; keep each kept layer's kind.
+        if (config.Family == ArchitectureFamily.Qwen2 && c["layer_types"] is null && c["max_window_layers"] is JsonValue mw && mw.TryGetValue<int>(out int maxWindow))
+            c["max_window_layers"] = plan.Kept.Count(i => i < maxWindow);
+        return c;
+    }
+
+    static void WriteTensors(OutputFolder output, List<TensorToWrite> tensors, long shardLimit, bool sharded)
+    {
+        if (!sharded)
+        {
+            SafeTensorsWriter.Write(output.File(Checkpoint.SingleFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            return;
+        }
+        // Greedy packing in name order (as HF's split_torch_state_dict_into_shards does by insertion order).
+        var shards = new List<List<TensorToWrite>> { new() };
+        long current = 0;
+        foreach (var t in tensors.OrderBy(t => t.Name, StringComparer.Ordinal))
+        {
+            if (current > 0 && current + t.ByteLength > shardLimit) { shards.Add(new()); current = 0; }
+            shards[^1].Add(t); current += t.ByteLength;
+        }
+        var weightMap = new JsonObject();
+        for (int s = 0; s < shards.Count; s++)
+        {
+            string file = $"model-{s + 1:D5}-of-{shards.Count:D5}.safetensors";
+            SafeTensorsWriter.Write(output.File(file), shards[s], new Dictionary<string, string> { ["format"] = "pt" });
+            foreach (var t in shards[s]) weightMap[t.Name] = file;
+        }
+        var index = new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["total_size"] = tensors.Sum(t => t.ByteLength) },
+            ["weight_map"] = new JsonObject(weightMap.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => KeyValuePair.Create(kv.Key, kv.Value?.DeepClone()))),
+        };
+        File.WriteAllText(output.File(Checkpoint.IndexFile), index.ToJsonString(Indented));
+    }
+
+    /// <summary>Tokenizer, generation config and other small files; never weights, the old index, or pickles.</summary>
+    static void CopySideFiles(Checkpoint source, OutputFolder output)
+    {
+        var skip = new HashSet<string>(source.Files.Keys) { "config.json", Checkpoint.IndexFile, "prune_plan.json", "mergekit.yaml" };
+        foreach (var path in Directory.EnumerateFiles(source.Directory))
+        {
+            string name = Path.GetFileName(path);
+            if (skip.Contains(name) || name.EndsWith(".safetensors") || name.EndsWith(".bin") || name.EndsWith(".pt") || name.EndsWith(".pth")) continue;
+            File.Copy(path, output.File(name));
+        }
+    }
+}

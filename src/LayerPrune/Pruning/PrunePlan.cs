@@ -1,0 +1,119 @@
+using System.Text.Json.Nodes;
+using LayerPrune.Similarity;
+
+namespace LayerPrune.Pruning;
+
+/// <summary>Which layers go (0-based original indices) and why. Kept layers are renumbered 0… in order.</summary>
+public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Removed, double? Distance = null, string? Source = null)
+{
+    public int[] Kept => Enumerable.Range(0, OriginalLayers).Except(Removed).ToArray();
+    public int BlockSize => Removed.Length;
+    public double Fraction => (double)Removed.Length / OriginalLayers;
+
+    /// <summary>--layers "6-9" or "3,5,7" or "2-4,9" (0-based, inclusive ranges).</summary>
+    public static PrunePlan FromLayerSpec(string spec, int layers)
+    {
+        var removed = new List<int>();
+        foreach (var part in spec.Split(',', StringSplitOptions.TrimEntries))
+        {
+            var bounds = part.Split('-', StringSplitOptions.TrimEntries);
+            if (bounds.Length is < 1 or > 2 || !bounds.All(b => int.TryParse(b, out _)))
+                throw new LayerPruneException($"--layers '{spec}': '{part}' is not a layer index or an inclusive range like 6-9");
+            int a = int.Parse(bounds[0]), b = bounds.Length == 2 ? int.Parse(bounds[1]) : a;
+            if (b < a) throw new LayerPruneException($"--layers '{spec}': range '{part}' is descending");
+            for (int i = a; i <= b; i++)
+            {
+                if (i < 0 || i >= layers) throw new LayerPruneException($"--layers '{spec}': layer {i} is out of range (the model has layers 0-{layers - 1})");
+                if (removed.Contains(i)) throw new LayerPruneException($"--layers '{spec}': layer {i} is listed twice");
+                removed.Add(i);
+            }
+        }
+        return Create("layers", layers, removed);
+    }
+
+    static void CheckN(int n, int layers)
+    {
+        if (n < 1 || n >= layers) throw new LayerPruneException($"--n {n}: must be between 1 and {layers - 1} (the model has {layers} layers; at least one must stay)");
+    }
+
+    /// <summary>The paper's simple rule: the n deepest layers except the final one, i.e. L−1−n … L−2.</summary>
+    public static PrunePlan Deepest(int n, int layers)
+    {
+        CheckN(n, layers);
+        if (n > layers - 1) throw new LayerPruneException($"--n {n}: the deepest strategy keeps the final layer, so at most {layers - 1}");
+        return Create("deepest", layers, Enumerable.Range(layers - 1 - n, n));
+    }
+
+    /// <summary>Baseline: remove layers 1…n (layer 0 stays).</summary>
+    public static PrunePlan Shallowest(int n, int layers)
+    {
+        CheckN(n, layers);
+        return Create("shallowest", layers, Enumerable.Range(1, n));
+    }
+
+    /// <summary>Baseline: a random contiguous block of n layers (seeded).</summary>
+    public static PrunePlan RandomBlock(int n, int layers, int seed)
+    {
+        CheckN(n, layers);
+        int start = new Random(seed * 1000003 + n).Next(0, layers - n + 1);
+        return Create("random", layers, Enumerable.Range(start, n));
+    }
+
+    /// <summary>The paper's method: the block [l*(n), l*(n)+n) minimising the angular distance.</summary>
+    public static PrunePlan FromSimilarity(SimilarityResult s, int n)
+    {
+        CheckN(n, s.Layers);
+        var best = s.BestFor(n);
+        return Create("similarity", s.Layers, Enumerable.Range(best.Start, n), best.Distance);
+    }
+
+    /// <summary>n from --fraction: round(fraction · L), at least 1.</summary>
+    public static int BlockSizeFromFraction(double fraction, int layers)
+    {
+        if (!(fraction > 0 && fraction < 1)) throw new LayerPruneException($"--fraction {fraction}: must be strictly between 0 and 1");
+        return Math.Clamp((int)Math.Round(fraction * layers, MidpointRounding.AwayFromZero), 1, layers - 1);
+    }
+
+    static PrunePlan Create(string strategy, int layers, IEnumerable<int> removed, double? distance = null)
+    {
+        var r = removed.OrderBy(i => i).ToArray();
+        if (r.Length == 0) throw new LayerPruneException("nothing to remove: the plan is empty");
+        if (r.Length >= layers) throw new LayerPruneException($"removing {r.Length} of {layers} layers would leave none");
+        return new PrunePlan(strategy, layers, r, distance);
+    }
+
+    public JsonObject ToJson() => new()
+    {
+        ["indexing"] = "0-based layer indices of the source model; kept layers are renumbered 0.. in order",
+        ["strategy"] = Strategy,
+        ["source_model"] = Source,
+        ["original_layers"] = OriginalLayers,
+        ["block_size"] = BlockSize,
+        ["fraction_removed"] = Fraction,
+        ["removed"] = new JsonArray(Removed.Select(i => (JsonNode?)i).ToArray()),
+        ["kept"] = new JsonArray(Kept.Select(i => (JsonNode?)i).ToArray()),
+        ["old_to_new"] = new JsonObject(Kept.Select((old, @new) => KeyValuePair.Create(old.ToString(), (JsonNode?)@new))),
+        ["angular_distance"] = Distance,
+    };
+
+    /// <summary>The same cut as mergekit passthrough slices (layer_range is half-open [start, end)).</summary>
+    public string ToMergekitYaml(string modelPath, string? dtype)
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine($"# LayerPrune: removes layers {string.Join(",", Removed)} (0-based) of {OriginalLayers}; layer_range is half-open [start, end)");
+        sb.AppendLine("slices:");
+        var kept = Kept;
+        for (int i = 0; i < kept.Length;)
+        {
+            int j = i;
+            while (j + 1 < kept.Length && kept[j + 1] == kept[j] + 1) j++;
+            sb.AppendLine("  - sources:");
+            sb.AppendLine($"      - model: {modelPath}");
+            sb.AppendLine($"        layer_range: [{kept[i]}, {kept[j] + 1}]");
+            i = j + 1;
+        }
+        sb.AppendLine("merge_method: passthrough");
+        if (dtype is not null) sb.AppendLine($"dtype: {dtype}");
+        return sb.ToString();
+    }
+}
