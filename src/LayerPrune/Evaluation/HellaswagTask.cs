@@ -1,0 +1,47 @@
+using System.Text.RegularExpressions;
+using LayerPrune.Data;
+
+namespace LayerPrune.Evaluation;
+
+/// <summary>
+/// HellaSwag (<c>hellaswag:FILE</c>) as lm_eval/tasks/hellaswag (utils.process_docs): query =
+/// preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize()), choices = preprocess(ending), target
+/// delimiter " ", 0-shot; acc and acc_norm. Accepts the raw HF layout (activity_label, ctx_a, ctx_b, endings, label)
+/// and a preprocessed layout <c>{ctx, endings, label}</c> whose ctx is already "activity_label: context" (then
+/// preprocess(ctx) is the query; the harness's capitalisation of ctx_b cannot be redone there since ctx_a/ctx_b are
+/// not separated).
+/// </summary>
+public static partial class HellaswagTask
+{
+    [GeneratedRegex(@"\[.*?\]")]
+    private static partial Regex Bracketed();
+
+    /// <summary>The harness's preprocess: strip, " [title]" → ". ", drop "[...]" (non-greedy), "  " → " " (once, left to right).</summary>
+    public static string Preprocess(string text)
+    {
+        text = PyText.Strip(text);
+        text = text.Replace(" [title]", ". ", StringComparison.Ordinal);
+        text = Bracketed().Replace(text, "");
+        return text.Replace("  ", " ", StringComparison.Ordinal);
+    }
+
+    public static string Query(string activityLabel, string ctxA, string ctxB) =>
+        Preprocess(activityLabel + ": " + ctxA + " " + PyText.Capitalize(ctxB));
+
+    public static List<EvalDoc> Load(string path, int? limit = null)
+    {
+        var docs = new List<EvalDoc>();
+        foreach (var (line, row) in JsonLines.Read(path))
+        {
+            if (limit is int l && docs.Count >= l) break;
+            string query = row["ctx_a"] is not null || row["activity_label"] is not null
+                ? Query(JsonLines.GetString(row, "activity_label", path, line), JsonLines.GetString(row, "ctx_a", path, line),
+                    JsonLines.GetString(row, "ctx_b", path, line))
+                : Preprocess(JsonLines.GetString(row, "ctx", path, line));
+            var choices = JsonLines.GetStringArray(row, "endings", path, line).Select(Preprocess).ToArray();
+            docs.Add(EvalDoc.FromChoices(query, choices, JsonLines.GetInt(row, "label", path, line), source: $"{path}:{line}"));
+        }
+        if (docs.Count == 0) throw new LayerPruneException($"{path}: no items");
+        return docs;
+    }
+}
