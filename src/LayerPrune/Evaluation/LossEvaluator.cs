@@ -1,0 +1,37 @@
+using LayerPrune.Modeling;
+using static TorchSharp.torch;
+
+namespace LayerPrune.Evaluation;
+
+public sealed record LossResult(double ValidationLoss, long Tokens, int Chunks)
+{
+    public double Perplexity => Math.Exp(ValidationLoss);
+}
+
+/// <summary>
+/// Mean next-token cross-entropy over fixed-length chunks, each an independent sequence (positions 0..T−1, causal):
+/// the loss averages all Σ (T−1) predictions (the protocol of tests/fixtures/reference/kjv-llama-16l.json).
+/// </summary>
+public static class LossEvaluator
+{
+    public static LossResult Evaluate(CausalLM model, IReadOnlyList<int[]> chunks, int batchSize = 8, IReadOnlyList<int>? layers = null, Action<int>? onChunksDone = null)
+    {
+        if (chunks.Count == 0) throw new LayerPruneException("loss: no chunks (the data is shorter than one sequence; lower --seq-len?)");
+        double total = 0; long count = 0;
+        using var _ = no_grad();
+        foreach (var batch in chunks.Chunk(Math.Max(1, batchSize)))
+        {
+            using var scope = NewDisposeScope();
+            int T = batch.Max(c => c.Length);
+            if (batch.Any(c => c.Length != T)) throw new ArgumentException("loss chunks must have equal length");
+            var ids = tensor(batch.SelectMany(c => c.Select(x => (long)x)).ToArray(), [batch.Length, T]);
+            var logits = model.Forward(ids, options: new ForwardOptions { Layers = layers });           // [B, T, V]
+            var logp = logits.narrow(1, 0, T - 1).to(ScalarType.Float32).log_softmax(-1);               // predicts tokens 1..T−1
+            var targets = ids.narrow(1, 1, T - 1).to(logp.device).unsqueeze(-1);
+            total -= logp.gather(2, targets).to(ScalarType.Float64).sum().item<double>();
+            count += batch.Length * (long)(T - 1);
+            onChunksDone?.Invoke(batch.Length);
+        }
+        return new LossResult(total / count, count, chunks.Count);
+    }
+}
