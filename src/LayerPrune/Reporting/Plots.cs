@@ -14,9 +14,12 @@ public static class Plots
     public static readonly IReadOnlyList<string> PreferredFonts =
         ["DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial", "Helvetica"];
 
-    private static readonly Lazy<string?> ResolvedFont = new(() =>
+    private static readonly Lazy<string?> ResolvedFont = new(() => FirstInstalledFont(PreferredFonts));
+
+    /// <summary>The first family in <paramref name="families"/> that Skia can load, or null if none is installed.</summary>
+    public static string? FirstInstalledFont(IEnumerable<string> families)
     {
-        foreach (string family in PreferredFonts)
+        foreach (string family in families)
         {
             try
             {
@@ -31,7 +34,7 @@ public static class Plots
             }
         }
         return null;
-    });
+    }
 
     /// <summary>
     /// The font family used for plot text: the first of <see cref="PreferredFonts"/> that is installed, or
@@ -63,59 +66,59 @@ public static class Plots
     /// </summary>
     /// <param name="matrix">(L+1)x(L+1) matrix, D[l, l+n]; NaN where undefined. L &gt;= 2.</param>
     public static void SimilarityHeatmap(double[,] matrix, string path, string title,
-        int width = DefaultWidth, int height = DefaultHeight)
-    {
-        ArgumentNullException.ThrowIfNull(matrix);
-        int rows = matrix.GetLength(0), cols = matrix.GetLength(1);
-        if (rows != cols)
-            throw new LayerPruneException($"similarity heatmap: matrix must be square (L+1)x(L+1), got {rows}x{cols}");
-        int layers = rows - 1;
-        if (layers < 2)
-            throw new LayerPruneException($"similarity heatmap: need at least 2 layers (a 3x3 matrix), got {rows}x{cols}");
+        int width = DefaultWidth, int height = DefaultHeight) =>
+        Save(CreateSimilarityHeatmap(matrix, title), path, width, height);
 
-        // Grid: column = l (0..L-1), row r = (L-1) - n so that n = 1 is the bottom row
-        // (ScottPlot draws Intensities[0, *] at the top of the extent).
+    /// <summary>The <see cref="SimilarityHeatmap"/> figure as a ScottPlot <see cref="Plot"/> (to restyle or save as SVG).</summary>
+    public static Plot CreateSimilarityHeatmap(double[,] matrix, string title)
+    {
+        int layers = CheckMatrix(matrix);
         int maxN = layers - 1;
-        var grid = new double[maxN, layers];
-        var argminL = new List<double>();
-        var argminN = new List<double>();
+        var grid = SimilarityGrid(matrix);
+        var best = BlockArgmin(matrix);
+        // ScottPlot draws Intensities[0, *] at the top of the extent: flip so that n = 1 is the bottom row.
+        var flipped = new double[maxN, layers];
         double lo = double.PositiveInfinity, hi = double.NegativeInfinity;
-        for (int n = 1; n <= maxN; n++)
-        {
-            int bestL = -1;
-            double best = double.PositiveInfinity;
+        for (int r = 0; r < maxN; r++)
             for (int l = 0; l < layers; l++)
             {
-                double v = l + n <= layers ? matrix[l, l + n] : double.NaN;
-                if (double.IsInfinity(v)) v = double.NaN;
-                grid[maxN - n, l] = v;
+                double v = grid[r, l];
+                flipped[maxN - 1 - r, l] = v;
                 if (double.IsNaN(v)) continue;
                 lo = Math.Min(lo, v);
                 hi = Math.Max(hi, v);
-                if (v < best) { best = v; bestL = l; }
             }
-            if (bestL >= 0) { argminL.Add(bestL); argminN.Add(n); }
-        }
+        double[] argminL = best.Select(b => (double)b.l).ToArray();
+        double[] argminN = best.Select(b => (double)b.n).ToArray();
 
         var plot = NewPlot();
-        var hm = plot.Add.Heatmap(grid);
-        hm.Colormap = new ScottPlot.Colormaps.Viridis();
-        hm.NaNCellColor = Colors.Transparent;
-        // Cell centres on integer (l, n).
-        hm.Extent = new CoordinateRect(-0.5, layers - 0.5, 0.5, maxN + 0.5);
-        if (double.IsFinite(lo) && hi - lo < 1e-12)
-            hm.ManualRange = new ScottPlot.Range(lo - 0.5, lo + 0.5); // constant data: avoid a zero-width colour range
-        else if (!double.IsFinite(lo))
-            hm.ManualRange = new ScottPlot.Range(0, 1); // nothing defined: still draw an empty, labelled chart
-
-        var bar = plot.Add.ColorBar(hm, Edge.Right);
-        bar.Label = "angular distance d(x_l, x_{l+n})";
-        bar.LabelStyle.FontSize = 15;
-        bar.LabelStyle.FontName = FontName;
-
-        if (argminL.Count > 0)
+        if (double.IsFinite(lo))
         {
-            var marks = plot.Add.Markers(argminL.ToArray(), argminN.ToArray(), MarkerShape.FilledCircle,
+            var hm = plot.Add.Heatmap(flipped);
+            hm.Colormap = new ScottPlot.Colormaps.Viridis();
+            hm.NaNCellColor = Colors.Transparent;
+            // Outer edges, so that cell centres sit on integer (l, n). (Extent would describe cell centres.)
+            hm.Rectangle = new CoordinateRect(-0.5, layers - 0.5, 0.5, maxN + 0.5);
+            if (hi - lo < 1e-12)
+                hm.ManualRange = new ScottPlot.Range(lo - 0.5, lo + 0.5); // constant data: avoid a zero-width colour range
+
+            var bar = plot.Add.ColorBar(hm, Edge.Right);
+            bar.Label = "angular distance d(x_l, x_{l+n})";
+            bar.LabelStyle.FontSize = 15;
+            bar.LabelStyle.FontName = FontName;
+        }
+        else
+        {
+            // ScottPlot's heatmap cannot colour an all-NaN grid: draw the labelled, empty axes with a note.
+            var note = plot.Add.Text("no defined distances", (layers - 1) / 2.0, (maxN + 1) / 2.0);
+            note.LabelFontSize = 16;
+            note.LabelFontName = FontName;
+            note.LabelAlignment = Alignment.MiddleCenter;
+        }
+
+        if (argminL.Length > 0)
+        {
+            var marks = plot.Add.Markers(argminL, argminN, MarkerShape.FilledCircle,
                 Math.Clamp(360f / layers, 5f, 11f), Colors.Red);
             marks.MarkerStyle.OutlineColor = Colors.White;
             marks.MarkerStyle.OutlineWidth = 1.5f;
@@ -132,8 +135,58 @@ public static class Plots
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
         plot.Axes.SetLimits(-0.5, layers - 0.5, 0.5, maxN + 0.5);
         plot.Grid.IsVisible = false;
+        return plot;
+    }
 
-        Save(plot, path, width, height);
+    /// <summary>Validates an (L+1)x(L+1) distance matrix and returns L.</summary>
+    private static int CheckMatrix(double[,] matrix)
+    {
+        ArgumentNullException.ThrowIfNull(matrix);
+        int rows = matrix.GetLength(0), cols = matrix.GetLength(1);
+        if (rows != cols)
+            throw new LayerPruneException($"similarity heatmap: matrix must be square (L+1)x(L+1), got {rows}x{cols}");
+        if (rows - 1 < 2)
+            throw new LayerPruneException($"similarity heatmap: need at least 2 layers (a 3x3 matrix), got {rows}x{cols}");
+        return rows - 1;
+    }
+
+    /// <summary>
+    /// The heatmap's cells: grid[n-1, l] = D[l, l+n] for n = 1..L-1 and l = 0..L-1; NaN where l+n &gt; L or where
+    /// the input is NaN/infinite.
+    /// </summary>
+    public static double[,] SimilarityGrid(double[,] matrix)
+    {
+        int layers = CheckMatrix(matrix);
+        var grid = new double[layers - 1, layers];
+        for (int n = 1; n < layers; n++)
+            for (int l = 0; l < layers; l++)
+            {
+                double v = l + n <= layers ? matrix[l, l + n] : double.NaN;
+                grid[n - 1, l] = double.IsFinite(v) ? v : double.NaN;
+            }
+        return grid;
+    }
+
+    /// <summary>
+    /// For each block size n = 1..L-1 with at least one defined entry: l*(n) = argmin over l in 0..L-n of
+    /// D[l, l+n] (the paper's choice of block to prune), lowest l on ties.
+    /// </summary>
+    public static IReadOnlyList<(int n, int l, double distance)> BlockArgmin(double[,] matrix)
+    {
+        int layers = CheckMatrix(matrix);
+        var result = new List<(int, int, double)>();
+        for (int n = 1; n < layers; n++)
+        {
+            int bestL = -1;
+            double best = double.PositiveInfinity;
+            for (int l = 0; l + n <= layers; l++)
+            {
+                double v = matrix[l, l + n];
+                if (double.IsFinite(v) && v < best) { best = v; bestL = l; }
+            }
+            if (bestL >= 0) result.Add((n, bestL, best));
+        }
+        return result;
     }
 
     /// <summary>
@@ -142,7 +195,13 @@ public static class Plots
     /// </summary>
     public static void MetricVsFraction(string path, string title, string yLabel,
         IReadOnlyList<(string strategy, IReadOnlyList<(double fraction, double value)> points)> series,
-        double? chanceLevel, double? baseline, int width = DefaultWidth, int height = DefaultHeight)
+        double? chanceLevel, double? baseline, int width = DefaultWidth, int height = DefaultHeight) =>
+        Save(CreateMetricVsFraction(title, yLabel, series, chanceLevel, baseline), path, width, height);
+
+    /// <summary>The <see cref="MetricVsFraction"/> figure as a ScottPlot <see cref="Plot"/>.</summary>
+    public static Plot CreateMetricVsFraction(string title, string yLabel,
+        IReadOnlyList<(string strategy, IReadOnlyList<(double fraction, double value)> points)> series,
+        double? chanceLevel, double? baseline)
     {
         ArgumentNullException.ThrowIfNull(series);
         var plot = NewPlot();
@@ -201,8 +260,7 @@ public static class Plots
         double span = limits.Top - limits.Bottom;
         if (span <= 0) span = Math.Max(Math.Abs(limits.Top), 1);
         plot.Axes.SetLimitsY(limits.Bottom - 0.05 * span, limits.Top + 0.05 * span);
-
-        Save(plot, path, width, height);
+        return plot;
     }
 
     private static void Save(Plot plot, string path, int width, int height)
