@@ -125,6 +125,8 @@ public sealed class SpectreProgressSink : IProgressSink
 
     private sealed class CountColumn(SpectreProgressSink owner) : ProgressColumn
     {
+        protected override bool NoWrap => true;
+
         public override IRenderable Render(RenderOptions options, ProgressTask task, TimeSpan deltaTime)
         {
             var s = owner.Latest(task);
@@ -136,6 +138,8 @@ public sealed class SpectreProgressSink : IProgressSink
 
     private sealed class RateColumn(SpectreProgressSink owner) : ProgressColumn
     {
+        protected override bool NoWrap => true;
+
         public override IRenderable Render(RenderOptions options, ProgressTask task, TimeSpan deltaTime)
         {
             var s = owner.Latest(task);
@@ -145,6 +149,8 @@ public sealed class SpectreProgressSink : IProgressSink
 
     private sealed class EtaColumn(SpectreProgressSink owner) : ProgressColumn
     {
+        protected override bool NoWrap => true;
+
         public override IRenderable Render(RenderOptions options, ProgressTask task, TimeSpan deltaTime)
         {
             var s = owner.Latest(task);
