@@ -1,0 +1,25 @@
+using LayerPrune.Tokenization;
+
+namespace LayerPrune.Data;
+
+/// <summary>Token samples for similarity and healing-validation passes.</summary>
+public static class SampleLoader
+{
+    /// <summary>
+    /// A .txt file is chunked exactly as the validation-loss protocol (lines → [BOS]+ids concatenated → consecutive
+    /// chunks of seqLen; the first <paramref name="samples"/>); JSONL / Parquet rows (field "text") are one sample each,
+    /// truncated to seqLen (the last real token of each is what similarity reads).
+    /// </summary>
+    public static List<int[]> Load(string path, ITextTokenizer tok, int samples, int seqLen)
+    {
+        if (samples < 1) throw LayerPruneException.Usage($"--samples {samples}: must be at least 1");
+        if (seqLen < 2) throw LayerPruneException.Usage($"--seq-len {seqLen}: must be at least 2");
+        var result = IsPlainText(path)
+            ? TokenChunks.FromLines(TextCorpus.Read(path), tok, seqLen, samples)
+            : TokenChunks.PerDocument(TextCorpus.Read(path).Take(samples), tok, seqLen);
+        if (result.Count == 0) throw new LayerPruneException($"{path}: no samples (empty, or shorter than one sequence of {seqLen} tokens)");
+        return result;
+    }
+
+    public static bool IsPlainText(string path) => Path.GetExtension(path).ToLowerInvariant() is ".txt" or ".text";
+}
