@@ -19,7 +19,7 @@ public static class ComputeTarget
         };
         ScalarType t = dtype.ToLowerInvariant() switch
         {
-            "auto" => d.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32,
+            "auto" => d.type == TorchSharp.DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32,
             "fp32" or "float32" => ScalarType.Float32,
             "bf16" or "bfloat16" => ScalarType.BFloat16,
             "fp16" or "float16" => ScalarType.Float16,

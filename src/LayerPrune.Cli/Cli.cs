@@ -1,0 +1,91 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using LayerPrune.Modeling;
+using LayerPrune.Reporting;
+using LayerPrune.Tokenization;
+using static TorchSharp.torch;
+
+namespace LayerPrune.Cli;
+
+/// <summary>Options and plumbing shared by every command: errors → one line + exit code, progress sink, JSON output.</summary>
+public static class Cli
+{
+    public static readonly Option<bool> Verbose = new("--verbose") { Description = "Show stack traces on errors", Recursive = true };
+    public static readonly Option<bool> Quiet = new("--quiet", "-q") { Description = "No progress output", Recursive = true };
+    public static readonly Option<string> Device = new("--device") { Description = "auto | cpu | cuda (auto: CUDA when available)", DefaultValueFactory = _ => "auto", Recursive = true };
+    public static readonly Option<string> Dtype = new("--dtype") { Description = "auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA, fp32 on CPU)", DefaultValueFactory = _ => "auto", Recursive = true };
+    public static IEnumerable<Option> GlobalOptions => [Verbose, Quiet, Device, Dtype];
+
+    public static Option<string> ModelOption(string description = "Hugging Face model folder (config.json + safetensors)") =>
+        new("--model", "-m") { Description = description, Required = true };
+    public static Option<bool> JsonOption() => new("--json") { Description = "Print machine-readable JSON on stdout" };
+
+    public static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>Parse errors exit 2; LayerPruneException prints its one-line message (exit 1, or 2 for usage); Ctrl-C exits 130.</summary>
+    public static int Run(RootCommand root, string[] args)
+    {
+        var parse = root.Parse(args);
+        bool verbose = parse.GetValue(Verbose);
+        if (parse.Errors.Count > 0 && !args.Any(a => a is "--help" or "-h" or "-?"))
+        {
+            foreach (var e in parse.Errors) Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine("Run 'layerprune --help' (or 'layerprune COMMAND --help') for usage.");
+            return 2;
+        }
+        ProgressReporter.Sink = SpectreProgressSink.ForCli(parse.GetValue(Quiet));
+        try { return parse.Invoke(); }
+        catch (Exception e) when (Unwrap(e) is LayerPruneException lp && !verbose)
+        {
+            Console.Error.WriteLine($"error: {lp.Message}");
+            return lp.ExitCode;
+        }
+        catch (Exception e) when (!verbose)
+        {
+            var inner = Unwrap(e);
+            Console.Error.WriteLine($"error: {inner.GetType().Name}: {inner.Message.Split('\n')[0]} (run with --verbose for details)");
+            return 1;
+        }
+    }
+
+    static Exception Unwrap(Exception e) => e is AggregateException { InnerException: { } i } ? Unwrap(i) : e.InnerException is LayerPruneException lp ? lp : e;
+
+    /// <summary>Sets the command's action, wrapping LayerPruneException handling (System.CommandLine would print a stack trace).</summary>
+    public static Command WithAction(this Command command, Func<ParseResult, int> action)
+    {
+        command.SetAction(parse =>
+        {
+            try { return action(parse); }
+            catch (LayerPruneException e) when (!parse.GetValue(Verbose))
+            {
+                Console.Error.WriteLine($"error: {e.Message}");
+                return e.ExitCode;
+            }
+            catch (Exception e) when (!parse.GetValue(Verbose) && e is not OperationCanceledException)
+            {
+                Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message.Split('\n')[0]} (run with --verbose for details)");
+                return 1;
+            }
+        });
+        return command;
+    }
+
+    public static (Device device, ScalarType dtype) Target(ParseResult p) => ComputeTarget.Resolve(p.GetValue(Device)!, p.GetValue(Dtype)!);
+
+    public static CausalLM LoadModel(ParseResult p, string dir, bool offload = false)
+    {
+        var (device, dtype) = Target(p);
+        return CausalLM.Load(dir, device, dtype, offload);
+    }
+
+    public static ITextTokenizer LoadTokenizer(string dir) => TokenizerLoader.Load(dir);
+
+    public static void PrintJson(JsonNode node) => Console.Out.WriteLine(node.ToJsonString(Indented));
+
+    public static void Require(bool condition, string message) { if (!condition) throw LayerPruneException.Usage(message); }
+
+    public static string ExistingFile(string path, string flag) =>
+        File.Exists(path) ? path : throw LayerPruneException.Usage($"{flag} {path}: file not found");
+}
