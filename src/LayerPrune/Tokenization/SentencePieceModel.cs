@@ -163,7 +163,7 @@ internal sealed class SentencePieceModel
             {
                 case 0: Varint(); break;
                 case 1: _pos += 8; break;
-                case 2: _pos += Length(); break;
+                case 2: int len = Length(); _pos += len; break;
                 case 5: _pos += 4; break;
                 default: throw new FormatException($"unsupported wire type {wire}");
             }
@@ -264,7 +264,7 @@ internal sealed class SentencePieceModel
             string piece = _pieces[id];
             if (atStart && (AddDummyPrefix || RemoveExtraWhitespaces) && piece.Length > 0 && piece[0] == SpaceSymbol) piece = piece[1..];
             sb.Append(piece.Replace(SpaceSymbol, ' '));
-            if (piece.Length > 0) atStart = false;
+            atStart = false;
         }
         Flush();
         return sb.ToString();
