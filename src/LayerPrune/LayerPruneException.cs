@@ -1,0 +1,1 @@
+namespace LayerPrune; public sealed class LayerPruneException(string message, Exception? inner = null) : Exception(message, inner);
