@@ -75,7 +75,7 @@ public static class DynamicQuant8
         var blocks = PadToBlocks(x.detach().to(ScalarType.Float32), blockSize);
         var absmax = blocks.abs().amax(1);
         var scaled = blocks * absmax.reciprocal().unsqueeze(1);
-        scaled = scaled.nan_to_num(0.0); // all-zero block: 0·inf
+        scaled = scaled.nan_to_num(nan: -2.0); // all-zero block: 0·inf = NaN, which the kernel maps to code 0
         using var mids = tensor(MidValues, device: x.device);
         // bucketize(right=false) = number of midpoints strictly below x = index of the nearest map value.
         var codes = bucketize(scaled.flatten(), mids).narrow(0, 0, n).to(ScalarType.Byte);

@@ -95,6 +95,7 @@ public static class PeftAdapterFiles
     /// Re-attaches saved adapters: for every targeted module, takes lora_A/lora_B from <paramref name="tensors"/>
     /// (copied; the dictionary is not consumed) with the config's alpha/dropout/rsLoRA, and freezes the base.
     /// Every targeted module must have both tensors, with matching shapes, and every lora tensor must be used.
+    /// The adapters start with Training = false (no dropout).
     /// </summary>
     public static IReadOnlyList<(string Name, LoraAdapter Adapter)> Attach(
         IEnumerable<(string Name, Linear Linear)> modules, IReadOnlyDictionary<string, Tensor> tensors, JsonObject config)
@@ -115,7 +116,7 @@ public static class PeftAdapterFiles
             if (linear.Adapter is not null) throw new LayerPruneException($"PEFT adapter: module {name} already has an adapter");
             var device = linear.Weight?.device ?? (linear.Quantized as Nf4Weight)?.Packed.device ?? CPU;
             var adapter = new LoraAdapter(a.detach().to(ScalarType.Float32, device).clone(), b.detach().to(ScalarType.Float32, device).clone(),
-                settings.Alpha, settings.Dropout, settings.UseRsLora);
+                settings.Alpha, settings.Dropout, settings.UseRsLora) { Training = false }; // inference until told otherwise
             linear.Weight?.requires_grad_(false);
             linear.Bias?.requires_grad_(false);
             linear.Adapter = adapter;

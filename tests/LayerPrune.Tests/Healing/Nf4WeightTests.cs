@@ -95,6 +95,40 @@ public sealed class Nf4WeightTests(ITestOutputHelper output)
         Assert.Equal(new[] { 0.44070982933044434f, -1.0f, 0.24611230194568634f }, d.data<float>().ToArray());
     }
 
+    [Fact]
+    public void ZeroBlock_DequantizesToZero()
+    {
+        // Block 0 all zeros (absmax 0: the kernel's 0·(1/0) = NaN gives code 0), block 1 random.
+        using var g = new Generator(17);
+        using var w = cat([zeros(64), randn(64, generator: g)]).view(2, 64);
+        // (Single quantization: with double quantization the stored absmax of 0 comes back only approximately.)
+        using var q = Nf4Weight.Quantize(w);
+        using var codes = q.Codes();
+        Assert.All(codes.narrow(0, 0, 64).data<long>().ToArray(), c => Assert.Equal(0L, c));
+        using var d = q.Dequantize(ScalarType.Float32);
+        Assert.Equal(0.0, d[0].abs().max().ToDouble());
+        Assert.True(d[1].abs().max().ToDouble() > 1);
+    }
+
+    [Fact]
+    public void DoubleQuant_PartialAbsmaxBlock()
+    {
+        // 300 blocks of 64 → double-quant blocks of 256 and 44.
+        using var g = new Generator(23);
+        using var w = randn(300, 64, generator: g) * (1 + rand(300, 1, generator: g));
+        using var q = Nf4Weight.Quantize(w, doubleQuant: true);
+        Assert.Equal(300, q.QuantizedAbsmax!.shape[0]);
+        Assert.Equal(2, q.AbsmaxScale!.shape[0]);
+        using var single = Nf4Weight.Quantize(w);
+        using var exact = single.Absmax!.clone();
+        using var approx = q.DequantizeAbsmax();
+        using var centred = exact - exact.mean();
+        // state2 of the second block = max |absmax − mean| over its 44 values.
+        Assert.Equal(centred.narrow(0, 256, 44).abs().max().item<float>(), q.AbsmaxScale[1].item<float>());
+        Assert.Equal(exact.mean().item<float>(), q.AbsmaxOffset);
+        Assert.True(RelativeError(exact, approx) < 0.01);
+    }
+
     static double RelativeError(Tensor w, Tensor approx)
     {
         using var diff = w - approx;
