@@ -33,13 +33,14 @@ public class ByteLevelBpeTests
         Assert.Equal("Hello world", tok.Decode([15496, 995, 50256]));
     }
 
-    public static TheoryData<string> TrickyStrings => new()
-    {
+    public static readonly string[] TrickyTexts =
+    [
         "Hello world", "", " ", "   leading and trailing   ", "tabs\tand\nnewlines\r\n\n",
         "naïve café — déjà vu", "emoji 🦙 and 中文 text", "🦙abc x🦙y 𝒜𝒷𝒸 𠀀𠀁", "Ünïcödé NFC: e\u0301 vs é",
         "I'm sure you'll see they've it's WE'RE", "3.14159 and 1234567", "<|im_start|>user\nhi<|im_end|>\n",
         "```csharp\nvar x = 1;\n```", "\u200b zero width\u00a0nbsp",
-    };
+    ];
+    public static TheoryData<string> TrickyStrings => new(TrickyTexts);
 
     [Theory]
     [MemberData(nameof(TrickyStrings))]
