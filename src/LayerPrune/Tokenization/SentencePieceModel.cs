@@ -57,6 +57,8 @@ internal sealed class SentencePieceModel
     }
 
     public string IdToPiece(int id) => _pieces[id];
+    public float Score(int id) => _scores[id];
+    public bool IsNormal(int id) => _types[id] == Normal;
     public bool TryGetId(string piece, out int id) => _pieceToId.TryGetValue(piece, out id);
     public bool IsControl(int id) => id >= 0 && id < _types.Length && _types[id] == Control;
 

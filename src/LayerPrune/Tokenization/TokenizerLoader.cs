@@ -147,13 +147,14 @@ public static class TokenizerLoader
             if (root.TryGetProperty("pre_tokenizer", out var p)) AddSteps(p, pre, F, "pre_tokenizer");
 
             int? Lookup(string s) => added.TryGetValue(s, out int a) ? a : vocab.TryGetValue(s, out int id) ? id : null;
-            int? bos = cfg.Resolve(cfg.BosToken, Lookup) ?? cfg.BosIdFromConfig;
-            var eos = cfg.EosIds(Lookup, null);
+            var (tplPrefix, tplSuffix) = root.TryGetProperty("post_processor", out var pp) ? Template(pp, F) : ([], []);
+            // Last resort for BOS / EOS: the post-processor template's first token before / after the text.
+            int? bos = cfg.Resolve(cfg.BosToken, Lookup) ?? cfg.BosIdFromConfig ?? tplPrefix.Cast<int?>().FirstOrDefault();
+            var eos = cfg.EosIds(Lookup, tplSuffix.Cast<int?>().FirstOrDefault());
             int? pad = cfg.Resolve(cfg.PadToken, Lookup) ?? cfg.PadIdFromConfig;
             foreach (var id in new[] { bos, pad }.OfType<int>().Concat(eos)) special.Add(id);
-            List<int> prefix, suffix;
-            if (cfg.AddBos != null || cfg.AddEos != null) (prefix, suffix) = Wrap(cfg.AddBos ?? false, cfg.AddEos ?? false, bos, eos);
-            else (prefix, suffix) = root.TryGetProperty("post_processor", out var pp) ? Template(pp, F) : ([], []);
+            var (prefix, suffix) = cfg.AddBos != null || cfg.AddEos != null
+                ? Wrap(cfg.AddBos ?? false, cfg.AddEos ?? false, bos, eos) : (tplPrefix, tplSuffix);
 
             var idToToken = vocab.ToDictionary(kv => kv.Value, kv => kv.Key);
             foreach (var (c, id) in added) idToToken.TryAdd(id, c);
