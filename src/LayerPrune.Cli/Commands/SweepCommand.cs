@@ -1,0 +1,102 @@
+using System.CommandLine;
+using System.Globalization;
+using LayerPrune.Evaluation;
+using LayerPrune.Sweep;
+using Spectre.Console;
+
+namespace LayerPrune.Cli.Commands;
+
+public static class SweepCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model", "-m") { Description = "Model folder (default: the embedded samples/kjv-llama-16l)" };
+        var data = new Option<string?>("--data", "-d") { Description = "Similarity text: .txt (chunked like the loss protocol) or .jsonl/.parquet 'text' rows (default with the embedded model: samples/data/kjv/validation.txt)" };
+        var samples = new Option<int>("--samples") { Description = "Similarity samples", DefaultValueFactory = _ => 64 };
+        var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sample / loss chunk", DefaultValueFactory = _ => 256 };
+        var batch = new Option<int>("--batch", "-b") { Description = "Sequences per forward batch", DefaultValueFactory = _ => 8 };
+        var tasks = new Option<string?>("--tasks", "-t") { Description = "Comma-separated task SPECs (as in eval; e.g. loss:val.txt,mc:cloze.jsonl). Default with the embedded model: loss on validation.txt + the first 150 kjv-cloze items" };
+        var strategies = new Option<string>("--strategies") { Description = "similarity,deepest,shallowest,random", DefaultValueFactory = _ => "similarity,deepest,shallowest" };
+        var n = new Option<string?>("--n") { Description = "Block sizes: 1-15 or 2,4,8 (default: every n from 1 to L-1)" };
+        var fractions = new Option<string?>("--fractions") { Description = "Fractions of layers instead of --n, e.g. 0.1,0.2,0.3" };
+        var limit = new Option<int?>("--limit") { Description = "Multiple-choice tasks: first N items (default 150 for the embedded cloze set, else all)" };
+        var maxChunks = new Option<int>("--max-chunks") { Description = "Loss: first N chunks of --seq-len tokens (0 = all; eval uses 128)", DefaultValueFactory = _ => 64 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the random strategy", DefaultValueFactory = _ => 0 };
+        var output = new Option<string>("--out", "-o") { Description = "Output folder (rerunning the same command resumes it)", DefaultValueFactory = _ => "sweep-out" };
+        var force = new Option<bool>("--force") { Description = "Discard results of a different earlier sweep in --out" };
+        var json = Cli.JsonOption();
+        var cmd = new Command("sweep", "From a model to the paper's figures: similarity once, then every strategy × block size evaluated with layers skipped in memory; results.json/.csv, plots and report.md")
+            { model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, output, force, json };
+        return cmd.WithAction(p =>
+        {
+            string? modelDir = p.GetValue(model);
+            string? dataPath = p.GetValue(data), taskList = p.GetValue(tasks);
+            int? itemLimit = p.GetValue(limit);
+            if (modelDir is null)
+            {
+                modelDir = Samples.Find("kjv-llama-16l");
+                dataPath ??= Samples.Find(Path.Combine("data", "kjv", "validation.txt"));
+                if (taskList is null)
+                {
+                    taskList = $"loss:{dataPath},mc:{Samples.Find(Path.Combine("data", "kjv-cloze", "test.jsonl"))}";
+                    itemLimit ??= 150;
+                }
+            }
+            Cli.Require(dataPath is not null, "--data is required with --model (text for the similarity pass)");
+            Cli.ExistingFile(dataPath!, "--data");
+            Cli.Require(taskList is not null, "--tasks is required with --model (e.g. loss:val.txt,mc:cloze.jsonl)");
+            Cli.Require(p.GetValue(n) is null || p.GetValue(fractions) is null, "give --n or --fractions, not both");
+            var options = new SweepOptions
+            {
+                ModelDir = modelDir, DataPath = dataPath!, Samples = p.GetValue(samples), SeqLen = p.GetValue(seqLen), Batch = p.GetValue(batch),
+                Tasks = taskList!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                Strategies = p.GetValue(strategies)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                Ns = p.GetValue(n) is { } ns ? ParseNs(ns) : null,
+                Fractions = p.GetValue(fractions) is { } fs ? ParseFractions(fs) : null,
+                Seed = p.GetValue(seed), OutDir = p.GetValue(output)!, Force = p.GetValue(force),
+                Eval = new EvalOptions { Limit = itemLimit, BatchSize = p.GetValue(batch), SeqLen = p.GetValue(seqLen), MaxChunks = p.GetValue(maxChunks) == 0 ? null : p.GetValue(maxChunks) },
+            };
+            var tok = Cli.LoadTokenizer(modelDir);
+            using var lm = Cli.LoadModel(p, modelDir);
+            var result = SweepRunner.Run(lm, tok, options);
+            if (p.GetValue(json)) { Cli.PrintJson(result); return 0; }
+            Console.Out.WriteLine(File.ReadAllText(Path.Combine(options.OutDir, "report.md")));
+            Console.Error.WriteLine($"wrote {Path.GetFullPath(options.OutDir)}: results.json, results.csv, report.md, *.png");
+            return 0;
+        });
+    }
+
+    static List<int> ParseNs(string s)
+    {
+        var result = new List<int>();
+        foreach (var part in s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var b = part.Split('-');
+            if (b.Length > 2 || !b.All(x => int.TryParse(x, out _))) throw LayerPruneException.Usage($"--n {s}: expected sizes like 1-15 or 2,4,8");
+            int lo = int.Parse(b[0]), hi = int.Parse(b[^1]);
+            result.AddRange(Enumerable.Range(lo, Math.Max(0, hi - lo + 1)));
+        }
+        return result;
+    }
+
+    static List<double> ParseFractions(string s)
+    {
+        try { return s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList(); }
+        catch (FormatException) { throw LayerPruneException.Usage($"--fractions {s}: expected numbers like 0.1,0.25"); }
+    }
+}
+
+/// <summary>Finds the embedded samples/ folder: from the working directory or the installed binary, walking up.</summary>
+public static class Samples
+{
+    public static string Find(string relative)
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+            {
+                string candidate = Path.Combine(d.FullName, "samples", relative);
+                if (File.Exists(candidate) || Directory.Exists(candidate)) return candidate;
+            }
+        throw new LayerPruneException($"the embedded sample 'samples/{relative}' was not found (run from the LayerPrune checkout or pass --model/--data/--tasks)");
+    }
+}

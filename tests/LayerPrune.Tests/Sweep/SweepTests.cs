@@ -1,0 +1,53 @@
+using System.Text.Json.Nodes;
+using LayerPrune.Evaluation;
+using LayerPrune.Sweep;
+using LayerPrune.Tests.Integration;
+using LayerPrune.Tests.Pruning;
+
+namespace LayerPrune.Tests.Sweep;
+
+public class SweepTests(KjvModel kjv) : IClassFixture<KjvModel>
+{
+    /// <summary>
+    /// HF transformers measured the validation loss of the real model with layers 6–9 and 6–13 removed
+    /// (tests/fixtures/reference/kjv-llama-16l-healing-hf-peft.json, val_loss_before_heal, 128×256 protocol):
+    /// the sweep's in-memory variants must reproduce both within 1e-3, and resume without recomputing.
+    /// </summary>
+    [Fact]
+    public void SimilarityVariantsMatchHfLossesAndRerunSkipsFinishedWork()
+    {
+        using var tmp = new TempDir();
+        var hf = JsonNode.Parse(File.ReadAllText(Path.Combine(TestPaths.Fixtures, "reference", "kjv-llama-16l-healing-hf-peft.json")))!;
+        var options = new SweepOptions
+        {
+            ModelDir = KjvModel.Dir, DataPath = KjvModel.Validation, Samples = 64, SeqLen = 256,
+            Tasks = [$"loss:{KjvModel.Validation}", $"mc:{KjvModel.Cloze}"], Strategies = ["similarity", "deepest"], Ns = [4, 8],
+            OutDir = tmp["sweep"], Eval = new EvalOptions { MaxChunks = 128, Limit = 20, BatchSize = 16 },
+        };
+        var result = SweepRunner.Run(kjv.Model, kjv.Tokenizer, options);
+        var rows = result["rows"]!.AsArray();
+        Assert.Equal(5, rows.Count); // unpruned + 2 strategies × 2 sizes
+        JsonNode Row(string s, int n) => rows.Single(r => (string)r!["strategy"]! == s && (int)r["n"]! == n)!;
+        Assert.InRange((double)Row("none", 0)["validation_loss"]!, 2.9413 - 1e-3, 2.9413 + 1e-3);
+        foreach (var (key, n) in new[] { ("n4", 4), ("n8", 8) })
+        {
+            var row = Row("similarity", n);
+            Assert.Equal(hf[key]!["drop"]!.AsArray().Select(x => (int)x!), row["removed"]!.AsArray().Select(x => (int)x!));
+            Assert.InRange((double)row["validation_loss"]! - (double)hf[key]!["val_loss_before_heal"]!, -1e-3, 1e-3);
+            Assert.Equal(n / 16.0, (double)row["fraction"]!);
+        }
+        Assert.Equal([7, 8, 9, 10, 11, 12, 13, 14], Row("deepest", 8)["removed"]!.AsArray().Select(x => (int)x!));
+        Assert.True((double)Row("none", 0)["mc_acc"]! >= (double)Row("deepest", 8)["mc_acc"]!);
+        foreach (var f in new[] { "results.json", "results.csv", "report.md", "similarity.png", "validation_loss.png", "mc_acc.png" })
+            Assert.True(File.Exists(Path.Combine(options.OutDir, f)), f);
+
+        // Rerun: every variant is already there, so nothing is evaluated (a changed row would show up as a difference).
+        var before = File.ReadAllText(Path.Combine(options.OutDir, "results.json"));
+        var started = DateTime.UtcNow;
+        SweepRunner.Run(kjv.Model, kjv.Tokenizer, options);
+        Assert.Equal(before, File.ReadAllText(Path.Combine(options.OutDir, "results.json")));
+        Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(5));
+        // A different sweep into the same folder is refused.
+        Assert.Throws<LayerPruneException>(() => SweepRunner.Run(kjv.Model, kjv.Tokenizer, options with { Ns = [2] }));
+    }
+}
