@@ -1,1 +1,13 @@
-Console.WriteLine("benchmarks: under construction");
+using LayerPrune.Bench;
+
+// Benchmarks print ratios against a baseline measured in the same run (never a bare time).
+// Usage: dotnet run -c Release --project bench/LayerPrune.Bench -- [all|forward|similarity|prefix|nf4|heal] [--model DIR]
+string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
+string model = args.SkipWhile(a => a != "--model").Skip(1).FirstOrDefault() ?? BenchPaths.Sample("kjv-llama-16l");
+var o = Console.Out;
+o.WriteLine($"LayerPrune benchmarks on {Environment.ProcessorCount} cores, TorchSharp threads {TorchSharp.torch.get_num_threads()}, model {model}");
+if (which is "all" or "forward") ModelBenchmarks.Forward(o, model);
+if (which is "all" or "similarity") ModelBenchmarks.Similarity(o, model);
+if (which is "all" or "prefix") ModelBenchmarks.PrefixReuse(o, model);
+if (which is "all" or "nf4") Nf4Benchmarks.Run(o);
+return 0;

@@ -17,8 +17,9 @@ public static class GenerateCommand
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling: keep the smallest set of tokens with probability ≥ P", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<int>("--seed") { Description = "Sampling seed", DefaultValueFactory = _ => 0 };
         var noEos = new Option<bool>("--ignore-eos") { Description = "Keep generating after an end-of-sequence token" };
+        var logitsFile = new Option<string?>("--logits") { Description = "Also write the prompt's logits [T, V] (fp32) and ids to this safetensors file (for comparisons, e.g. tests/interop/compare_hf.py)" };
         var json = Cli.JsonOption();
-        var cmd = new Command("generate", "Generate text with a KV cache; prints tokens/s") { model, prompt, tokenIds, maxNew, greedy, temperature, topP, seed, noEos, json };
+        var cmd = new Command("generate", "Generate text with a KV cache; prints tokens/s") { model, prompt, tokenIds, maxNew, greedy, temperature, topP, seed, noEos, logitsFile, json };
         return cmd.WithAction(p =>
         {
             string dir = p.GetValue(model)!;
@@ -39,6 +40,16 @@ public static class GenerateCommand
                 MaxNewTokens = p.GetValue(maxNew), Greedy = temp is null, Temperature = temp ?? 1.0, TopP = tp, Seed = p.GetValue(seed),
                 StopAtEos = !p.GetValue(noEos),
             });
+            if (p.GetValue(logitsFile) is { } lf)
+            {
+                using var _ = TorchSharp.torch.no_grad();
+                using var ids = TorchSharp.torch.tensor(promptIds.Select(x => (long)x).ToArray(), [1, promptIds.Length]);
+                using var logits = m.Forward(ids);
+                if (File.Exists(lf)) File.Delete(lf);
+                LayerPrune.Checkpoints.SafeTensorsWriter.Write(lf, [
+                    LayerPrune.Checkpoints.TensorToWrite.FromTensor("logits", logits[0].to(TorchSharp.torch.ScalarType.Float32)),
+                    LayerPrune.Checkpoints.TensorToWrite.FromTensor("input_ids", ids[0])]);
+            }
             string decoded = tok.Decode(result.TokenIds);
             if (p.GetValue(json))
             {
