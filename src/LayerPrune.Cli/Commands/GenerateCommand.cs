@@ -43,12 +43,12 @@ public static class GenerateCommand
             if (p.GetValue(logitsFile) is { } lf)
             {
                 using var _ = TorchSharp.torch.no_grad();
-                using var ids = TorchSharp.torch.tensor(promptIds.Select(x => (long)x).ToArray(), [1, promptIds.Length]);
-                using var logits = m.Forward(ids);
+                using var promptTensor = TorchSharp.torch.tensor(promptIds.Select(x => (long)x).ToArray(), [1, promptIds.Length]);
+                using var logits = m.Forward(promptTensor);
                 if (File.Exists(lf)) File.Delete(lf);
                 LayerPrune.Checkpoints.SafeTensorsWriter.Write(lf, [
                     LayerPrune.Checkpoints.TensorToWrite.FromTensor("logits", logits[0].to(TorchSharp.torch.ScalarType.Float32)),
-                    LayerPrune.Checkpoints.TensorToWrite.FromTensor("input_ids", ids[0])]);
+                    LayerPrune.Checkpoints.TensorToWrite.FromTensor("input_ids", promptTensor[0])]);
             }
             string decoded = tok.Decode(result.TokenIds);
             if (p.GetValue(json))
