@@ -56,7 +56,7 @@ public static class EvalCommand
             var table = new Table().AddColumn("task").AddColumn("metric").AddColumn("value").AddColumn("± stderr").AddColumn("n");
             foreach (var s in scores)
                 foreach (var (k, v) in s.Values.Where(kv => !kv.Key.EndsWith("_stderr")))
-                    table.AddRow(s.Name, k, k == "tokens" ? $"{v:F0}" : $"{v:F4}", s.Values.TryGetValue(k + "_stderr", out var se) ? $"{se:F4}" : "", s.Samples.ToString());
+                    table.AddRow(Markup.Escape(s.Name), Markup.Escape(k), k == "tokens" ? $"{v:F0}" : $"{v:F4}", s.Values.TryGetValue(k + "_stderr", out var se) ? $"{se:F4}" : "", s.Samples.ToString());
             AnsiConsole.Write(table);
             return 0;
         });
