@@ -33,7 +33,7 @@ public static class JsonInput
         ParseObject(System.Text.Encoding.UTF8.GetBytes(text), path, what);
 
     /// <summary>Reads and parses a JSON file; I/O failures (a folder named like the file, permissions) become LayerPruneException.</summary>
-    public static JsonObject ReadObject(string path, string? what)
+    public static JsonObject ReadObject(string path, string? what = null)
     {
         byte[] bytes;
         try { bytes = File.ReadAllBytes(path); }
