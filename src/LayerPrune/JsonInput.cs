@@ -12,6 +12,7 @@ public static class JsonInput
 {
     public const int MaxDepth = 32;
 
+    static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
     static readonly JsonDocumentOptions Strict = new() { MaxDepth = MaxDepth, AllowDuplicateProperties = false };
 
     /// <param name="what">What the JSON is, when it is not the whole file (e.g. "safetensors header"); null for a .json file.</param>
@@ -21,10 +22,13 @@ public static class JsonInput
         JsonNode? node;
         try
         {
+            _ = StrictUtf8.GetCharCount(utf8); // invalid UTF-8 would otherwise surface later, when a string is first read
             node = JsonNode.Parse(utf8, documentOptions: Strict);
-            Materialize(node); // JsonObject builds its dictionary lazily; force it here so duplicates fail now
+            Materialize(node); // JsonObject builds its dictionary and strings lazily; force both here so bad input fails now
         }
         catch (JsonException e) { throw new LayerPruneException($"{path}: {subject}is not valid JSON ({FirstLine(e.Message)})", e); }
+        catch (System.Text.DecoderFallbackException e) { throw new LayerPruneException($"{path}: {subject}is not valid UTF-8 ({FirstLine(e.Message)})", e); }
+        catch (InvalidOperationException e) { throw new LayerPruneException($"{path}: {subject}is not valid JSON ({FirstLine(e.Message)})", e); }
         catch (ArgumentException e) { throw new LayerPruneException($"{path}: {subject}is not valid JSON ({FirstLine(e.Message)})", e); }
         return node as JsonObject ?? throw new LayerPruneException($"{path}: {subject}is not a JSON object");
     }
@@ -47,6 +51,7 @@ public static class JsonInput
         {
             case JsonObject o: foreach (var (_, v) in o) Materialize(v); break;
             case JsonArray a: foreach (var v in a) Materialize(v); break;
+            case JsonValue v when v.GetValueKind() == JsonValueKind.String: _ = v.GetValue<string>(); break; // unescapes now (lone surrogates fail here)
         }
     }
 
