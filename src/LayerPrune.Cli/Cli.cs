@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
+using System.Text.RegularExpressions;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LayerPrune.Modeling;
@@ -31,24 +32,43 @@ public static class Cli
         bool verbose = parse.GetValue(Verbose);
         if (parse.Errors.Count > 0 && !args.Any(a => a is "--help" or "-h" or "-?"))
         {
-            foreach (var e in parse.Errors) Console.Error.WriteLine($"error: {e.Message}");
-            Console.Error.WriteLine("Run 'layerprune --help' (or 'layerprune COMMAND --help') for usage.");
+            // One line: the most specific error (an unrecognized token explains "command not provided" too).
+            var error = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
+            Console.Error.WriteLine($"error: {ParseErrorMessage(error.Message)} (see 'layerprune --help')");
             return 2;
         }
         ProgressReporter.Sink = SpectreProgressSink.ForCli(parse.GetValue(Quiet));
         try { return parse.Invoke(); }
         catch (Exception e) when (Unwrap(e) is LayerPruneException lp && !verbose)
         {
-            Console.Error.WriteLine($"error: {lp.Message}");
+            Console.Error.WriteLine($"error: {OneLine(lp.Message)}");
             return lp.ExitCode;
         }
         catch (Exception e) when (!verbose)
         {
             var inner = Unwrap(e);
-            Console.Error.WriteLine($"error: {inner.GetType().Name}: {inner.Message.Split('\n')[0]} (run with --verbose for details)");
+            Console.Error.WriteLine($"error: {inner.GetType().Name}: {OneLine(inner.Message)} (run with --verbose for details)");
             return 1;
         }
     }
+
+    /// <summary>Rewrites System.CommandLine's messages to "FLAG: problem" (its type names mean nothing to users).</summary>
+    static string ParseErrorMessage(string message)
+    {
+        var m = Regex.Match(message, @"^Cannot parse argument '(.*)' for option '(.*)' as expected type '(.*)'\.?$");
+        if (m.Success)
+        {
+            string type = m.Groups[3].Value;
+            string what = type.Contains("Int32") || type.Contains("Int64") ? "an integer" : type.Contains("Double") || type.Contains("Single") ? "a number" : type.Contains("Boolean") ? "true or false" : "a value of the expected type";
+            return $"{m.Groups[2].Value}: cannot parse '{m.Groups[1].Value}' as {what}";
+        }
+        m = Regex.Match(message, @"^Option '(.*)' is required\.?$");
+        if (m.Success) return $"{m.Groups[1].Value}: required option is missing";
+        return OneLine(message);
+    }
+
+    /// <summary>Messages are printed on one line; embedded line breaks (e.g. from a parser's message) become spaces.</summary>
+    public static string OneLine(string s) => Regex.Replace(s, @"\s*[\r\n]+\s*", " ").Trim();
 
     static Exception Unwrap(Exception e) => e is AggregateException { InnerException: { } i } ? Unwrap(i) : e.InnerException is LayerPruneException lp ? lp : e;
 
@@ -60,12 +80,12 @@ public static class Cli
             try { return action(parse); }
             catch (LayerPruneException e) when (!parse.GetValue(Verbose))
             {
-                Console.Error.WriteLine($"error: {e.Message}");
+                Console.Error.WriteLine($"error: {OneLine(e.Message)}");
                 return e.ExitCode;
             }
             catch (Exception e) when (!parse.GetValue(Verbose) && e is not OperationCanceledException)
             {
-                Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message.Split('\n')[0]} (run with --verbose for details)");
+                Console.Error.WriteLine($"error: {e.GetType().Name}: {OneLine(e.Message)} (run with --verbose for details)");
                 return 1;
             }
         });

@@ -73,6 +73,6 @@ public static class GenerateCommand
     static int[] ParseIds(string s)
     {
         try { return s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray(); }
-        catch (FormatException) { throw LayerPruneException.Usage($"--token-ids '{s}': expected comma-separated integers"); }
+        catch (Exception e) when (e is FormatException or OverflowException) { throw LayerPruneException.Usage($"--token-ids '{s}': expected comma-separated integers"); }
     }
 }

@@ -34,7 +34,7 @@ public static class PruneCommand
             Cli.Require(strat is "similarity" or "deepest" or "shallowest" or "random", $"--strategy {strat}: expected similarity, deepest, shallowest or random");
             using var ckpt = Checkpoint.Open(dir);
             int L = ckpt.Config.NumLayers;
-            Cli.Require(!Directory.Exists(p.GetValue(output)!) || p.GetValue(force), $"--out {p.GetValue(output)}: already exists (use --force to replace it)"); // before any slow work
+            OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir); // before any slow work
             PrunePlan plan;
             if (spec is not null) plan = PrunePlan.FromLayerSpec(spec, L);
             else

@@ -32,9 +32,7 @@ public sealed class Checkpoint : IDisposable
         {
             if (File.Exists(index))
             {
-                JsonObject root;
-                try { root = JsonNode.Parse(File.ReadAllText(index)) as JsonObject ?? throw new LayerPruneException($"{index}: not a JSON object"); }
-                catch (JsonException e) { throw new LayerPruneException($"{index}: malformed JSON ({e.Message})"); }
+                var root = JsonInput.ReadObject(index);
                 if (root["weight_map"] is not JsonObject wm || wm.Count == 0) throw new LayerPruneException($"{index}: 'weight_map' is missing or empty");
                 foreach (var (name, node) in wm)
                 {
@@ -51,20 +49,28 @@ public sealed class Checkpoint : IDisposable
                     if (!files[shard].Tensors.ContainsKey(name)) throw new LayerPruneException($"{Path.Combine(dir, shard)}: has no tensor '{name}' although {IndexFile} says so");
                     map[name] = shard;
                 }
-                return new Checkpoint(dir, config, files, map, true, root["metadata"] as JsonObject);
+                return Validated(new Checkpoint(dir, config, files, map, true, root["metadata"] as JsonObject));
             }
             if (File.Exists(single))
             {
                 var f = SafeTensorsFile.Open(single);
                 files[SingleFile] = f;
                 foreach (var name in f.Tensors.Keys) map[name] = SingleFile;
-                return new Checkpoint(dir, config, files, map, false, null);
+                return Validated(new Checkpoint(dir, config, files, map, false, null));
             }
         }
         catch { foreach (var f in files.Values) f.Dispose(); throw; }
         if (File.Exists(Path.Combine(dir, "pytorch_model.bin")) || File.Exists(Path.Combine(dir, "pytorch_model.bin.index.json")))
             throw new LayerPruneException($"{dir}: only pickle checkpoints (pytorch_model.bin) found; LayerPrune never unpickles (it can run arbitrary code). Convert to safetensors first, e.g. `AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out, safe_serialization=True)`");
         throw new LayerPruneException($"{dir}: no {SingleFile} or {IndexFile} found");
+    }
+
+    /// <summary>Every tensor the architecture reads exists with the shape config.json implies (see <see cref="ArchitectureTensors"/>).</summary>
+    static Checkpoint Validated(Checkpoint c)
+    {
+        ArchitectureTensors.Validate(c.Config, n => c.WeightMap.ContainsKey(n) ? c.Info(n) : null,
+            n => n is null ? Path.Combine(c.Directory, c.IsSharded ? IndexFile : SingleFile) : c.FileOf(n).Path, c.WeightMap.Keys);
+        return c;
     }
 
     public bool Contains(string name) => WeightMap.ContainsKey(name);

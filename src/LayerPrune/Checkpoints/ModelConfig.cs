@@ -42,16 +42,19 @@ public sealed class ModelConfig
     public int? PadTokenId { get; init; }
     public string? StorageDtype { get; init; }
 
+    /// <summary>Upper bounds far above any real model; they keep hostile configs from allocating per-layer arrays of billions.</summary>
+    public const int MaxLayers = 4096, MaxDimension = 1 << 24;
+
     public static ModelConfig Load(string modelDir)
     {
-        if (!Directory.Exists(modelDir)) throw new LayerPruneException($"{modelDir}: model folder not found");
+        if (!Directory.Exists(modelDir)) throw LayerPruneException.Usage($"{modelDir}: model folder not found");
         string path = System.IO.Path.Combine(modelDir, "config.json");
         if (!File.Exists(path)) throw new LayerPruneException($"{path}: missing (a Hugging Face model folder needs config.json)");
-        JsonObject raw;
-        try { raw = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new LayerPruneException($"{path}: not a JSON object"); }
-        catch (JsonException e) { throw new LayerPruneException($"{path}: malformed JSON ({e.Message})"); }
-        return Parse(raw, path);
+        return Parse(JsonInput.ReadObject(path), path);
     }
+
+    /// <summary>Parses config.json text (all failures are LayerPruneException naming <paramref name="path"/>).</summary>
+    public static ModelConfig Parse(string json, string path) => Parse(JsonInput.ParseObject(json, path, null), path);
 
     public static ModelConfig Parse(JsonObject raw, string path)
     {
@@ -68,19 +71,23 @@ public sealed class ModelConfig
         foreach (var (name, v) in new[] { ("hidden_size", hidden), ("num_hidden_layers", layers), ("num_attention_heads", heads),
                      ("num_key_value_heads", kvHeads), ("head_dim", headDim), ("vocab_size", vocab), ("intermediate_size", inter) })
             if (v <= 0) throw new LayerPruneException($"{path}: {name} must be positive (got {v})");
+            else if (v > (name == "num_hidden_layers" ? MaxLayers : MaxDimension)) throw new LayerPruneException($"{path}: {name} {v} is implausibly large (limit {(name == "num_hidden_layers" ? MaxLayers : MaxDimension)})");
         if (heads % kvHeads != 0) throw new LayerPruneException($"{path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
 
         // Sliding windows: Mistral applies `sliding_window` to every layer; Qwen2 only with use_sliding_window and per layer_types.
         int? window = Int(raw, "sliding_window", path);
+        if (window is <= 0) throw new LayerPruneException($"{path}: sliding_window must be positive (got {window})");
         var windows = new int?[layers];
         var layerTypes = raw["layer_types"] as JsonArray;
+        if (layerTypes is not null && (layerTypes.Count != layers || layerTypes.Any(t => t is not JsonValue v || !v.TryGetValue<string>(out _))))
+            throw new LayerPruneException($"{path}: 'layer_types' must list one string per layer ({layers})");
         for (int i = 0; i < layers; i++)
         {
             bool sliding = family switch
             {
                 ArchitectureFamily.Mistral => window is not null,
                 ArchitectureFamily.Qwen2 => window is not null && Bool(raw, "use_sliding_window") == true &&
-                                            (layerTypes is null ? i >= (Int(raw, "max_window_layers", path) ?? layers) : (string?)layerTypes[i] == "sliding_attention"),
+                                            (layerTypes is null ? i >= (Int(raw, "max_window_layers", path) ?? layers) : layerTypes[i]!.GetValue<string>() == "sliding_attention"),
                 _ => false,
             };
             windows[i] = sliding ? window : null;
@@ -99,12 +106,7 @@ public sealed class ModelConfig
             HiddenAct = Str(raw, "hidden_act", path) ?? (family == ArchitectureFamily.Phi ? "gelu_new" : "silu"),
             SlidingWindows = windows,
             BosTokenId = Int(raw, "bos_token_id", path),
-            EosTokenIds = raw["eos_token_id"] switch
-            {
-                JsonArray a => a.Select(x => x!.GetValue<int>()).ToArray(),
-                JsonValue v when v.TryGetValue<int>(out int id) => [id],
-                _ => [],
-            },
+            EosTokenIds = IntList(raw, "eos_token_id", path),
             PadTokenId = Int(raw, "pad_token_id", path),
             StorageDtype = Str(raw, "dtype", path) ?? Str(raw, "torch_dtype", path),
         };
@@ -141,6 +143,14 @@ public sealed class ModelConfig
         JsonValue v when v.TryGetValue<int>(out var i) => i,
         JsonValue v when v.TryGetValue<double>(out var d) && d == Math.Floor(d) && Math.Abs(d) < int.MaxValue => (int)d,
         var other => throw new LayerPruneException($"{path}: '{key}' must be an integer (got {other.ToJsonString()})"),
+    };
+    static int[] IntList(JsonObject o, string key, string path) => o[key] switch
+    {
+        null => [],
+        JsonArray a => a.Select(x => x is JsonValue v && v.TryGetValue<int>(out int i) ? i
+                                : throw new LayerPruneException($"{path}: '{key}' must be an integer or a list of integers (got {a.ToJsonString()})")).ToArray(),
+        JsonValue v when v.TryGetValue<int>(out int id) => [id],
+        var other => throw new LayerPruneException($"{path}: '{key}' must be an integer or a list of integers (got {other.ToJsonString()})"),
     };
     static double? Double(JsonObject o, string key, string path) => o[key] switch
     {

@@ -45,6 +45,12 @@ public sealed class SafeTensorsFile : IDisposable
     public static SafeTensorsFile Open(string path)
     {
         if (!File.Exists(path)) throw new LayerPruneException($"{path}: file not found");
+        try { return OpenCore(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new LayerPruneException($"{path}: cannot read ({JsonInput.FirstLine(e.Message)})", e); }
+    }
+
+    static SafeTensorsFile OpenCore(string path)
+    {
         using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         long length = fs.Length;
         if (length < 8) throw new LayerPruneException($"{path}: truncated safetensors file ({length} bytes, no header)");
@@ -62,10 +68,7 @@ public sealed class SafeTensorsFile : IDisposable
     public static SafeTensorsFile Parse(string path, byte[] header, long fileLength)
     {
         long dataStart = 8 + header.Length, dataLength = fileLength - dataStart;
-        JsonObject root;
-        try { root = JsonNode.Parse(header, documentOptions: new JsonDocumentOptions { MaxDepth = 8 }) as JsonObject ?? throw new LayerPruneException($"{path}: safetensors header is not a JSON object"); }
-        catch (JsonException e) { throw new LayerPruneException($"{path}: safetensors header is not valid JSON ({e.Message})"); }
-        catch (ArgumentException e) { throw new LayerPruneException($"{path}: safetensors header is not valid UTF-8 JSON ({e.Message})"); }
+        var root = JsonInput.ParseObject(header, path, "safetensors header");
 
         var tensors = new Dictionary<string, TensorInfo>();
         var metadata = new Dictionary<string, string>();
@@ -88,8 +91,9 @@ public sealed class SafeTensorsFile : IDisposable
                 throw new LayerPruneException($"{path}: tensor '{name}' has invalid data_offsets");
             if (begin < 0 || end < begin || end > dataLength)
                 throw new LayerPruneException($"{path}: tensor '{name}' data_offsets [{begin}, {end}) are outside the data section ({dataLength} bytes): truncated file?");
+            // Element count and byte size in checked arithmetic: a shape like [2^62] must not wrap around to a small size.
             long elements = 1;
-            foreach (var s in shape) { elements = s == 0 ? 0 : (elements > long.MaxValue / s ? throw new LayerPruneException($"{path}: tensor '{name}' shape overflows") : elements * s); }
+            foreach (var s in shape) elements = elements == 0 || s == 0 ? 0 : elements > long.MaxValue / s / dt.size ? throw new LayerPruneException($"{path}: tensor '{name}' shape {shapeArr.ToJsonString()} is too large") : elements * s;
             if (elements * dt.size != end - begin)
                 throw new LayerPruneException($"{path}: tensor '{name}' shape [{string.Join(", ", shape)}] × {dtype} needs {elements * dt.size} bytes but data_offsets span {end - begin}");
             tensors[name] = new TensorInfo(name, dtype, shape, begin, end);
@@ -165,6 +169,12 @@ public sealed record TensorToWrite(string Name, string Dtype, long[] Shape, long
 
 public static class SafeTensorsWriter
 {
+    /// <summary>
+    /// Test hook: LAYERPRUNE_TEST_SLOW_WRITE_MS=N sleeps N ms after each tensor written, so tests can kill a process
+    /// mid-write deterministically (tests/LayerPrune.Tests/Robustness). Unset in normal use.
+    /// </summary>
+    static readonly int SlowWriteMs = int.TryParse(Environment.GetEnvironmentVariable("LAYERPRUNE_TEST_SLOW_WRITE_MS"), out int ms) && ms > 0 ? ms : 0;
+
     /// <summary>Writes a safetensors file (tensors in name order, header padded with spaces to 8 bytes like the reference writer).</summary>
     public static void Write(string path, IEnumerable<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -193,6 +203,7 @@ public static class SafeTensorsWriter
             long before = fs.Position;
             t.WriteData(fs);
             if (fs.Position - before != t.ByteLength) throw new InvalidOperationException($"{path}: '{t.Name}' wrote {fs.Position - before} bytes, expected {t.ByteLength}");
+            if (SlowWriteMs > 0) { fs.Flush(); Thread.Sleep(SlowWriteMs); }
         }
     }
 }

@@ -12,23 +12,70 @@ public sealed class OutputFolder : IDisposable
 
     OutputFolder(string finalPath, string tempPath) { FinalPath = finalPath; TempPath = tempPath; }
 
+    /// <summary>
+    /// Validates an output path without touching the disk (call it before slow work): the path must not be, contain or
+    /// lie inside any protected input — compared after resolving symlinks and '..' — and must not exist unless
+    /// <paramref name="force"/>. Throws a usage error (exit code 2) naming <paramref name="flag"/>.
+    /// </summary>
+    public static string Check(string path, bool force, string flag, params string[] protectedInputs)
+    {
+        if (string.IsNullOrWhiteSpace(path)) throw LayerPruneException.Usage($"{flag}: must not be empty");
+        string full = Canonical(path);
+        if (Path.GetDirectoryName(full) is null) throw LayerPruneException.Usage($"{flag} {path}: must not be the file-system root");
+        foreach (var input in protectedInputs)
+        {
+            string inFull = Canonical(input);
+            if (full == inFull || inFull.StartsWith(full + Path.DirectorySeparatorChar) || full.StartsWith(inFull + Path.DirectorySeparatorChar))
+                throw LayerPruneException.Usage($"{flag} {path}: must not be, contain or lie inside the input {input}");
+        }
+        if ((Directory.Exists(full) || System.IO.File.Exists(full)) && !force)
+            throw LayerPruneException.Usage($"{flag} {path}: already exists (use --force to replace it)");
+        if (System.IO.File.Exists(full)) throw LayerPruneException.Usage($"{flag} {path}: is a file, not a folder");
+        return full;
+    }
+
+    /// <summary>
+    /// Starts writing <paramref name="path"/> (see <see cref="Check"/>). Work goes to a new hidden sibling
+    /// ".NAME.tmp-GUID"; a run killed before <see cref="Commit"/> leaves only that sibling behind, which later runs
+    /// ignore (each run uses a fresh GUID) and which is safe to delete.
+    /// </summary>
     /// <param name="protectedInputs">Folders that must never be replaced or deleted (the input model).</param>
     public static OutputFolder Begin(string path, bool force, string flag, params string[] protectedInputs)
     {
+        Check(path, force, flag, protectedInputs);
+        // The final path itself stays as given (a symlink there is replaced, never followed); its parent is resolved.
         string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
-        foreach (var input in protectedInputs)
-        {
-            string inFull = Path.GetFullPath(input).TrimEnd(Path.DirectorySeparatorChar);
-            if (full == inFull || inFull.StartsWith(full + Path.DirectorySeparatorChar) || full.StartsWith(inFull + Path.DirectorySeparatorChar))
-                throw new LayerPruneException($"{flag} {path}: must not be, contain or lie inside the input {input}");
-        }
-        if ((Directory.Exists(full) || System.IO.File.Exists(full)) && !force)
-            throw new LayerPruneException($"{flag} {path}: already exists (use --force to replace it)");
         string parent = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(parent);
         string temp = Path.Combine(parent, $".{Path.GetFileName(full)}.tmp-{Guid.NewGuid():N}");
         Directory.CreateDirectory(temp);
         return new OutputFolder(full, temp);
+    }
+
+    /// <summary>Absolute path with '..' removed and every existing symlink component resolved (like realpath -m).</summary>
+    public static string Canonical(string path)
+    {
+        string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
+        if (full.Length == 0) return Path.DirectorySeparatorChar.ToString();
+        string root = Path.GetPathRoot(full)!;
+        string current = root;
+        var parts = full[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries);
+        for (int i = 0; i < parts.Length; i++)
+        {
+            string next = Path.Combine(current, parts[i]);
+            FileSystemInfo info = Directory.Exists(next) ? new DirectoryInfo(next) : new FileInfo(next);
+            FileSystemInfo? target;
+            try { target = info.Exists && info.LinkTarget is not null ? info.ResolveLinkTarget(returnFinalTarget: true) : null; }
+            catch (IOException e) { throw LayerPruneException.Usage($"{path}: cannot resolve symbolic link {next} ({e.Message})"); }
+            if (target is not null)
+            {
+                // Re-canonicalize the target (it may itself contain links or '..') and continue below it.
+                string rest = string.Join(Path.DirectorySeparatorChar, parts[(i + 1)..]);
+                return Canonical(rest.Length == 0 ? target.FullName : Path.Combine(target.FullName, rest));
+            }
+            current = next;
+        }
+        return current.Length > root.Length ? current.TrimEnd(Path.DirectorySeparatorChar) : current;
     }
 
     public string File(string name) => Path.Combine(TempPath, name);

@@ -71,7 +71,7 @@ internal sealed class SentencePieceModel
         try { data = File.ReadAllBytes(path); }
         catch (IOException e) { throw new LayerPruneException($"{file}: cannot read ({e.Message})", e); }
         try { return Parse(data, file); }
-        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or DecoderFallbackException or FormatException)
+        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or DecoderFallbackException or FormatException or OverflowException)
         { throw new LayerPruneException($"{file}: not a valid SentencePiece model ({e.Message})", e); }
     }
 

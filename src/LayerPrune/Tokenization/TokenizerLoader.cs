@@ -14,14 +14,14 @@ public static class TokenizerLoader
     /// <exception cref="LayerPruneException">No tokenizer file, or a malformed or unsupported one.</exception>
     public static TextTokenizer Load(string modelDir)
     {
-        if (!Directory.Exists(modelDir)) throw new LayerPruneException($"model directory not found: {modelDir}");
+        if (!Directory.Exists(modelDir)) throw LayerPruneException.Usage($"{modelDir}: model folder not found");
         var cfg = TokenizerConfig.Read(modelDir);
         string json = Path.Combine(modelDir, "tokenizer.json"), spm = Path.Combine(modelDir, "tokenizer.model");
         string vocab = Path.Combine(modelDir, "vocab.json"), merges = Path.Combine(modelDir, "merges.txt");
         if (File.Exists(json)) return LoadTokenizerJson(json, cfg);
         if (File.Exists(spm)) return LoadSentencePiece(spm, cfg);
         if (File.Exists(vocab) && File.Exists(merges)) return LoadVocabMerges(vocab, merges, cfg);
-        throw new LayerPruneException($"no tokenizer found in {modelDir} (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt)");
+        throw new LayerPruneException($"{modelDir}: no tokenizer found (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt)");
     }
 
     // ---------------- tokenizer.model ----------------

@@ -12,7 +12,7 @@ public sealed class TokenizerLoaderErrorTests : IDisposable
     public void EmptyDirectoryNamesWhatWasLookedFor()
     {
         var e = Assert.Throws<LayerPruneException>(() => TokenizerLoader.Load(_dir));
-        Assert.Equal($"no tokenizer found in {_dir} (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt)", e.Message);
+        Assert.Equal($"{_dir}: no tokenizer found (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt)", e.Message);
     }
 
     [Fact]
