@@ -13,4 +13,5 @@ root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(SimilarityCommand.Create());
 root.Subcommands.Add(PruneCommand.Create());
+root.Subcommands.Add(HealCommand.Create());
 return Cli.Run(root, args);
