@@ -14,4 +14,5 @@ root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(SimilarityCommand.Create());
 root.Subcommands.Add(PruneCommand.Create());
 root.Subcommands.Add(SweepCommand.Create());
+root.Subcommands.Add(HealCommand.Create());
 return Cli.Run(root, args);

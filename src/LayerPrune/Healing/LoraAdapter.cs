@@ -21,6 +21,11 @@ public sealed class LoraAdapter : ILinearAdapter
     public double DropoutP { get; }
     /// <summary>Dropout on the adapter input is applied only while training (nn.Dropout semantics).</summary>
     public bool Training { get; set; } = true;
+    /// <summary>
+    /// When set, training-mode dropout draws its Bernoulli keep-mask from this generator (x · mask / (1 − p), the
+    /// nn.Dropout formula) instead of torch's global RNG, so a run is reproducible and resumable from the generator state.
+    /// </summary>
+    public Generator? DropoutGenerator { get; set; }
 
     public long InFeatures => A.shape[1];
     public long OutFeatures => B.shape[0];
@@ -77,7 +82,15 @@ public sealed class LoraAdapter : ILinearAdapter
         using var scope = NewDisposeScope();
         // PEFT casts the input to the adapter's dtype and the result back to the layer's output dtype.
         var h = x.dtype == A.dtype ? x : x.to(A.dtype);
-        if (DropoutP > 0 && Training) h = nn.functional.dropout(h, DropoutP, training: true);
+        if (DropoutP > 0 && Training)
+        {
+            if (DropoutGenerator is null) h = nn.functional.dropout(h, DropoutP, training: true);
+            else
+            {
+                var keep = empty_like(h).bernoulli_(1 - DropoutP, DropoutGenerator);
+                h = h * keep / (1 - DropoutP);
+            }
+        }
         var y = nn.functional.linear(nn.functional.linear(h, A), B) * Scaling;
         if (y.dtype != x.dtype) y = y.to(x.dtype);
         return y.MoveToOuterDisposeScope();
