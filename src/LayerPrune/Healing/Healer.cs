@@ -31,6 +31,12 @@ public static class Healer
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     /// <summary>OUT.partial: the in-progress folder (checkpoint + log) that --resume continues from.</summary>
+    /// <summary>
+    /// Test hook: LAYERPRUNE_TEST_KILL_AT_STEP=N makes the process SIGKILL itself right after optimizer step N (after any
+    /// checkpoint of that step), so a test can interrupt a real `layerprune heal` process at a deterministic point. Unset in normal use.
+    /// </summary>
+    static readonly int KillAtStep = int.TryParse(Environment.GetEnvironmentVariable("LAYERPRUNE_TEST_KILL_AT_STEP"), out int k) && k > 0 ? k : 0;
+
     public static string PartialDir(string outDir) => Path.GetFullPath(outDir).TrimEnd(Path.DirectorySeparatorChar) + ".partial";
     static string CheckpointDir(string partial) => Path.Combine(partial, ".checkpoint");
 
@@ -142,6 +148,7 @@ public static class Healer
                 bool stop = o.StopAfterSteps is int k && stepsThisRun >= k && state.Step < o.Steps;
                 if (state.Step % o.SaveEvery == 0 || stop || cancel.IsCancellationRequested)
                     SaveCheckpoint(partial, fingerprint, state, adapters, optimizer, dropoutRng);
+                if (state.Step == KillAtStep) System.Diagnostics.Process.GetCurrentProcess().Kill();
                 if (stop)
                     return new HealResult(false, state.Step, lastTrain, lastVal, null, tokensThisRun / Math.Max(1e-9, total.Elapsed.TotalSeconds),
                         total.Elapsed.TotalSeconds, trainable, outFull, o);

@@ -128,28 +128,31 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
         Assert.True(File.Exists(dll), dll);
         string a = fx.NewOut(), b = fx.NewOut();
         const int steps = 30;
-        var o = fx.Options(fx.Fp32, a, steps) with { SaveEvery = 1, EvalDataPath = null };
+        var o = fx.Options(fx.Fp32, a, steps) with { SaveEvery = 5, EvalDataPath = null };
         Healer.Run(o);
         string[] args = ["exec", dll, "heal", "--model", fx.Fp32, "--data", fx.Train, "--out", b, "--steps", $"{steps}", "--batch", "4",
             "--micro-batch", "2", "--seq-len", "32", "--rank", "4", "--alpha", "8", "--dropout", "0.05", "--lr", "2e-3", "--warmup", "1",
-            "--quant", "none", "--save-every", "1", "--seed", "7", "--device", "cpu", "--dtype", "fp32", "--quiet"];
-        string state = Path.Combine(Healer.PartialDir(b), ".checkpoint", "state.json");
+            "--quant", "none", "--save-every", "5", "--seed", "7", "--device", "cpu", "--dtype", "fp32", "--quiet"];
+        // The child SIGKILLs itself after step 12 (LAYERPRUNE_TEST_KILL_AT_STEP): a hard kill at a deterministic point,
+        // between checkpoints (save-every 5 → the last checkpoint is step 10, steps 11–12 are lost and redone).
+        var killed = new ProcessStartInfo("dotnet", args) { RedirectStandardOutput = true, RedirectStandardError = true };
+        killed.Environment["LAYERPRUNE_TEST_KILL_AT_STEP"] = "12";
+        using (var p = Process.Start(killed)!)
+        {
+            p.StandardError.ReadToEnd();
+            Assert.True(p.WaitForExit(120_000));
+            Assert.Equal(137, p.ExitCode); // 128 + SIGKILL
+        }
+        Assert.False(Directory.Exists(b), "a killed run must leave nothing under the final --out name");
+        Assert.True(Directory.Exists(Healer.PartialDir(b)));
+        // Without --resume the interrupted run is refused (exit 2) rather than silently restarted.
         using (var p = Process.Start(new ProcessStartInfo("dotnet", args) { RedirectStandardOutput = true, RedirectStandardError = true })!)
         {
-            var sw = Stopwatch.StartNew();
-            int seen = -1;
-            while (!p.HasExited && sw.Elapsed < TimeSpan.FromSeconds(120))
-            {
-                try { if (File.Exists(state) && (seen = JsonNode.Parse(File.ReadAllText(state))!["step"]!.GetValue<int>()) >= 3) break; }
-                catch (Exception e) when (e is IOException or System.Text.Json.JsonException) { } // mid-write: poll again
-                Thread.Sleep(20);
-            }
-            Assert.False(p.HasExited, "the child finished before it could be killed: " + p.StandardError.ReadToEnd());
-            p.Kill(entireProcessTree: true);
+            string err = p.StandardError.ReadToEnd();
             p.WaitForExit();
-            Assert.True(seen >= 3 && seen < steps, $"killed at checkpoint step {seen} after {sw.Elapsed.TotalSeconds:F1} s");
+            Assert.Equal(2, p.ExitCode);
+            Assert.Contains("--resume", err);
         }
-        Assert.False(Directory.Exists(b), "the run finished before the kill");
         using (var p = Process.Start(new ProcessStartInfo("dotnet", [.. args, "--resume"]) { RedirectStandardOutput = true, RedirectStandardError = true })!)
         {
             string err = p.StandardError.ReadToEnd();
