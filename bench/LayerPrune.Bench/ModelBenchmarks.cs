@@ -8,17 +8,10 @@ using static TorchSharp.torch;
 
 namespace LayerPrune.Bench;
 
+/// <summary>The embedded samples, found the same way the CLI finds them.</summary>
 public static class BenchPaths
 {
-    public static string Sample(string relative)
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            string c = Path.Combine(d.FullName, "samples", relative);
-            if (File.Exists(c) || Directory.Exists(c)) return c;
-        }
-        throw new InvalidOperationException($"samples/{relative} not found above {AppContext.BaseDirectory}");
-    }
+    public static string Sample(string relative) => LayerPrune.Cli.Commands.Samples.Find(relative);
 }
 
 public static class ModelBenchmarks

@@ -10,4 +10,5 @@ if (which is "all" or "forward") ModelBenchmarks.Forward(o, model);
 if (which is "all" or "similarity") ModelBenchmarks.Similarity(o, model);
 if (which is "all" or "prefix") ModelBenchmarks.PrefixReuse(o, model);
 if (which is "all" or "nf4") Nf4Benchmarks.Run(o);
+if (which is "all" or "heal") HealBenchmarks.Run(o);
 return 0;
