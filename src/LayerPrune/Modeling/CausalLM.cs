@@ -127,7 +127,7 @@ public sealed class CausalLM : IDisposable
         }
         else positions = (arange(past, S, dtype: ScalarType.Int64, device: Device)).unsqueeze(0).expand(batch, T);
         var (cos, sin) = _rope.CosSin(positions, Dtype);
-        var a = new AttentionInputs { Cos = cos.MoveToOuterDisposeScope(), Sin = sin.MoveToOuterDisposeScope() };
+        var a = new AttentionInputs { Cos = cos.MoveToOuterDisposeScope(), SinSigned = sin.MoveToOuterDisposeScope() };
 
         bool needFull = valid is not null || (past > 0 && T > 1);
         var windows = Config.SlidingWindows.Where(w => w is not null).Select(w => w!.Value).Distinct().ToList();

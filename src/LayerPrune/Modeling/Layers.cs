@@ -34,12 +34,12 @@ public sealed class LayerNorm(Tensor weight, Tensor bias, double eps) : INorm
 /// <summary>What every layer of one forward call shares: rotary tables and attention masks.</summary>
 public sealed class AttentionInputs : IDisposable
 {
-    public required Tensor Cos, Sin;       // [B, T, rotaryDim]
+    public required Tensor Cos, SinSigned; // [B, 1, T, rotaryDim] (see Rope.CosSin)
     /// <summary>Additive mask [B, 1, T, S] for full-attention layers; null = plain causal (T == S, no padding).</summary>
     public Tensor? FullMask;
     /// <summary>Additive mask for sliding-window layers, keyed by window size.</summary>
     public Dictionary<int, Tensor> SlidingMasks { get; } = new();
-    public void Dispose() { Cos.Dispose(); Sin.Dispose(); FullMask?.Dispose(); foreach (var m in SlidingMasks.Values) m.Dispose(); }
+    public void Dispose() { Cos.Dispose(); SinSigned.Dispose(); FullMask?.Dispose(); foreach (var m in SlidingMasks.Values) m.Dispose(); }
 }
 
 /// <summary>Multi-head attention with grouped-query K/V, RoPE and an optional sliding window (HF LlamaAttention / PhiAttention).</summary>
@@ -55,8 +55,8 @@ public sealed class Attention(Linear q, Linear k, Linear v, Linear o, string oNa
         var query = q.Forward(x).view(B, T, heads, headDim).transpose(1, 2);    // [B, h, T, d]
         var key = k.Forward(x).view(B, T, kvHeads, headDim).transpose(1, 2);    // [B, kvh, T, d]
         var value = v.Forward(x).view(B, T, kvHeads, headDim).transpose(1, 2);
-        query = rope.Apply(query, a.Cos, a.Sin);
-        key = rope.Apply(key, a.Cos, a.Sin);
+        query = rope.Apply(query, a.Cos, a.SinSigned);
+        key = rope.Apply(key, a.Cos, a.SinSigned);
         if (cache is not null) (key, value) = cache.Append(slot, key, value); // [B, kvh, S, d]
         if (kvHeads != heads)
         {

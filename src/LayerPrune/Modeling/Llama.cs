@@ -29,10 +29,10 @@ public sealed class LlamaDecoderLayer : DecoderLayer
     public override Tensor Forward(Tensor x, AttentionInputs a, KvCache? cache, int slot)
     {
         using var scope = NewDisposeScope();
-        var h = x + _attn.Forward(_inputNorm.Forward(x), a, cache, slot);
+        var h = _attn.Forward(_inputNorm.Forward(x), a, cache, slot).add_(x);   // residual, in place on the fresh o_proj output
         var n = _postAttentionNorm.Forward(h);
         var mlp = _down.Forward(_act(_gate.Forward(n)) * _up.Forward(n));
-        return (h + mlp).MoveToOuterDisposeScope();
+        return mlp.add_(h).MoveToOuterDisposeScope();
     }
 
     public override IEnumerable<(string, Linear)> Linears()

@@ -31,7 +31,7 @@ public sealed class PhiDecoderLayer : DecoderLayer
         var n = _inputNorm.Forward(x);
         var attn = _attn.Forward(n, a, cache, slot);
         var mlp = _fc2.Forward(_act(_fc1.Forward(n)));
-        return (x + attn + mlp).MoveToOuterDisposeScope();
+        return attn.add_(mlp).add_(x).MoveToOuterDisposeScope();   // in place on the fresh dense output
     }
 
     public override IEnumerable<(string, Linear)> Linears()

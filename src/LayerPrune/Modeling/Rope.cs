@@ -32,37 +32,40 @@ public sealed class Rope : IDisposable
         _invFreq = invFreq.to(device);
     }
 
-    /// <summary>cos, sin of shape [B, T, RotaryDim] for integer positions [B, T]; fp32 math, result in <paramref name="dtype"/>.</summary>
-    public (Tensor cos, Tensor sin) CosSin(Tensor positions, ScalarType dtype)
+    /// <summary>
+    /// cos and signed sin of shape [B, 1, T, RotaryDim] (broadcast over heads) for integer positions [B, T]; fp32 math, result
+    /// in <paramref name="dtype"/>. HF: emb = cat(freqs, freqs); we return sinSigned = cat(−sin(freqs), sin(freqs)) so that
+    /// rotate_half(x)·sin = roll(x, half)·sinSigned (one roll instead of narrow, neg and cat per call).
+    /// </summary>
+    public (Tensor cos, Tensor sinSigned) CosSin(Tensor positions, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
         var pos = positions.to(ScalarType.Float32);
         if (_positionScale != 1.0) pos = pos * _positionScale;
-        var freqs = pos.unsqueeze(-1) * _invFreq;       // [B, T, dim/2]
-        var emb = cat([freqs, freqs], -1);               // [B, T, dim]
-        return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
+        var freqs = (pos.unsqueeze(-1) * _invFreq).unsqueeze(1);   // [B, 1, T, dim/2]
+        var cos = cat([freqs.cos(), freqs.cos()], -1);               // [B, 1, T, dim]
+        var sin = freqs.sin();
+        var sinSigned = cat([-sin, sin], -1);
+        return (cos.to(dtype).MoveToOuterDisposeScope(), sinSigned.to(dtype).MoveToOuterDisposeScope());
     }
 
-    /// <summary>x·cos + rotate_half(x)·sin on the first RotaryDim features of x [B, heads, T, headDim]; cos/sin [B, T, RotaryDim].</summary>
-    public Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    /// <summary>x·cos + rotate_half(x)·sin on the first RotaryDim features of x [B, heads, T, headDim] (HF apply_rotary_pos_emb).</summary>
+    public Tensor Apply(Tensor x, Tensor cos, Tensor sinSigned)
     {
-        using var c = cos.unsqueeze(1);
-        using var s = sin.unsqueeze(1);
         long headDim = x.shape[^1];
-        if (RotaryDim == headDim) return x * c + RotateHalf(x) * s;
+        if (RotaryDim == headDim) return Rotate(x, cos, sinSigned);
         using var rot = x.narrow(-1, 0, RotaryDim);
         using var pass = x.narrow(-1, RotaryDim, headDim - RotaryDim);
-        using var rotated = rot * c + RotateHalf(rot) * s;
+        using var rotated = Rotate(rot, cos, sinSigned);
         return cat([rotated, pass], -1);
     }
 
-    static Tensor RotateHalf(Tensor x)
+    static Tensor Rotate(Tensor x, Tensor cos, Tensor sinSigned)
     {
-        long half = x.shape[^1] / 2;
-        using var x1 = x.narrow(-1, 0, half);
-        using var x2 = x.narrow(-1, half, half);
-        using var neg = -x2;
-        return cat([neg, x1], -1);
+        using var swapped = x.roll(x.shape[^1] / 2, -1);   // cat(x2, x1)
+        using var rotated = swapped * sinSigned;           // cat(−x2, x1) · sin
+        var y = x * cos;
+        return y.add_(rotated);
     }
 
     public void Dispose() => _invFreq.Dispose();
