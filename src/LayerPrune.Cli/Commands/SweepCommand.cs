@@ -24,17 +24,27 @@ public static class SweepCommand
         var seed = new Option<int>("--seed") { Description = "Seed of the random strategy", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out", "-o") { Description = "Output folder (rerunning the same command resumes it)", DefaultValueFactory = _ => "sweep-out" };
         var force = new Option<bool>("--force") { Description = "Discard results of a different earlier sweep in --out" };
+        var healSteps = new Option<int>("--heal-steps") { Description = "Also heal every pruned variant with this many QLoRA steps (0 = no healed variants); checkpoints go to OUT/variants/", DefaultValueFactory = _ => 0 };
+        var healData = new Option<string?>("--heal-data") { Description = "Training text for healing (default with the embedded model: samples/data/kjv/train.txt)" };
+        var healQuant = new Option<string>("--heal-quant") { Description = "nf4 | none", DefaultValueFactory = _ => "nf4" };
+        var healBatch = new Option<int>("--heal-batch") { Description = "Sequences per healing step", DefaultValueFactory = _ => 16 };
+        var healRank = new Option<int>("--heal-rank") { Description = "LoRA rank (alpha = 2·rank)", DefaultValueFactory = _ => 8 };
+        var healLr = new Option<double>("--heal-lr") { Description = "Healing peak learning rate (cosine)", DefaultValueFactory = _ => 3e-4 };
         var json = Cli.JsonOption();
         var cmd = new Command("sweep", "From a model to the paper's figures: similarity once, then every strategy × block size evaluated with layers skipped in memory; results.json/.csv, plots and report.md")
-            { model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, output, force, json };
+            { model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, output, force, healSteps, healData, healQuant, healBatch, healRank, healLr, json };
         return cmd.WithAction(p =>
         {
             string? modelDir = p.GetValue(model);
-            string? dataPath = p.GetValue(data), taskList = p.GetValue(tasks);
+            string? dataPath = p.GetValue(data), taskList = p.GetValue(tasks), healText = p.GetValue(healData);
+            Cli.Require(p.GetValue(healSteps) >= 0, $"--heal-steps {p.GetValue(healSteps)}: must be ≥ 0");
+            string quant = p.GetValue(healQuant)!;
+            Cli.Require(quant is "nf4" or "none", $"--heal-quant {quant}: expected nf4 or none");
             int? itemLimit = p.GetValue(limit);
             if (modelDir is null)
             {
                 modelDir = Samples.Find("kjv-llama-16l");
+                if (p.GetValue(healSteps) > 0) healText ??= Samples.Find(Path.Combine("data", "kjv", "train.txt"));
                 dataPath ??= Samples.Find(Path.Combine("data", "kjv", "validation.txt"));
                 if (taskList is null)
                 {
@@ -54,6 +64,13 @@ public static class SweepCommand
                 Ns = p.GetValue(n) is { } ns ? ParseNs(ns) : null,
                 Fractions = p.GetValue(fractions) is { } fs ? ParseFractions(fs) : null,
                 Seed = p.GetValue(seed), OutDir = p.GetValue(output)!, Force = p.GetValue(force),
+                Heal = p.GetValue(healSteps) == 0 ? null : new LayerPrune.Healing.HealOptions
+                {
+                    ModelDir = modelDir, OutDir = "", DataPath = Cli.ExistingFile(healText ?? throw LayerPruneException.Usage("--heal-data is required with --heal-steps"), "--heal-data"),
+                    Steps = p.GetValue(healSteps), Batch = p.GetValue(healBatch), SeqLen = p.GetValue(seqLen), Rank = p.GetValue(healRank),
+                    Alpha = 2 * p.GetValue(healRank), LearningRate = p.GetValue(healLr), SaveEvery = 25,
+                    Quant = quant == "nf4" ? LayerPrune.Healing.BaseQuantization.Nf4 : LayerPrune.Healing.BaseQuantization.None,
+                },
                 Eval = new EvalOptions { Limit = itemLimit, BatchSize = p.GetValue(batch), SeqLen = p.GetValue(seqLen), MaxChunks = p.GetValue(maxChunks) == 0 ? null : p.GetValue(maxChunks) },
             };
             var tok = Cli.LoadTokenizer(modelDir);

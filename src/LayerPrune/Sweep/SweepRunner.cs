@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using LayerPrune.Data;
 using LayerPrune.Evaluation;
+using LayerPrune.Healing;
 using LayerPrune.Modeling;
 using LayerPrune.Pruning;
 using LayerPrune.Reporting;
@@ -28,6 +29,9 @@ public sealed record SweepOptions
     public required string OutDir { get; init; }
     public EvalOptions Eval { get; init; } = new();
     public bool Force { get; init; }
+    /// <summary>When set, every pruned variant is also written as a checkpoint, healed (QLoRA) with these settings
+    /// (ModelDir/OutDir are filled per variant) and evaluated again as a row with "healed": true.</summary>
+    public HealOptions? Heal { get; init; }
 
     public static readonly string[] KnownStrategies = ["similarity", "deepest", "shallowest", "random"];
 }
@@ -89,26 +93,33 @@ public static class SweepRunner
                     "shallowest" => PrunePlan.Shallowest(n, L),
                     _ => PrunePlan.RandomBlock(n, L, o.Seed),
                 });
-        var done = rows.Select(r => Key((string)r!["strategy"]!, (int)r["n"]!)).ToHashSet();
-        using (var progress = ProgressReporter.Start("sweep", variants.Count, "variants"))
+        var done = rows.Select(r => Key((string)r!["strategy"]!, (int)r["n"]!, (bool)r["healed"]!)).ToHashSet();
+        var jobs = variants.Select(v => (plan: v, healed: false))
+            .Concat(o.Heal is null ? [] : variants.Where(v => v is not null).Select(v => (plan: v, healed: true))).ToList();
+        using (var progress = ProgressReporter.Start("sweep", jobs.Count, "variants"))
         {
-            progress.Advance(variants.Count(v => done.Contains(Key(v))));
-            foreach (var plan in variants)
+            progress.Advance(jobs.Count(j => done.Contains(Key(j.plan, j.healed))));
+            foreach (var (plan, healed) in jobs)
             {
-                if (done.Contains(Key(plan))) continue;
-                var kept = plan?.Kept ?? Enumerable.Range(0, L).ToArray();
+                if (done.Contains(Key(plan, healed))) continue;
                 var row = new JsonObject
                 {
                     ["n"] = plan?.BlockSize ?? 0, ["fraction"] = plan?.Fraction ?? 0.0, ["strategy"] = plan?.Strategy ?? "none",
                     ["removed"] = new JsonArray((plan?.Removed ?? []).Select(i => (JsonNode?)i).ToArray()),
-                    ["healed"] = false,
+                    ["healed"] = healed,
                 };
                 if (plan?.Distance is double d) row["angular_distance"] = d;
-                foreach (var (name, value) in Metrics(model, tok, o, kept)) row[name] = value;
+                if (!healed)
+                    foreach (var (name, value) in Metrics(model, tok, o, plan?.Kept ?? Enumerable.Range(0, L).ToArray())) row[name] = value;
+                else
+                {
+                    using var healedModel = HealVariant(model, plan!, o);
+                    foreach (var (name, value) in Metrics(healedModel, tok, o, Enumerable.Range(0, healedModel.NumLayers).ToArray())) row[name] = value;
+                }
                 rows.Add(row);
                 WriteAtomically(resultsPath, new JsonObject { ["config"] = config.DeepClone(), ["rows"] = rows.DeepClone() }.ToJsonString(Indented));
                 WriteAtomically(Path.Combine(o.OutDir, "results.csv"), ToCsv(rows));
-                progress.Advance(1, $"{plan?.Strategy ?? "unpruned"} n={plan?.BlockSize ?? 0}");
+                progress.Advance(1, $"{plan?.Strategy ?? "unpruned"} n={plan?.BlockSize ?? 0}{(healed ? " healed" : "")}");
             }
         }
 
@@ -117,8 +128,22 @@ public static class SweepRunner
         return new JsonObject { ["config"] = config, ["rows"] = rows };
     }
 
-    static string Key(PrunePlan? p) => Key(p?.Strategy ?? "none", p?.BlockSize ?? 0);
-    static string Key(string strategy, int n) => $"{strategy}/{n}";
+    static string Key(PrunePlan? p, bool healed) => Key(p?.Strategy ?? "none", p?.BlockSize ?? 0, healed);
+    static string Key(string strategy, int n, bool healed) => $"{strategy}/{n}/{(healed ? "healed" : "raw")}";
+
+    /// <summary>
+    /// Writes the variant's pruned checkpoint and heals it under OUT/variants/STRATEGY-nN/ (both steps resumable: an
+    /// existing pruned folder is reused and an interrupted heal continues from its checkpoint), then loads the merged model.
+    /// </summary>
+    static CausalLM HealVariant(CausalLM source, PrunePlan plan, SweepOptions o)
+    {
+        string dir = Path.Combine(o.OutDir, "variants", $"{plan.Strategy}-n{plan.BlockSize}");
+        string pruned = Path.Combine(dir, "pruned"), healed = Path.Combine(dir, "healed");
+        if (!Directory.Exists(pruned)) CheckpointPruner.Write(source.Checkpoint, plan, pruned);
+        if (!Directory.Exists(healed))
+            Healer.Run(o.Heal! with { ModelDir = pruned, OutDir = healed, Resume = true, Device = source.Device, Dtype = source.Dtype });
+        return CausalLM.Load(Path.Combine(healed, "merged"), source.Device, source.Dtype);
+    }
 
     /// <summary>Per task: loss → validation_loss; multiple choice → KIND_acc, KIND_acc_norm; gsm8k → gsm8k_exact_match_*.</summary>
     static IEnumerable<(string, double)> Metrics(CausalLM model, ITextTokenizer tok, SweepOptions o, int[] kept)
@@ -140,6 +165,12 @@ public static class SweepRunner
         ["strategies"] = new JsonArray(o.Strategies.Select(s => (JsonNode?)s).ToArray()),
         ["n"] = new JsonArray(ns.Select(n => (JsonNode?)n).ToArray()), ["seed"] = o.Seed,
         ["limit"] = o.Eval.Limit, ["max_chunks"] = o.Eval.MaxChunks,
+        ["heal"] = o.Heal is null ? null : new JsonObject
+        {
+            ["data"] = Path.GetFullPath(o.Heal.DataPath), ["steps"] = o.Heal.Steps, ["batch"] = o.Heal.Batch, ["seq_len"] = o.Heal.SeqLen,
+            ["rank"] = o.Heal.Rank, ["alpha"] = o.Heal.Alpha, ["dropout"] = o.Heal.Dropout, ["lr"] = o.Heal.LearningRate,
+            ["quant"] = o.Heal.Quant.ToString().ToLowerInvariant(), ["seed"] = o.Heal.Seed,
+        },
         ["indexing"] = "removed = 0-based layer indices of the source model; fraction = n / L",
     };
 
@@ -180,13 +211,15 @@ public static class SweepRunner
 
     static void WriteFigures(SweepOptions o, JsonArray rows, int L)
     {
-        var strategies = o.Strategies;
+        // Healed variants are their own series ("similarity+heal"), sharing the unpruned baseline.
+        static string Series(JsonNode r) => (string)r["strategy"]! + ((bool)r["healed"]! ? "+heal" : "");
+        var strategies = o.Strategies.Concat(o.Heal is null ? [] : o.Strategies.Select(s => s + "+heal")).ToList();
         var baseline = rows.First(r => (string)r!["strategy"]! == "none")!;
         var sweepRows = new List<SweepRow>();
         foreach (var s in strategies)
         {
             sweepRows.Add(new SweepRow(s, 0, 0, MetricValues(baseline)));
-            foreach (var r in rows.Where(r => (string)r!["strategy"]! == s))
+            foreach (var r in rows.Where(r => Series(r!) == s))
                 sweepRows.Add(new SweepRow(s, (int)r!["n"]!, (double)r["fraction"]!, MetricValues(r)));
         }
         var metricNames = MetricValues(baseline).Keys.Where(k => k != "angular_distance").ToList();

@@ -50,4 +50,30 @@ public class SweepTests(KjvModel kjv) : IClassFixture<KjvModel>
         // A different sweep into the same folder is refused.
         Assert.Throws<LayerPruneException>(() => SweepRunner.Run(kjv.Model, kjv.Tokenizer, options with { Ns = [2] }));
     }
+
+    [Fact]
+    public void HealedVariantsArePrunedHealedAndEvaluatedAsTheirOwnRows()
+    {
+        using var tmp = new TempDir();
+        var options = new SweepOptions
+        {
+            ModelDir = KjvModel.Dir, DataPath = KjvModel.Validation, Samples = 8, SeqLen = 128,
+            Tasks = [$"loss:{KjvModel.Validation}"], Strategies = ["deepest"], Ns = [8], OutDir = tmp["sweep"],
+            Eval = new EvalOptions { MaxChunks = 8, BatchSize = 8 },
+            Heal = new LayerPrune.Healing.HealOptions
+            {
+                ModelDir = "", OutDir = "", DataPath = KjvModel.Train, Steps = 6, Batch = 4, SeqLen = 128, LearningRate = 2e-3,
+                Quant = LayerPrune.Healing.BaseQuantization.None, SaveEvery = 3,
+            },
+        };
+        var rows = SweepRunner.Run(kjv.Model, kjv.Tokenizer, options)["rows"]!.AsArray();
+        Assert.Equal(3, rows.Count); // unpruned, deepest n=8, deepest n=8 healed
+        var raw = rows.Single(r => (string)r!["strategy"]! == "deepest" && !(bool)r["healed"]!)!;
+        var healed = rows.Single(r => (bool)r!["healed"]!)!;
+        Assert.Equal(raw["removed"]!.ToJsonString(), healed["removed"]!.ToJsonString());
+        Assert.True((double)healed["validation_loss"]! < (double)raw["validation_loss"]! - 0.05,
+            $"healing 6 steps should lower the loss: {raw["validation_loss"]} → {healed["validation_loss"]}");
+        Assert.True(File.Exists(Path.Combine(options.OutDir, "variants", "deepest-n8", "healed", "merged", "model.safetensors")));
+        Assert.Contains("deepest+heal", File.ReadAllText(Path.Combine(options.OutDir, "report.md")));
+    }
 }
