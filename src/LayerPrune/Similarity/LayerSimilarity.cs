@@ -43,32 +43,44 @@ public static class LayerSimilarity
         using var biSum = zeros(L, dtype: ScalarType.Float64, device: model.Device);
         double biTokens = 0;
         using var _ = no_grad();
-        for (int start = 0; start < samples.Count; start += batchSize)
+        var batches = samples.Chunk(Math.Max(1, batchSize)).ToList();
+        if (!model.Offloaded)
         {
-            using var scope = NewDisposeScope();
-            var batch = samples.Skip(start).Take(batchSize).ToList();
-            var (ids, mask, last) = Pad(batch, model.Device);
-            var states = new Tensor[L + 1];                // each [B, H] at the last real token
-            Tensor? prev = null;
-            var validF = mask?.to(ScalarType.Float64) ?? ones(ids.shape[0], ids.shape[1], dtype: ScalarType.Float64, device: model.Device); // [B, T]
-            void Collect(int k, Tensor x)
+            foreach (var batch in batches)
             {
-                states[k] = x[arange(x.shape[0], device: x.device), last].to(ScalarType.Float64).MoveToOuterDisposeScope(); // survives Forward's scope
-                if (!blockInfluence) return;
-                if (prev is not null)
-                {
-                    var cos = nn.functional.cosine_similarity(prev.to(ScalarType.Float64), x.to(ScalarType.Float64), dim: -1); // [B, T]
-                    biSum[k - 1] += ((1 - cos) * validF).sum();
-                }
-                prev = x.alias();
+                using var scope = NewDisposeScope();
+                var (ids, mask, last) = Pad(batch, model.Device);
+                var c = new BatchCollector(L, ids, mask, last, blockInfluence);
+                model.Forward(ids, mask, options: new ForwardOptions { OnResidual = c.Collect, HiddenOnly = true });
+                biTokens += c.AddTo(sum, biSum);
+                onSamplesDone?.Invoke(batch.Length);
             }
-            // An offloaded model streams each layer from the memory-mapped checkpoint inside Forward (one layer resident).
-            model.Forward(ids, mask, options: new ForwardOptions { OnResidual = Collect, HiddenOnly = true });
-            if (blockInfluence) biTokens += validF.sum().item<double>();
-            var x = nn.functional.normalize(stack(states, 1), dim: -1);     // [B, L+1, H]
-            var cosAll = x.bmm(x.transpose(1, 2)).clamp(-1.0, 1.0);         // [B, L+1, L+1]
-            sum.add_((cosAll.acos() / Math.PI).sum(dim: 0)); // not .sum(0): a literal 0 binds to the ScalarType overload
-            onSamplesDone?.Invoke(batch.Count);
+        }
+        else
+        {
+            // Layer-major streaming: every layer is read once from the memory-mapped checkpoint and applied to all batches,
+            // so peak memory is one layer + the residual streams of the samples (not the model).
+            using var scope = NewDisposeScope();
+            var padded = batches.Select(b => Pad(b, model.Device)).ToList();
+            var collectors = padded.Select(p => new BatchCollector(L, p.ids, p.mask, p.last, blockInfluence)).ToList();
+            var atts = padded.Select(p => model.PrepareAttention(p.ids.shape[0], p.ids.shape[1], 0, p.mask)).ToList();
+            var hidden = padded.Select(p => model.Embed(p.ids)).ToList();
+            for (int i = 0; i < L; i++)
+            {
+                using var layer = model.LoadLayer(i);
+                for (int b = 0; b < batches.Count; b++)
+                {
+                    collectors[b].Collect(i, hidden[b]);
+                    hidden[b] = layer.Forward(hidden[b], atts[b], null, i);
+                }
+            }
+            for (int b = 0; b < batches.Count; b++)
+            {
+                collectors[b].Collect(L, hidden[b]);
+                biTokens += collectors[b].AddTo(sum, biSum);
+                onSamplesDone?.Invoke(batches[b].Length);
+            }
+            foreach (var att in atts) att.Dispose();
         }
         var mean = (sum / samples.Count).cpu();
         var matrix = new double[L + 1, L + 1];
@@ -97,5 +109,40 @@ public static class LayerSimilarity
         bool anyPadding = batch.Any(s => s.Length != T);
         return (tensor(ids, [batch.Count, T], device: device), anyPadding ? tensor(mask, [batch.Count, T], device: device) : null,
                 tensor(last, device: device));
+    }
+
+    /// <summary>One batch's last-token states x_0 … x_L (and block-influence sums), folded into the running totals at the end.</summary>
+    sealed class BatchCollector(int layers, Tensor ids, Tensor? mask, Tensor last, bool blockInfluence)
+    {
+        readonly Tensor[] _states = new Tensor[layers + 1];   // each [B, H] in fp64 at the last real token
+        readonly Tensor _valid = mask?.to(ScalarType.Float64) ?? ones(ids.shape[0], ids.shape[1], dtype: ScalarType.Float64, device: ids.device); // [B, T]
+        readonly Tensor _bi = zeros(layers, dtype: ScalarType.Float64, device: ids.device);
+        Tensor? _prev;
+
+        public void Collect(int k, Tensor x)
+        {
+            // MoveToOuterDisposeScope: the states outlive the Forward call that hands x over.
+            _states[k] = x[arange(x.shape[0], device: x.device), last].to(ScalarType.Float64).MoveToOuterDisposeScope();
+            if (!blockInfluence) return;
+            if (_prev is not null)
+            {
+                using var cos = nn.functional.cosine_similarity(_prev.to(ScalarType.Float64), x.to(ScalarType.Float64), dim: -1); // [B, T]
+                _bi[k - 1].add_(((1 - cos) * _valid).sum());
+            }
+            _prev?.Dispose();
+            _prev = x.alias().MoveToOuterDisposeScope();
+        }
+
+        /// <summary>Adds Σ_batch arccos(cos(x_a, x_b))/π to <paramref name="sum"/> and the block-influence sums; returns the token count.</summary>
+        public double AddTo(Tensor sum, Tensor biSum)
+        {
+            using var scope = NewDisposeScope();
+            var x = nn.functional.normalize(stack(_states, 1), dim: -1);     // [B, L+1, H]
+            var cosAll = x.bmm(x.transpose(1, 2)).clamp(-1.0, 1.0);         // [B, L+1, L+1]
+            sum.add_((cosAll.acos() / Math.PI).sum(dim: 0)); // not .sum(0): a literal 0 binds to the ScalarType overload
+            if (!blockInfluence) return 0;
+            biSum.add_(_bi);
+            return _valid.sum().item<double>();
+        }
     }
 }
