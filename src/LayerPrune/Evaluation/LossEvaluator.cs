@@ -21,17 +21,25 @@ public static class LossEvaluator
         using var _ = no_grad();
         foreach (var batch in chunks.Chunk(Math.Max(1, batchSize)))
         {
-            using var scope = NewDisposeScope();
-            int T = batch.Max(c => c.Length);
-            if (batch.Any(c => c.Length != T)) throw new ArgumentException("loss chunks must have equal length");
-            var ids = tensor(batch.SelectMany(c => c.Select(x => (long)x)).ToArray(), [batch.Length, T]);
-            var logits = model.Forward(ids, options: new ForwardOptions { Layers = layers });           // [B, T, V]
-            var logp = logits.narrow(1, 0, T - 1).to(ScalarType.Float32).log_softmax(-1);               // predicts tokens 1..T−1
-            var targets = ids.narrow(1, 1, T - 1).to(logp.device).unsqueeze(-1);
-            total -= logp.gather(2, targets).to(ScalarType.Float64).sum().item<double>();
-            count += batch.Length * (long)(T - 1);
+            using var mean = MeanLoss(model, batch, layers);
+            long predictions = batch.Length * (long)(batch[0].Length - 1);
+            total += mean.to(ScalarType.Float64).item<double>() * predictions;
+            count += predictions;
             onChunksDone?.Invoke(batch.Length);
         }
         return new LossResult(total / count, count, chunks.Count);
+    }
+
+    /// <summary>Mean next-token cross-entropy of equal-length sequences (log_softmax in fp32); differentiable (healing uses it).</summary>
+    public static Tensor MeanLoss(CausalLM model, IReadOnlyList<int[]> sequences, IReadOnlyList<int>? layers = null)
+    {
+        using var scope = NewDisposeScope();
+        int T = sequences[0].Length;
+        if (sequences.Any(c => c.Length != T)) throw new ArgumentException("loss sequences must have equal length");
+        var ids = tensor(sequences.SelectMany(c => c.Select(x => (long)x)).ToArray(), [sequences.Count, T]);
+        var logits = model.Forward(ids, options: new ForwardOptions { Layers = layers });         // [B, T, V]
+        var logp = logits.narrow(1, 0, T - 1).to(ScalarType.Float32).log_softmax(-1);             // predicts tokens 1..T−1
+        var targets = ids.narrow(1, 1, T - 1).to(logp.device).unsqueeze(-1);
+        return (-logp.gather(2, targets).mean()).MoveToOuterDisposeScope();
     }
 }

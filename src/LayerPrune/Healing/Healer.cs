@@ -48,8 +48,7 @@ public static class Healer
         if (options.EvalDataPath is { } ev && !File.Exists(ev)) throw LayerPruneException.Usage($"--eval-data {ev}: file not found");
         string outFull = Path.GetFullPath(options.OutDir), partial = PartialDir(options.OutDir);
         string modelFull = Path.GetFullPath(options.ModelDir).TrimEnd(Path.DirectorySeparatorChar);
-        if (outFull.TrimEnd(Path.DirectorySeparatorChar) == modelFull || modelFull.StartsWith(outFull.TrimEnd(Path.DirectorySeparatorChar) + Path.DirectorySeparatorChar))
-            throw LayerPruneException.Usage($"--out {options.OutDir}: must not be or contain the input model {options.ModelDir}");
+        OutputFolder.Check(options.OutDir, force: true, "--out", options.ModelDir); // never the input, nor inside or around it (canonical paths); existence is checked below
         bool haveCheckpoint = options.Resume && (Directory.Exists(CheckpointDir(partial)) || Directory.Exists(CheckpointDir(partial) + ".old"));
         if (!options.Resume)
         {
@@ -178,17 +177,8 @@ public static class Healer
         return result;
     }
 
-    /// <summary>Mean next-token cross-entropy of a batch of equal-length sequences (log_softmax in fp32).</summary>
-    public static Tensor Loss(CausalLM model, IReadOnlyList<int[]> sequences)
-    {
-        using var scope = NewDisposeScope();
-        int T = sequences[0].Length;
-        var ids = tensor(sequences.SelectMany(c => c.Select(x => (long)x)).ToArray(), [sequences.Count, T]);
-        var logits = model.Forward(ids);
-        var logp = logits.narrow(1, 0, T - 1).to(ScalarType.Float32).log_softmax(-1);
-        var targets = ids.narrow(1, 1, T - 1).to(logp.device).unsqueeze(-1);
-        return (-logp.gather(2, targets).mean()).MoveToOuterDisposeScope();
-    }
+    /// <summary>Mean next-token cross-entropy of a batch of equal-length sequences (the evaluation's loss, differentiable).</summary>
+    public static Tensor Loss(CausalLM model, IReadOnlyList<int[]> sequences) => LossEvaluator.MeanLoss(model, sequences);
 
     /// <summary>A seeded shuffle of 0..n−1 for one epoch (Fisher–Yates with System.Random(seed, epoch)).</summary>
     public static int[] Permutation(int n, long seed, int epoch)
