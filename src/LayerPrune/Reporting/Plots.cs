@@ -225,26 +225,8 @@ public static class Plots
             sc.MarkerShape = shapes[i % shapes.Length];
         }
 
-        if (chanceLevel is double chance && double.IsFinite(chance))
-        {
-            var line = plot.Add.HorizontalLine(chance, 1.5f, Colors.Gray, LinePattern.Dashed);
-            line.LegendText = "chance";
-            line.Text = "chance";
-            line.LabelFontName = FontName;
-            line.LabelFontSize = 12;
-            line.LabelBackgroundColor = Colors.Gray;
-            line.LabelOppositeAxis = true; // right edge: keeps the left tick labels readable
-        }
-        if (baseline is double b && double.IsFinite(b))
-        {
-            var line = plot.Add.HorizontalLine(b, 1.5f, Colors.Black, LinePattern.Dotted);
-            line.LegendText = "unpruned";
-            line.Text = "unpruned";
-            line.LabelFontName = FontName;
-            line.LabelFontSize = 12;
-            line.LabelBackgroundColor = Colors.Black;
-            line.LabelOppositeAxis = true;
-        }
+        if (chanceLevel is double chance && double.IsFinite(chance)) AddLabelledLine(plot, chance, "chance", Colors.Gray, LinePattern.Dashed);
+        if (baseline is double b && double.IsFinite(b)) AddLabelledLine(plot, b, "unpruned", Colors.Black, LinePattern.Dotted);
 
         plot.Axes.Right.MinimumSize = 28; // room for the rotated "chance"/"unpruned" labels
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { TickDensity = 0.6 };
@@ -273,5 +255,17 @@ public static class Plots
         if (!string.IsNullOrEmpty(dir))
             Directory.CreateDirectory(dir);
         plot.SavePng(path, width, height);
+    }
+
+    /// <summary>A horizontal reference line with its legend entry and a label on the right edge (keeps left tick labels readable).</summary>
+    static void AddLabelledLine(Plot plot, double y, string label, Color color, LinePattern pattern)
+    {
+        var line = plot.Add.HorizontalLine(y, 1.5f, color, pattern);
+        line.LegendText = label;
+        line.Text = label;
+        line.LabelFontName = FontName;
+        line.LabelFontSize = 12;
+        line.LabelBackgroundColor = color;
+        line.LabelOppositeAxis = true;
     }
 }

@@ -17,5 +17,11 @@ public sealed class GoldenFixture : IDisposable
     }
     public string PrunedDir => Dir + "_pruned_3_6";
     public Tensor this[string name] => _reference.Load(name);
+    /// <summary>Row 0 and the valid (unpadded) part of row 1 of input_ids: two samples of different lengths.</summary>
+    public int[][] TwoSamples()
+    {
+        var ids = this["input_ids"];
+        return [ids[0].data<long>().Select(x => (int)x).ToArray(), ids[1].data<long>().Skip(5).Select(x => (int)x).ToArray()];
+    }
     public void Dispose() => _reference.Dispose();
 }

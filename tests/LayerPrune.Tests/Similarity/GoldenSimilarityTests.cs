@@ -31,8 +31,7 @@ public class GoldenSimilarityTests
     public void OffloadedStreamingGivesTheSameMatrixAsResident()
     {
         using var g = new GoldenFixture("llama");
-        var ids = g["input_ids"];
-        var samples = new[] { ids[0].data<long>().Select(x => (int)x).ToArray(), ids[1].data<long>().Skip(5).Select(x => (int)x).ToArray() };
+        var samples = g.TwoSamples();
         using var resident = CausalLM.Load(g.Dir);
         using var offloaded = CausalLM.Load(g.Dir, offload: true);
         var a = LayerSimilarity.Compute(resident, samples, batchSize: 1, blockInfluence: true); // two batches: layer-major streaming interleaves them
@@ -45,8 +44,7 @@ public class GoldenSimilarityTests
     public void PaddedBatchEqualsOneSampleAtATime()
     {
         using var g = new GoldenFixture("mistral");
-        var ids = g["input_ids"];
-        var samples = new[] { ids[0].data<long>().Select(x => (int)x).ToArray(), ids[1].data<long>().Skip(5).Select(x => (int)x).ToArray() };
+        var samples = g.TwoSamples();
         using var model = CausalLM.Load(g.Dir);
         var batched = LayerSimilarity.Compute(model, samples, batchSize: 2);
         var single = LayerSimilarity.Compute(model, samples, batchSize: 1);
