@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using LayerPrune.Modeling.Families;
 
 namespace LayerPrune.Checkpoints;
 
@@ -6,7 +7,8 @@ namespace LayerPrune.Checkpoints;
 public sealed record ExpectedTensor(string Name, long[] Shape, bool Required);
 
 /// <summary>
-/// The tensors each supported architecture loads (names as in HF modeling_llama.py / modeling_phi.py state dicts).
+/// The tensors each supported architecture loads (names as in HF modeling_llama.py / modeling_phi.py state dicts; listed
+/// by <see cref="Architecture.ExpectedTensors"/>).
 /// <see cref="Checkpoint.Open"/> checks them up front, so a checkpoint that lacks a tensor or stores one with the wrong
 /// shape fails with a message naming the tensor and the file, before any command does work.
 /// </summary>
@@ -15,55 +17,8 @@ public static partial class ArchitectureTensors
     [GeneratedRegex(@"^model\.layers\.(\d+)\.")]
     private static partial Regex LayerPrefix();
 
-    public static IEnumerable<ExpectedTensor> Expected(ModelConfig c)
-    {
-        long h = c.HiddenSize, v = c.VocabSize, inter = c.IntermediateSize;
-        long q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
-        bool phi = c.Family == ArchitectureFamily.Phi;
-        yield return new("model.embed_tokens.weight", [v, h], true);
-        if (phi)
-        {
-            yield return new("model.final_layernorm.weight", [h], true);
-            yield return new("model.final_layernorm.bias", [h], true);
-            yield return new("lm_head.weight", [v, h], true);
-            yield return new("lm_head.bias", [v], true);
-        }
-        else
-        {
-            yield return new("model.norm.weight", [h], true);
-            // Tied or absent lm_head: CausalLM shares embed_tokens (HF tie_word_embeddings).
-            yield return new("lm_head.weight", [v, h], false);
-        }
-        for (int i = 0; i < c.NumLayers; i++)
-        {
-            string p = $"model.layers.{i}.";
-            IEnumerable<ExpectedTensor> Lin(string name, long outF, long inF, bool bias, bool biasRequired)
-            {
-                yield return new($"{p}{name}.weight", [outF, inF], true);
-                yield return new($"{p}{name}.bias", [outF], bias && biasRequired);
-            }
-            yield return new($"{p}input_layernorm.weight", [h], true);
-            if (phi)
-            {
-                yield return new($"{p}input_layernorm.bias", [h], true);
-                foreach (var t in Lin("self_attn.q_proj", q, h, true, true)
-                             .Concat(Lin("self_attn.k_proj", kv, h, true, true)).Concat(Lin("self_attn.v_proj", kv, h, true, true))
-                             .Concat(Lin("self_attn.dense", h, q, true, true))
-                             .Concat(Lin("mlp.fc1", inter, h, true, true)).Concat(Lin("mlp.fc2", h, inter, true, true)))
-                    yield return t;
-            }
-            else
-            {
-                yield return new($"{p}post_attention_layernorm.weight", [h], true);
-                foreach (var t in Lin("self_attn.q_proj", q, h, true, c.AttentionBias)
-                             .Concat(Lin("self_attn.k_proj", kv, h, true, c.AttentionBias)).Concat(Lin("self_attn.v_proj", kv, h, true, c.AttentionBias))
-                             .Concat(Lin("self_attn.o_proj", h, q, true, false))
-                             .Concat(Lin("mlp.gate_proj", inter, h, true, c.MlpBias)).Concat(Lin("mlp.up_proj", inter, h, true, c.MlpBias))
-                             .Concat(Lin("mlp.down_proj", h, inter, true, c.MlpBias)))
-                    yield return t;
-            }
-        }
-    }
+    /// <summary>The tensors the model code reads for <paramref name="c"/> (from its family descriptor's module tree).</summary>
+    public static IEnumerable<ExpectedTensor> Expected(ModelConfig c) => Architecture.For(c).ExpectedTensors(c);
 
     /// <summary>
     /// Throws for the first required tensor that is missing, any expected tensor stored with another shape, or a

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using LayerPrune.Modeling.Families;
 
 namespace LayerPrune.Checkpoints;
 
@@ -12,11 +13,9 @@ public sealed record RopeSettings(double Theta, string Type, double Factor, doub
 /// <summary>The parts of a Hugging Face config.json the model code needs; the raw JSON is kept for pruning.</summary>
 public sealed class ModelConfig
 {
-    public static readonly IReadOnlyDictionary<string, ArchitectureFamily> SupportedModelTypes = new Dictionary<string, ArchitectureFamily>
-    {
-        ["llama"] = ArchitectureFamily.Llama, ["mistral"] = ArchitectureFamily.Mistral,
-        ["qwen2"] = ArchitectureFamily.Qwen2, ["phi"] = ArchitectureFamily.Phi,
-    };
+    /// <summary>Supported config.json model_type values and their families (see <see cref="Architecture.ByModelType"/>).</summary>
+    public static readonly IReadOnlyDictionary<string, ArchitectureFamily> SupportedModelTypes =
+        Architecture.ByModelType.ToDictionary(kv => kv.Key, kv => kv.Value.Family);
 
     public required JsonObject Raw { get; init; }
     public required string Path { get; init; }
@@ -59,8 +58,9 @@ public sealed class ModelConfig
     public static ModelConfig Parse(JsonObject raw, string path)
     {
         string modelType = Str(raw, "model_type", path) ?? throw Missing(path, "model_type");
-        if (!SupportedModelTypes.TryGetValue(modelType, out var family))
+        if (!Architecture.ByModelType.TryGetValue(modelType, out var arch))
             throw new LayerPruneException($"{path}: unsupported model_type '{modelType}' (supported: {string.Join(", ", SupportedModelTypes.Keys)})");
+        var family = arch.Family;
         int hidden = Int(raw, "hidden_size", path) ?? throw Missing(path, "hidden_size");
         int layers = Int(raw, "num_hidden_layers", path) ?? throw Missing(path, "num_hidden_layers");
         int heads = Int(raw, "num_attention_heads", path) ?? throw Missing(path, "num_attention_heads");
@@ -98,12 +98,12 @@ public sealed class ModelConfig
             Raw = raw, Path = path, ModelType = modelType, Family = family,
             HiddenSize = hidden, IntermediateSize = inter, NumLayers = layers, NumHeads = heads, NumKvHeads = kvHeads,
             HeadDim = headDim, VocabSize = vocab,
-            NormEps = Double(raw, family == ArchitectureFamily.Phi ? "layer_norm_eps" : "rms_norm_eps", path) ?? 1e-5,
+            NormEps = Double(raw, arch.NormEpsKey, path) ?? 1e-5,
             Rope = ParseRope(raw, path),
             TieWordEmbeddings = Bool(raw, "tie_word_embeddings") ?? false,
-            AttentionBias = family is ArchitectureFamily.Qwen2 or ArchitectureFamily.Phi || (Bool(raw, "attention_bias") ?? false),
-            MlpBias = family == ArchitectureFamily.Phi || (Bool(raw, "mlp_bias") ?? false),
-            HiddenAct = Str(raw, "hidden_act", path) ?? (family == ArchitectureFamily.Phi ? "gelu_new" : "silu"),
+            AttentionBias = arch.AttentionBias(Bool(raw, "attention_bias")),
+            MlpBias = arch.MlpBias(Bool(raw, "mlp_bias")),
+            HiddenAct = Str(raw, "hidden_act", path) ?? arch.DefaultHiddenAct,
             SlidingWindows = windows,
             BosTokenId = Int(raw, "bos_token_id", path),
             EosTokenIds = IntList(raw, "eos_token_id", path),

@@ -1,4 +1,5 @@
 using LayerPrune.Checkpoints;
+using LayerPrune.Modeling.Families;
 using static TorchSharp.torch;
 
 namespace LayerPrune.Healing;
@@ -67,31 +68,23 @@ public sealed record HealOptions
 /// <summary>Default hyper-parameters: "plain" (LoRA r8/α16 on all projections) and "paper" (Gromov et al. 2024, App. A.1).</summary>
 public static class HealRecipes
 {
-    /// <summary>All attention and MLP projections of a family (PEFT names).</summary>
-    public static IReadOnlyList<string> AllLinear(ArchitectureFamily family) => family == ArchitectureFamily.Phi
-        ? ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
-        : LoraSettings.AllLinear;
+    /// <summary>All attention and MLP projections of a family (PEFT names; see <see cref="Architecture.AllLinearTargets"/>).</summary>
+    public static IReadOnlyList<string> AllLinear(ArchitectureFamily family) => Architecture.For(family).AllLinearTargets;
 
-    /// <summary>The MLP projections only (the paper heals the FFN blocks).</summary>
-    public static IReadOnlyList<string> FfnOnly(ArchitectureFamily family) => family == ArchitectureFamily.Phi
-        ? ["fc1", "fc2"]
-        : ["gate_proj", "up_proj", "down_proj"];
+    /// <summary>The MLP projections only (the paper heals the FFN blocks; see <see cref="Architecture.FfnTargets"/>).</summary>
+    public static IReadOnlyList<string> FfnOnly(ArchitectureFamily family) => Architecture.For(family).FfnTargets;
 
     /// <summary>
     /// The paper's per-model LR and rank (App. A.1), recognised by family and hidden size (which pruning keeps):
     /// Llama hidden 4096 → Llama-2-7B (3e-4, r2), 5120 → 13B (3e-4, r64), 8192 → 70B (3e-5, r8); Qwen2 → Qwen-7B/14B
     /// (3e-4, r64); Mistral → Mistral-7B (3e-6, r4); Phi → Phi-2 (2e-4, r64). Anything else: the fallback (3e-4, r8).
+    /// The table lives in each family's <see cref="Architecture.PaperSettings"/>.
     /// </summary>
-    public static (double Lr, int Rank, string Matched) PaperModelSettings(ModelConfig config) => (config.Family, config.HiddenSize) switch
+    public static (double Lr, int Rank, string Matched) PaperModelSettings(ModelConfig config)
     {
-        (ArchitectureFamily.Llama, 4096) => (3e-4, 2, "Llama-2-7B"),
-        (ArchitectureFamily.Llama, 5120) => (3e-4, 64, "Llama-2-13B"),
-        (ArchitectureFamily.Llama, 8192) => (3e-5, 8, "Llama-2-70B"),
-        (ArchitectureFamily.Qwen2, _) => (3e-4, 64, "Qwen-7B/14B"),
-        (ArchitectureFamily.Mistral, _) => (3e-6, 4, "Mistral-7B"),
-        (ArchitectureFamily.Phi, _) => (2e-4, 64, "Phi-2"),
-        _ => (3e-4, 8, "fallback"),
-    };
+        var s = Architecture.For(config).PaperSettings(config.HiddenSize);
+        return (s.Lr, s.Rank, s.Matched);
+    }
 
     /// <summary>
     /// The recipe's defaults applied to <paramref name="o"/> (callers then override what the user gave explicitly).

@@ -1,4 +1,5 @@
 using LayerPrune.Modeling;
+using LayerPrune.Modeling.Families;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,8 +16,7 @@ public sealed record LoraSettings(
     bool UseRsLora = false)
 {
     /// <summary>PEFT's default Llama-style target list: all attention and MLP projections.</summary>
-    public static readonly IReadOnlyList<string> AllLinear =
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    public static readonly IReadOnlyList<string> AllLinear = LlamaFamily.AllLinear;
 
     /// <summary>
     /// PEFT check_target_module_exists for a list: the module name equals a target or ends with "." + target.
@@ -74,7 +74,8 @@ public static class LoraInjector
         double dropout, long seed, BaseQuantization quantize, bool useRsLora = false, bool doubleQuant = false) =>
         Inject(modules, new LoraSettings(targetModules, r, alpha, dropout, useRsLora), seed, quantize, doubleQuant);
 
-    static bool IsOutputHead(string name) => name == "lm_head" || name.EndsWith(".lm_head", StringComparison.Ordinal);
+    static bool IsOutputHead(string name) =>
+        name == Architecture.LmHeadName || name.EndsWith("." + Architecture.LmHeadName, StringComparison.Ordinal);
 
     static void Freeze(Linear linear)
     {

@@ -1,4 +1,5 @@
 using LayerPrune.Checkpoints;
+using LayerPrune.Modeling.Families;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -21,52 +22,78 @@ public sealed class ForwardOptions
 
 /// <summary>
 /// A decoder-only causal LM (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, PhiForCausalLM):
-/// embed_tokens → decoder layers → final norm → lm_head. Weights come from a memory-mapped checkpoint.
+/// model.embed_tokens → model.layers → final norm → lm_head. Weights are views of a memory-mapped checkpoint; the module
+/// tree (<see cref="Module.NamedModules"/>) names them as the HF state dict does. What differs per family comes from
+/// <see cref="Architecture"/>.
 /// </summary>
-public sealed class CausalLM : IDisposable
+public sealed class CausalLM : Module
 {
+    /// <summary>The parsed config.json.</summary>
     public ModelConfig Config { get; }
+    /// <summary>The open checkpoint the weights are mapped from.</summary>
     public Checkpoint Checkpoint { get; }
+    /// <summary>The family descriptor of <see cref="Config"/>.</summary>
+    public Architecture Architecture { get; }
+    /// <summary>The compute device.</summary>
     public Device Device { get; }
+    /// <summary>The compute dtype.</summary>
     public ScalarType Dtype { get; }
+    /// <summary>True when layers are read from the checkpoint per use instead of kept resident.</summary>
     public bool Offloaded { get; }
+    /// <summary>num_hidden_layers.</summary>
     public int NumLayers => Config.NumLayers;
+    /// <summary>HF model: embed_tokens, layers, final norm.</summary>
+    public DecoderModel Model { get; }
+    /// <summary>HF lm_head (a view of embed_tokens when tied).</summary>
+    public Linear LmHead { get; }
+    /// <summary>lm_head shares embed_tokens and is not stored (HF _tied_weights_keys).</summary>
+    public bool TiedHead { get; }
 
-    readonly Tensor _embedTokens;      // [V, H]
-    readonly DecoderLayer?[] _layers;  // null entries when offloaded (loaded per use)
-    readonly INorm _finalNorm;
-    readonly Linear _lmHead;
+    readonly Weights _weights;
+    readonly Func<Tensor, Tensor> _act;
     readonly Rope _rope;
 
-    public string LayerPrefix(int i) => $"model.layers.{i}.";
+    /// <summary>The name prefix of every tensor of layer <paramref name="i"/>, e.g. "model.layers.3.".</summary>
+    public string LayerPrefix(int i) => Architecture.LayerPrefix(i);
 
     CausalLM(Checkpoint ckpt, Device device, ScalarType dtype, bool offload)
     {
-        Checkpoint = ckpt; Config = ckpt.Config; Device = device; Dtype = dtype; Offloaded = offload;
+        Checkpoint = ckpt;
+        Config = ckpt.Config;
+        Architecture = Architecture.For(Config);
+        Device = device;
+        Dtype = dtype;
+        Offloaded = offload;
+        _act = DecoderLayer.Activation(Config.HiddenAct);
+        _weights = new Weights(new CheckpointWeights(this));
         _rope = new Rope(Config.Rope, Config.HeadDim, device);
-        _embedTokens = W("model.embed_tokens.weight");
-        var c = Config;
-        if (c.Family == ArchitectureFamily.Phi)
+        try
         {
-            _finalNorm = new LayerNorm(W("model.final_layernorm.weight"), W("model.final_layernorm.bias"), c.NormEps);
-            _lmHead = new Linear(W("lm_head.weight"), W("lm_head.bias"));
+            (Model, LmHead, TiedHead) = Architecture.Build(Config, _weights, _act, residentLayers: !offload);
         }
-        else
+        catch
         {
-            _finalNorm = new RmsNorm(W("model.norm.weight"), c.NormEps);
-            // Tied embeddings: lm_head shares embed_tokens (the file may or may not hold a copy).
-            _lmHead = new Linear(c.TieWordEmbeddings || !ckpt.Contains("lm_head.weight") ? _embedTokens.alias() : W("lm_head.weight"), null);
+            _rope.Dispose();
+            throw;
         }
-        _layers = new DecoderLayer?[c.NumLayers];
-        if (!offload) for (int i = 0; i < c.NumLayers; i++) _layers[i] = LoadLayer(i);
-        else ValidateLayerTensors();
+        Add("model", Model);
+        Add(Architecture.LmHeadName, LmHead);
+        if (offload) ValidateLayerTensors();
     }
 
+    /// <summary>Opens the checkpoint in <paramref name="dir"/> and builds the model (layers resident unless <paramref name="offload"/>).</summary>
     public static CausalLM Load(string dir, Device? device = null, ScalarType dtype = ScalarType.Float32, bool offload = false)
     {
         var ckpt = Checkpoint.Open(dir);
         try { return new CausalLM(ckpt, device ?? CPU, dtype, offload); }
         catch { ckpt.Dispose(); throw; }
+    }
+
+    /// <summary>Reads tensors from the checkpoint in the compute dtype and device.</summary>
+    sealed class CheckpointWeights(CausalLM m) : IWeightSource
+    {
+        public Tensor Required(string name, long[] shape) => m.W(name);
+        public Tensor? Optional(string name, long[] shape, bool read) => read && m.Checkpoint.Contains(name) ? m.W(name) : null;
     }
 
     /// <summary>A stored tensor in the compute dtype and device (zero-copy when they already match: a view of the mapping).</summary>
@@ -77,12 +104,9 @@ public sealed class CausalLM : IDisposable
         if (!ReferenceEquals(r, t)) t.Dispose();
         return r;
     }
-    Tensor? Optional(string name) => Checkpoint.Contains(name) ? W(name) : null;
 
     /// <summary>Builds layer <paramref name="i"/> from the checkpoint (used directly when offloading: one layer resident at a time).</summary>
-    public DecoderLayer LoadLayer(int i) => Config.Family == ArchitectureFamily.Phi
-        ? new PhiDecoderLayer(Config, W, LayerPrefix(i), _rope, i)
-        : new LlamaDecoderLayer(Config, W, Optional, LayerPrefix(i), _rope, i);
+    public DecoderLayer LoadLayer(int i) => Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
 
     void ValidateLayerTensors()
     {
@@ -91,21 +115,20 @@ public sealed class CausalLM : IDisposable
     }
 
     /// <summary>The resident layer i (throws when offloaded).</summary>
-    public DecoderLayer Layer(int i) => _layers[i] ?? throw new InvalidOperationException("model is offloaded: use LoadLayer");
+    public DecoderLayer Layer(int i) => Model.Layers[i] ?? throw new InvalidOperationException("model is offloaded: use LoadLayer");
 
+    /// <summary>Token embeddings: input ids [B, T] → [B, T, H].</summary>
     public Tensor Embed(Tensor inputIds)
     {
         using var ids = inputIds.to(Device);
-        using var flat = ids.reshape(-1);
-        using var rows = _embedTokens.index_select(0, flat);
-        return rows.view(inputIds.shape[0], inputIds.shape[1], -1);
+        return Model.EmbedTokens.Forward(ids);
     }
 
     /// <summary>Final norm + lm_head: hidden [B, T, H] → logits [B, T, V].</summary>
     public Tensor Head(Tensor hidden)
     {
-        using var n = _finalNorm.Forward(hidden);
-        return _lmHead.Forward(n);
+        using var n = Model.Norm.Forward(hidden);
+        return LmHead.Forward(n);
     }
 
     /// <summary>
@@ -127,7 +150,7 @@ public sealed class CausalLM : IDisposable
         }
         else positions = (arange(past, S, dtype: ScalarType.Int64, device: Device)).unsqueeze(0).expand(batch, T);
         var (cos, sin) = _rope.CosSin(positions, Dtype);
-        var a = new AttentionInputs { Cos = cos.MoveToOuterDisposeScope(), SinSigned = sin.MoveToOuterDisposeScope() };
+        var a = new AttentionInputs { Rope = _rope, Cos = cos.MoveToOuterDisposeScope(), SinSigned = sin.MoveToOuterDisposeScope() };
 
         bool needFull = valid is not null || (past > 0 && T > 1);
         var windows = Config.SlidingWindows.Where(w => w is not null).Select(w => w!.Value).Distinct().ToList();
@@ -163,7 +186,7 @@ public sealed class CausalLM : IDisposable
         {
             options?.OnResidual?.Invoke(k, h);
             int i = order[k];
-            if (_layers[i] is { } layer) h = layer.Forward(h, att, cache, k);
+            if (Model.Layers[i] is { } layer) h = layer.Forward(h, att, cache, k);
             else using (var streamed = LoadLayer(i)) h = streamed.Forward(h, att, cache, k);
         }
         options?.OnResidual?.Invoke(order.Count, h);
@@ -171,30 +194,31 @@ public sealed class CausalLM : IDisposable
         return (options?.HiddenOnly == true ? h : Head(h)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Every weight with its HF name (resident models only), e.g. for writing a merged checkpoint.</summary>
+    /// <summary>
+    /// Every stored weight with its HF name (resident models only), e.g. for writing a merged checkpoint: the module tree's
+    /// state dict without a tied lm_head (HF save_pretrained drops tied weights too).
+    /// </summary>
     public IEnumerable<(string name, Tensor tensor)> NamedTensors()
     {
-        yield return ("model.embed_tokens.weight", _embedTokens);
-        for (int i = 0; i < NumLayers; i++) foreach (var (n, t) in Layer(i).Tensors()) yield return (LayerPrefix(i) + n, t);
-        string normName = Config.Family == ArchitectureFamily.Phi ? "model.final_layernorm" : "model.norm";
-        foreach (var (n, t) in _finalNorm.Tensors()) yield return ($"{normName}.{n}", t);
-        if (!(Config.TieWordEmbeddings || !Checkpoint.Contains("lm_head.weight")))
-        {
-            yield return ("lm_head.weight", _lmHead.Weight!);
-            if (_lmHead.Bias is not null) yield return ("lm_head.bias", _lmHead.Bias);
-        }
+        if (Offloaded) throw new InvalidOperationException("model is offloaded: use LoadLayer");
+        foreach (var (name, t) in StateDict())
+            if (!(TiedHead && name.StartsWith(Architecture.LmHeadName + ".", StringComparison.Ordinal)))
+                yield return (name, t);
     }
 
     /// <summary>Linear modules of the decoder layers with HF names, e.g. "model.layers.3.self_attn.q_proj".</summary>
     public IEnumerable<(string name, Linear linear)> NamedLinears()
     {
-        for (int i = 0; i < NumLayers; i++) foreach (var (n, l) in Layer(i).Linears()) yield return (LayerPrefix(i) + n, l);
+        if (Offloaded) throw new InvalidOperationException("model is offloaded: use LoadLayer");
+        foreach (var entry in Model.Layers.NamedModules<Linear>(Architecture.LayersName))
+            yield return entry;
     }
 
-    public void Dispose()
+    /// <inheritdoc/>
+    public override void Dispose()
     {
-        foreach (var l in _layers) l?.Dispose();
-        _embedTokens.Dispose(); _finalNorm.Dispose(); _lmHead.Dispose(); _rope.Dispose();
+        base.Dispose();
+        _rope.Dispose();
         Checkpoint.Dispose();
     }
 }

@@ -1,103 +1,169 @@
+using LayerPrune.Checkpoints;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace LayerPrune.Modeling;
 
-public interface INorm : IDisposable
+/// <summary>A normalization over the last (hidden) dimension.</summary>
+public abstract class Norm : Module
 {
-    Tensor Forward(Tensor x);
-    IEnumerable<(string name, Tensor tensor)> Tensors();
+    /// <summary>x [.., H] → normalized [.., H].</summary>
+    public abstract Tensor Forward(Tensor x);
 }
 
 /// <summary>LlamaRMSNorm: x / sqrt(mean(x²) + eps) computed in fp32, then × weight in the input dtype.</summary>
-public sealed class RmsNorm(Tensor weight, double eps) : INorm
+public sealed class RmsNorm : Norm
 {
-    public Tensor Forward(Tensor x)
+    readonly Tensor _weight;  // [H]
+    readonly double _eps;
+
+    /// <summary>"weight" [<paramref name="hidden"/>] from <paramref name="w"/>.</summary>
+    public RmsNorm(Weights w, long hidden, double eps)
+    {
+        _weight = Param("weight", w, hidden);
+        _eps = eps;
+    }
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor x)
     {
         using var scope = NewDisposeScope();
         var h = x.to(ScalarType.Float32);
-        var normed = h * rsqrt(h.pow(2).mean([-1], keepdim: true) + eps);
-        return (weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
+        var normed = h * rsqrt(h.pow(2).mean([-1], keepdim: true) + _eps);
+        return (_weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
-    public IEnumerable<(string, Tensor)> Tensors() { yield return ("weight", weight); }
-    public void Dispose() => weight.Dispose();
 }
 
 /// <summary>torch.nn.LayerNorm (Phi).</summary>
-public sealed class LayerNorm(Tensor weight, Tensor bias, double eps) : INorm
+public sealed class LayerNorm : Norm
 {
-    public Tensor Forward(Tensor x) => nn.functional.layer_norm(x, [weight.shape[0]], weight, bias, eps);
-    public IEnumerable<(string, Tensor)> Tensors() { yield return ("weight", weight); yield return ("bias", bias); }
-    public void Dispose() { weight.Dispose(); bias.Dispose(); }
+    readonly Tensor _weight, _bias;  // [H]
+    readonly double _eps;
+
+    /// <summary>"weight" and "bias" [<paramref name="hidden"/>] from <paramref name="w"/>.</summary>
+    public LayerNorm(Weights w, long hidden, double eps)
+    {
+        _weight = Param("weight", w, hidden);
+        _bias = Param("bias", w, hidden);
+        _eps = eps;
+    }
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor x) => nn.functional.layer_norm(x, [_weight.shape[0]], _weight, _bias, _eps);
+}
+
+/// <summary>torch.nn.Embedding: token ids → rows of "weight" [V, H].</summary>
+public sealed class Embedding : Module
+{
+    /// <summary>The table [V, H] (a view of the checkpoint; a tied lm_head shares it).</summary>
+    public Tensor Weight { get; }
+
+    /// <summary>"weight" [<paramref name="vocab"/>, <paramref name="hidden"/>] from <paramref name="w"/>.</summary>
+    public Embedding(Weights w, long vocab, long hidden) => Weight = Param("weight", w, vocab, hidden);
+
+    /// <summary>ids [B, T] (int64, on the table's device) → [B, T, H].</summary>
+    public Tensor Forward(Tensor ids)
+    {
+        using var flat = ids.reshape(-1);
+        using var rows = Weight.index_select(0, flat);
+        return rows.view(ids.shape[0], ids.shape[1], -1);
+    }
 }
 
 /// <summary>What every layer of one forward call shares: rotary tables and attention masks.</summary>
 public sealed class AttentionInputs : IDisposable
 {
-    public required Tensor Cos, SinSigned; // [B, 1, T, rotaryDim] (see Rope.CosSin)
+    /// <summary>The model's rotary embedding (not owned).</summary>
+    public required Rope Rope;
+    /// <summary>cos and signed sin [B, 1, T, rotaryDim] (see <see cref="Rope.CosSin"/>).</summary>
+    public required Tensor Cos, SinSigned;
     /// <summary>Additive mask [B, 1, T, S] for full-attention layers; null = plain causal (T == S, no padding).</summary>
     public Tensor? FullMask;
     /// <summary>Additive mask for sliding-window layers, keyed by window size.</summary>
     public Dictionary<int, Tensor> SlidingMasks { get; } = new();
-    public void Dispose() { Cos.Dispose(); SinSigned.Dispose(); FullMask?.Dispose(); foreach (var m in SlidingMasks.Values) m.Dispose(); }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Cos.Dispose();
+        SinSigned.Dispose();
+        FullMask?.Dispose();
+        foreach (var m in SlidingMasks.Values) m.Dispose();
+    }
 }
 
 /// <summary>Multi-head attention with grouped-query K/V, RoPE and an optional sliding window (HF LlamaAttention / PhiAttention).</summary>
-public sealed class Attention(Linear q, Linear k, Linear v, Linear o, string oName, int heads, int kvHeads, int headDim, Rope rope, int? slidingWindow) : IDisposable
+public sealed class Attention : Module
 {
-    public Linear Q => q; public Linear K => k; public Linear V => v; public Linear O => o;
-    public int? SlidingWindow => slidingWindow;
+    readonly int _heads, _kvHeads, _headDim;
 
-    public Tensor Forward(Tensor x /*[B,T,H]*/, AttentionInputs a, KvCache? cache, int slot)
+    /// <summary>Query projection [heads·d, H].</summary>
+    public Linear Q { get; }
+    /// <summary>Key projection [kvHeads·d, H].</summary>
+    public Linear K { get; }
+    /// <summary>Value projection [kvHeads·d, H].</summary>
+    public Linear V { get; }
+    /// <summary>Output projection [H, heads·d] ("o_proj"; Phi: "dense").</summary>
+    public Linear O { get; }
+    /// <summary>Keys with q − k ≥ window are masked; null = full attention.</summary>
+    public int? SlidingWindow { get; }
+
+    /// <summary>
+    /// q_proj, k_proj, v_proj and the output projection named <paramref name="outputName"/> for layer
+    /// <paramref name="layerIndex"/> of <paramref name="c"/>; q/k/v biases must exist when <paramref name="qkvBias"/>, the
+    /// output bias when <paramref name="outputBias"/> (otherwise each bias is read when stored).
+    /// </summary>
+    public Attention(ModelConfig c, Weights w, int layerIndex, string outputName, bool qkvBias, bool outputBias)
+    {
+        _heads = c.NumHeads;
+        _kvHeads = c.NumKvHeads;
+        _headDim = c.HeadDim;
+        long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
+        Q = Add("q_proj", w, s => new Linear(s, q, h, qkvBias));
+        K = Add("k_proj", w, s => new Linear(s, kv, h, qkvBias));
+        V = Add("v_proj", w, s => new Linear(s, kv, h, qkvBias));
+        O = Add(outputName, w, s => new Linear(s, h, q, outputBias));
+        SlidingWindow = c.SlidingWindows[layerIndex];
+    }
+
+    /// <summary>x [B, T, H] → [B, T, H], appending this layer's keys/values to <paramref name="cache"/> slot <paramref name="slot"/>.</summary>
+    public Tensor Forward(Tensor x, AttentionInputs a, KvCache? cache, int slot)
     {
         using var scope = NewDisposeScope();
         long B = x.shape[0], T = x.shape[1];
-        var query = q.Forward(x).view(B, T, heads, headDim).transpose(1, 2);    // [B, h, T, d]
-        var key = k.Forward(x).view(B, T, kvHeads, headDim).transpose(1, 2);    // [B, kvh, T, d]
-        var value = v.Forward(x).view(B, T, kvHeads, headDim).transpose(1, 2);
-        query = rope.Apply(query, a.Cos, a.SinSigned);
-        key = rope.Apply(key, a.Cos, a.SinSigned);
-        if (cache is not null) (key, value) = cache.Append(slot, key, value); // [B, kvh, S, d]
-        if (kvHeads != heads)
+        var query = Q.Forward(x).view(B, T, _heads, _headDim).transpose(1, 2);    // [B, h, T, d]
+        var key = K.Forward(x).view(B, T, _kvHeads, _headDim).transpose(1, 2);    // [B, kvh, T, d]
+        var value = V.Forward(x).view(B, T, _kvHeads, _headDim).transpose(1, 2);
+        query = a.Rope.Apply(query, a.Cos, a.SinSigned);
+        key = a.Rope.Apply(key, a.Cos, a.SinSigned);
+        if (cache is not null) (key, value) = cache.Append(slot, key, value);    // [B, kvh, S, d]
+        if (_kvHeads != _heads)
         {
-            key = key.repeat_interleave(heads / kvHeads, dim: 1);
-            value = value.repeat_interleave(heads / kvHeads, dim: 1);
+            key = key.repeat_interleave(_heads / _kvHeads, dim: 1);
+            value = value.repeat_interleave(_heads / _kvHeads, dim: 1);
         }
-        Tensor? mask = slidingWindow is int w && a.SlidingMasks.TryGetValue(w, out var sm) ? sm : a.FullMask;
+        Tensor? mask = SlidingWindow is int win && a.SlidingMasks.TryGetValue(win, out var sm) ? sm : a.FullMask;
         var attn = mask is null
             ? nn.functional.scaled_dot_product_attention(query, key, value, is_casual: T > 1)
             : nn.functional.scaled_dot_product_attention(query, key, value, attn_mask: mask);
-        var merged = attn.transpose(1, 2).reshape(B, T, heads * headDim);
-        return o.Forward(merged).MoveToOuterDisposeScope();
+        var merged = attn.transpose(1, 2).reshape(B, T, _heads * _headDim);   // [B, T, h·d]
+        return O.Forward(merged).MoveToOuterDisposeScope();
     }
-
-    public IEnumerable<(string name, Linear linear)> Linears() { yield return ("q_proj", q); yield return ("k_proj", k); yield return ("v_proj", v); yield return (oName, o); }
-    public void Dispose() { q.Dispose(); k.Dispose(); v.Dispose(); o.Dispose(); }
 }
 
-public abstract class DecoderLayer : IDisposable
+/// <summary>One decoder block: its children are named as in the HF state dict (self_attn, mlp, input_layernorm, ...).</summary>
+public abstract class DecoderLayer : Module
 {
     /// <summary>Residual stream in → residual stream out, [B, T, H].</summary>
     public abstract Tensor Forward(Tensor h, AttentionInputs a, KvCache? cache, int slot);
-    /// <summary>Linear sub-modules with HF names relative to the layer, e.g. "self_attn.q_proj", "mlp.down_proj".</summary>
-    public abstract IEnumerable<(string name, Linear linear)> Linears();
-    /// <summary>Every tensor with HF names relative to the layer (e.g. "input_layernorm.weight").</summary>
-    public IEnumerable<(string name, Tensor tensor)> Tensors()
-    {
-        foreach (var (n, l) in Linears())
-        {
-            if (l.Weight is not null) yield return ($"{n}.weight", l.Weight);
-            if (l.Bias is not null) yield return ($"{n}.bias", l.Bias);
-        }
-        foreach (var (n, norm) in Norms()) foreach (var (p, t) in norm.Tensors()) yield return ($"{n}.{p}", t);
-    }
-    protected abstract IEnumerable<(string name, INorm norm)> Norms();
-    public virtual void Dispose()
-    {
-        foreach (var (_, l) in Linears()) l.Dispose();
-        foreach (var (_, n) in Norms()) n.Dispose();
-    }
 
+    /// <summary>Linear sub-modules with HF names relative to the layer, e.g. "self_attn.q_proj", "mlp.down_proj".</summary>
+    public IEnumerable<(string name, Linear linear)> Linears() => NamedModules<Linear>();
+
+    /// <summary>Every tensor with HF names relative to the layer (e.g. "input_layernorm.weight").</summary>
+    public IEnumerable<(string name, Tensor tensor)> Tensors() => StateDict();
+
+    /// <summary>The activation named by config.json hidden_act (HF ACT2FN); throws for names not supported.</summary>
     public static Func<Tensor, Tensor> Activation(string name) => name switch
     {
         "silu" or "swish" => x => nn.functional.silu(x),
@@ -105,7 +171,8 @@ public abstract class DecoderLayer : IDisposable
         // gelu_new / gelu_pytorch_tanh: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
         "gelu_new" or "gelu_pytorch_tanh" => GeluTanh,
         "relu" => x => nn.functional.relu(x),
-        _ => throw new LayerPruneException($"unsupported hidden_act '{name}' (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)"),
+        _ => throw new LayerPruneException(
+            $"unsupported hidden_act '{name}' (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)"),
     };
 
     /// <summary>HF NewGELUActivation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).</summary>
@@ -114,5 +181,50 @@ public abstract class DecoderLayer : IDisposable
         using var scope = NewDisposeScope();
         var inner = Math.Sqrt(2.0 / Math.PI) * (x + 0.044715 * x.pow(3));
         return (0.5 * x * (1.0 + inner.tanh())).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>HF nn.ModuleList of decoder layers: children "0", "1", ...; a slot is empty while its layer is not resident.</summary>
+public sealed class LayerList : Module
+{
+    readonly DecoderLayer?[] _layers;
+
+    /// <summary><paramref name="count"/> slots, filled by <paramref name="build"/> (null: all empty, layers loaded per use).</summary>
+    public LayerList(int count, Func<int, DecoderLayer>? build)
+    {
+        _layers = new DecoderLayer?[count];
+        if (build is null) return;
+        for (int i = 0; i < count; i++)
+            _layers[i] = build(i);
+    }
+
+    /// <summary>Layer <paramref name="i"/>, or null when it is not resident.</summary>
+    public DecoderLayer? this[int i] => _layers[i];
+
+    /// <inheritdoc/>
+    public override IEnumerable<(string Name, Module Module)> NamedChildren()
+    {
+        for (int i = 0; i < _layers.Length; i++)
+            if (_layers[i] is { } layer)
+                yield return (i.ToString(System.Globalization.CultureInfo.InvariantCulture), layer);
+    }
+}
+
+/// <summary>HF LlamaModel / PhiModel: embed_tokens → layers → final norm (named by the family).</summary>
+public sealed class DecoderModel : Module
+{
+    /// <summary>embed_tokens.</summary>
+    public Embedding EmbedTokens { get; }
+    /// <summary>layers.</summary>
+    public LayerList Layers { get; }
+    /// <summary>The final norm ("norm"; Phi: "final_layernorm").</summary>
+    public Norm Norm { get; }
+
+    /// <summary>The model body of <paramref name="c"/>; <paramref name="buildLayer"/> null leaves the layers unloaded.</summary>
+    public DecoderModel(ModelConfig c, Families.Architecture arch, Weights w, Func<Weights, int, DecoderLayer>? buildLayer)
+    {
+        EmbedTokens = Add("embed_tokens", w, s => new Embedding(s, c.VocabSize, c.HiddenSize));
+        Layers = Add("layers", w, s => new LayerList(c.NumLayers, buildLayer is null ? null : i => buildLayer(s.At(i), i)));
+        Norm = Add(arch.FinalNormName, w, s => arch.BuildFinalNorm(c, s));
     }
 }

@@ -6,6 +6,7 @@ namespace LayerPrune.Modeling;
 /// <summary>A frozen base weight stored in a compressed form (e.g. NF4), expanded on demand.</summary>
 public interface IQuantizedWeight : IDisposable
 {
+    /// <summary>The full weight's shape [out, in].</summary>
     long[] Shape { get; }
     /// <summary>The full weight [out, in] in <paramref name="dtype"/> on the weight's device.</summary>
     Tensor Dequantize(ScalarType dtype);
@@ -14,22 +15,47 @@ public interface IQuantizedWeight : IDisposable
 /// <summary>A trainable add-on to a linear layer (LoRA): y = base(x) + Forward(x).</summary>
 public interface ILinearAdapter : IDisposable
 {
+    /// <summary>Training mode (dropout on); set through <see cref="Module.Train"/>.</summary>
+    bool Training { get; set; }
+    /// <summary>The adapter's contribution for input x [.., in] → [.., out].</summary>
     Tensor Forward(Tensor x);
 }
 
 /// <summary>y = x Wᵀ + b, like torch.nn.Linear; the base weight is either a plain tensor or quantized.</summary>
-public sealed class Linear : IDisposable
+public sealed class Linear : Module
 {
-    public Tensor? Weight;              // [out, in]
-    public Tensor? Bias;                // [out]
-    public IQuantizedWeight? Quantized; // replaces Weight when set
-    public ILinearAdapter? Adapter;     // LoRA, when healing
+    /// <summary>The base weight [out, in]; null once replaced by <see cref="Quantized"/>.</summary>
+    public Tensor? Weight;
+    /// <summary>The bias [out], or null.</summary>
+    public Tensor? Bias;
+    /// <summary>The compressed base weight; replaces <see cref="Weight"/> when set.</summary>
+    public IQuantizedWeight? Quantized;
+    /// <summary>LoRA, when healing.</summary>
+    public ILinearAdapter? Adapter;
 
-    public Linear(Tensor weight, Tensor? bias) { Weight = weight; Bias = bias; }
+    /// <summary>A linear over given tensors (views are kept, not copied).</summary>
+    public Linear(Tensor weight, Tensor? bias)
+    {
+        Weight = weight;
+        Bias = bias;
+    }
 
+    /// <summary>
+    /// "weight" [out, in] and "bias" [out] from <paramref name="w"/>; the bias must exist when <paramref name="biasRequired"/>,
+    /// otherwise it is read when the checkpoint has one.
+    /// </summary>
+    public Linear(Weights w, long outFeatures, long inFeatures, bool biasRequired)
+    {
+        Weight = w.Required("weight", outFeatures, inFeatures);
+        Bias = biasRequired ? w.Required("bias", outFeatures) : w.Optional("bias", [outFeatures]);
+    }
+
+    /// <summary>Output features (rows of the weight).</summary>
     public long OutFeatures => Weight?.shape[0] ?? Quantized!.Shape[0];
+    /// <summary>Input features (columns of the weight).</summary>
     public long InFeatures => Weight?.shape[1] ?? Quantized!.Shape[1];
 
+    /// <summary>x [.., in] → [.., out].</summary>
     public Tensor Forward(Tensor x)
     {
         Tensor y;
@@ -44,5 +70,24 @@ public sealed class Linear : IDisposable
         using (y) return y + delta;
     }
 
-    public void Dispose() { Weight?.Dispose(); Bias?.Dispose(); Quantized?.Dispose(); Adapter?.Dispose(); }
+    /// <inheritdoc/>
+    protected override IEnumerable<(string Name, Tensor Tensor)> OwnTensors()
+    {
+        if (Weight is not null) yield return ("weight", Weight);
+        if (Bias is not null) yield return ("bias", Bias);
+    }
+
+    /// <inheritdoc/>
+    protected override void OnTrainingChanged(bool on)
+    {
+        if (Adapter is not null) Adapter.Training = on;
+    }
+
+    /// <inheritdoc/>
+    public override void Dispose()
+    {
+        base.Dispose();
+        Quantized?.Dispose();
+        Adapter?.Dispose();
+    }
 }

@@ -5,40 +5,56 @@ namespace LayerPrune.Modeling;
 
 /// <summary>
 /// LlamaDecoderLayer (HF modeling_llama.py), also Mistral (sliding window) and Qwen2 (q/k/v bias):
-///   h = x + o_proj(attn(input_layernorm(x)));  out = h + down_proj(act(gate_proj(n)) · up_proj(n)), n = post_attention_layernorm(h)
+///   h = x + self_attn(input_layernorm(x));  out = h + mlp(post_attention_layernorm(h)).
 /// </summary>
 public sealed class LlamaDecoderLayer : DecoderLayer
 {
-    readonly INorm _inputNorm, _postAttentionNorm;
-    readonly Attention _attn;
-    readonly Linear _gate, _up, _down;
-    readonly Func<Tensor, Tensor> _act;
+    readonly Norm _inputLayernorm, _postAttentionLayernorm;
+    readonly Attention _selfAttn;
+    readonly LlamaMlp _mlp;
 
-    public LlamaDecoderLayer(ModelConfig c, Func<string, Tensor> w, Func<string, Tensor?> optional, string p, Rope rope, int layerIndex)
+    /// <summary>Layer <paramref name="layerIndex"/> of <paramref name="c"/>; <paramref name="act"/> is hidden_act.</summary>
+    public LlamaDecoderLayer(ModelConfig c, Weights w, int layerIndex, Func<Tensor, Tensor> act)
     {
-        Linear Lin(string name, bool bias) => new(w($"{p}{name}.weight"), bias ? w($"{p}{name}.bias") : optional($"{p}{name}.bias"));
-        _inputNorm = new RmsNorm(w($"{p}input_layernorm.weight"), c.NormEps);
-        _postAttentionNorm = new RmsNorm(w($"{p}post_attention_layernorm.weight"), c.NormEps);
-        _attn = new Attention(Lin("self_attn.q_proj", c.AttentionBias), Lin("self_attn.k_proj", c.AttentionBias),
-                              Lin("self_attn.v_proj", c.AttentionBias), Lin("self_attn.o_proj", false), "o_proj",
-                              c.NumHeads, c.NumKvHeads, c.HeadDim, rope, c.SlidingWindows[layerIndex]);
-        _gate = Lin("mlp.gate_proj", c.MlpBias); _up = Lin("mlp.up_proj", c.MlpBias); _down = Lin("mlp.down_proj", c.MlpBias);
-        _act = Activation(c.HiddenAct);
+        _inputLayernorm = Add("input_layernorm", w, s => new RmsNorm(s, c.HiddenSize, c.NormEps));
+        _selfAttn = Add("self_attn", w, s => new Attention(c, s, layerIndex, "o_proj", qkvBias: c.AttentionBias, outputBias: false));
+        _postAttentionLayernorm = Add("post_attention_layernorm", w, s => new RmsNorm(s, c.HiddenSize, c.NormEps));
+        _mlp = Add("mlp", w, s => new LlamaMlp(c, s, act));
     }
 
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor x, AttentionInputs a, KvCache? cache, int slot)
     {
         using var scope = NewDisposeScope();
-        var h = _attn.Forward(_inputNorm.Forward(x), a, cache, slot).add_(x);   // residual, in place on the fresh o_proj output
-        var n = _postAttentionNorm.Forward(h);
-        var mlp = _down.Forward(_act(_gate.Forward(n)) * _up.Forward(n));
+        var h = _selfAttn.Forward(_inputLayernorm.Forward(x), a, cache, slot).add_(x);   // residual, in place on the fresh o_proj output
+        var mlp = _mlp.Forward(_postAttentionLayernorm.Forward(h));                       // [B, T, H]
         return mlp.add_(h).MoveToOuterDisposeScope();
     }
+}
 
-    public override IEnumerable<(string, Linear)> Linears()
+/// <summary>LlamaMLP: down_proj(act(gate_proj(x)) · up_proj(x)).</summary>
+public sealed class LlamaMlp : Module
+{
+    readonly Linear _gateProj, _upProj, _downProj;
+    readonly Func<Tensor, Tensor> _act;
+
+    /// <summary>gate_proj, up_proj [I, H] and down_proj [H, I]; biases must exist when mlp_bias.</summary>
+    public LlamaMlp(ModelConfig c, Weights w, Func<Tensor, Tensor> act)
     {
-        foreach (var (n, l) in _attn.Linears()) yield return ($"self_attn.{n}", l);
-        yield return ("mlp.gate_proj", _gate); yield return ("mlp.up_proj", _up); yield return ("mlp.down_proj", _down);
+        long h = c.HiddenSize, inter = c.IntermediateSize;
+        _gateProj = Add("gate_proj", w, s => new Linear(s, inter, h, c.MlpBias));
+        _upProj = Add("up_proj", w, s => new Linear(s, inter, h, c.MlpBias));
+        _downProj = Add("down_proj", w, s => new Linear(s, h, inter, c.MlpBias));
+        _act = act;
     }
-    protected override IEnumerable<(string, INorm)> Norms() { yield return ("input_layernorm", _inputNorm); yield return ("post_attention_layernorm", _postAttentionNorm); }
+
+    /// <summary>x [B, T, H] → [B, T, H].</summary>
+    public Tensor Forward(Tensor x)
+    {
+        using var gate = _gateProj.Forward(x);   // [B, T, I]
+        using var up = _upProj.Forward(x);
+        using var activated = _act(gate);
+        using var product = activated * up;
+        return _downProj.Forward(product);
+    }
 }

@@ -5,39 +5,53 @@ namespace LayerPrune.Modeling;
 
 /// <summary>
 /// PhiDecoderLayer (HF modeling_phi.py, Phi-2): one LayerNorm feeds attention and MLP in parallel,
-///   n = input_layernorm(x);  out = x + dense(attn(n)) + fc2(gelu_new(fc1(n))).
+///   n = input_layernorm(x);  out = x + self_attn(n) + mlp(n).
 /// Partial rotary: RoPE on the first partial_rotary_factor · head_dim features (see Rope).
 /// </summary>
 public sealed class PhiDecoderLayer : DecoderLayer
 {
-    readonly INorm _inputNorm;
-    readonly Attention _attn;
-    readonly Linear _fc1, _fc2;
-    readonly Func<Tensor, Tensor> _act;
+    readonly Norm _inputLayernorm;
+    readonly Attention _selfAttn;
+    readonly PhiMlp _mlp;
 
-    public PhiDecoderLayer(ModelConfig c, Func<string, Tensor> w, string p, Rope rope, int layerIndex)
+    /// <summary>Layer <paramref name="layerIndex"/> of <paramref name="c"/>; <paramref name="act"/> is hidden_act.</summary>
+    public PhiDecoderLayer(ModelConfig c, Weights w, int layerIndex, Func<Tensor, Tensor> act)
     {
-        Linear Lin(string name) => new(w($"{p}{name}.weight"), w($"{p}{name}.bias"));
-        _inputNorm = new LayerNorm(w($"{p}input_layernorm.weight"), w($"{p}input_layernorm.bias"), c.NormEps);
-        _attn = new Attention(Lin("self_attn.q_proj"), Lin("self_attn.k_proj"), Lin("self_attn.v_proj"), Lin("self_attn.dense"), "dense",
-                              c.NumHeads, c.NumKvHeads, c.HeadDim, rope, c.SlidingWindows[layerIndex]);
-        _fc1 = Lin("mlp.fc1"); _fc2 = Lin("mlp.fc2");
-        _act = Activation(c.HiddenAct);
+        _inputLayernorm = Add("input_layernorm", w, s => new LayerNorm(s, c.HiddenSize, c.NormEps));
+        _selfAttn = Add("self_attn", w, s => new Attention(c, s, layerIndex, "dense", qkvBias: true, outputBias: true));
+        _mlp = Add("mlp", w, s => new PhiMlp(c, s, act));
     }
 
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor x, AttentionInputs a, KvCache? cache, int slot)
     {
         using var scope = NewDisposeScope();
-        var n = _inputNorm.Forward(x);
-        var attn = _attn.Forward(n, a, cache, slot);
-        var mlp = _fc2.Forward(_act(_fc1.Forward(n)));
+        var n = _inputLayernorm.Forward(x);
+        var attn = _selfAttn.Forward(n, a, cache, slot);
+        var mlp = _mlp.Forward(n);
         return attn.add_(mlp).add_(x).MoveToOuterDisposeScope();   // in place on the fresh dense output
     }
+}
 
-    public override IEnumerable<(string, Linear)> Linears()
+/// <summary>PhiMLP: fc2(act(fc1(x))).</summary>
+public sealed class PhiMlp : Module
+{
+    readonly Linear _fc1, _fc2;
+    readonly Func<Tensor, Tensor> _act;
+
+    /// <summary>fc1 [I, H] and fc2 [H, I], both with bias.</summary>
+    public PhiMlp(ModelConfig c, Weights w, Func<Tensor, Tensor> act)
     {
-        foreach (var (n, l) in _attn.Linears()) yield return ($"self_attn.{n}", l);
-        yield return ("mlp.fc1", _fc1); yield return ("mlp.fc2", _fc2);
+        _fc1 = Add("fc1", w, s => new Linear(s, c.IntermediateSize, c.HiddenSize, biasRequired: true));
+        _fc2 = Add("fc2", w, s => new Linear(s, c.HiddenSize, c.IntermediateSize, biasRequired: true));
+        _act = act;
     }
-    protected override IEnumerable<(string, INorm)> Norms() { yield return ("input_layernorm", _inputNorm); }
+
+    /// <summary>x [B, T, H] → [B, T, H].</summary>
+    public Tensor Forward(Tensor x)
+    {
+        using var hidden = _fc1.Forward(x);   // [B, T, I]
+        using var activated = _act(hidden);
+        return _fc2.Forward(activated);
+    }
 }
