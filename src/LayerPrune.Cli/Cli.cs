@@ -25,6 +25,37 @@ public static class Cli
 
     public static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
+    /// <summary>Where the commands' progress goes: the live bar, stderr lines or nothing (--quiet); set by <see cref="Run"/>.</summary>
+    public static IProgressSink Progress { get; private set; } = NullProgressSink.Instance;
+
+    /// <summary>Flags whose names are not the kebab-case of the library's parameter or property name.</summary>
+    static readonly Dictionary<string, string> Flags = new(StringComparer.Ordinal)
+    {
+        ["spec"] = "--layers",
+        ["LearningRate"] = "--lr",
+        ["ModelDir"] = "--model",
+        ["DataPath"] = "--data",
+        ["EvalDataPath"] = "--eval-data",
+        ["OutDir"] = "--out",
+        ["outDir"] = "--out",
+    };
+
+    /// <summary>The flag of a library parameter: "MicroBatch" → "--micro-batch", "n" → "--n" (names already flags stay).</summary>
+    public static string FlagOf(string parameterName)
+    {
+        if (parameterName.StartsWith('-'))
+            return parameterName;
+        if (Flags.TryGetValue(parameterName, out var flag))
+            return flag;
+        return "--" + Regex.Replace(parameterName, "(?<=[a-z0-9])([A-Z])", "-$1").ToLowerInvariant();
+    }
+
+    /// <summary>The one-line message of a library error with parameters shown as flags.</summary>
+    public static string Describe(LayerPruneException e) => OneLine(e.Render(FlagOf));
+
+    /// <summary>Exit code of a library error: 2 for invalid input (usage), 1 for failures.</summary>
+    public static int ExitCodeOf(LayerPruneException e) => e.IsInvalidInput ? 2 : 1;
+
     /// <summary>Parse errors exit 2; LayerPruneException prints its one-line message (exit 1, or 2 for usage); Ctrl-C exits 130.</summary>
     public static int Run(RootCommand root, string[] args)
     {
@@ -37,12 +68,12 @@ public static class Cli
             Console.Error.WriteLine($"error: {ParseErrorMessage(error.Message)} (see 'layerprune --help')");
             return 2;
         }
-        ProgressReporter.Sink = SpectreProgressSink.ForCli(parse.GetValue(Quiet));
+        Progress = SpectreProgressSink.ForCli(parse.GetValue(Quiet));
         try { return parse.Invoke(); }
         catch (Exception e) when (Unwrap(e) is LayerPruneException lp && !verbose)
         {
-            Console.Error.WriteLine($"error: {OneLine(lp.Message)}");
-            return lp.ExitCode;
+            Console.Error.WriteLine($"error: {Describe(lp)}");
+            return ExitCodeOf(lp);
         }
         catch (Exception e) when (!verbose)
         {
@@ -80,8 +111,8 @@ public static class Cli
             try { return action(parse); }
             catch (LayerPruneException e) when (!parse.GetValue(Verbose))
             {
-                Console.Error.WriteLine($"error: {OneLine(e.Message)}");
-                return e.ExitCode;
+                Console.Error.WriteLine($"error: {Describe(e)}");
+                return ExitCodeOf(e);
             }
             catch (Exception e) when (!parse.GetValue(Verbose) && e is not OperationCanceledException)
             {

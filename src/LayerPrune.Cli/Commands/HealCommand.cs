@@ -12,27 +12,28 @@ public static class HealCommand
         var model = Cli.ModelOption("Model folder to heal (usually a pruned checkpoint)");
         var data = new Option<string>("--data") { Description = "Training text: .txt (one document per line), .jsonl or .parquet (field \"text\"); packed into --seq-len chunks", Required = true };
         var output = new Option<string>("--out", "-o") { Description = "Output folder: adapters, merged/ checkpoint, train_log.jsonl, heal_summary.json", Required = true };
-        // Nullable: a flag the user did not give leaves the recipe's value.
-        var steps = new Option<int?>("--steps") { Description = "Optimizer steps (default 300)" };
-        var batch = new Option<int?>("--batch") { Description = "Sequences per optimizer step (default 16)" };
+        // Nullable: a flag the user did not give leaves the recipe's value. Defaults are read from HealOptions.
+        var d = HealOptions.Defaults;
+        var steps = new Option<int?>("--steps") { Description = $"Optimizer steps (default {d.Steps})" };
+        var batch = new Option<int?>("--batch") { Description = $"Sequences per optimizer step (default {d.Batch})" };
         var microBatch = new Option<int?>("--micro-batch") { Description = "Sequences per forward/backward (gradient accumulation; default = --batch)" };
-        var seqLen = new Option<int?>("--seq-len") { Description = "Tokens per training sequence (default 256)" };
-        var rank = new Option<int?>("--rank") { Description = "LoRA rank r (default 8)" };
-        var alpha = new Option<double?>("--alpha") { Description = "LoRA alpha (default 16; scaling = alpha/r)" };
-        var dropout = new Option<double?>("--dropout") { Description = "LoRA dropout (default 0.05)" };
-        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default 3e-4), AdamW, cosine decay to 0" };
-        var warmup = new Option<int?>("--warmup") { Description = "Linear warmup steps (default 0)" };
+        var seqLen = new Option<int?>("--seq-len") { Description = $"Tokens per training sequence (default {d.SeqLen})" };
+        var rank = new Option<int?>("--rank") { Description = $"LoRA rank r (default {d.Rank})" };
+        var alpha = new Option<double?>("--alpha") { Description = $"LoRA alpha (default {d.Alpha}; scaling = alpha/r)" };
+        var dropout = new Option<double?>("--dropout") { Description = $"LoRA dropout (default {d.Dropout})" };
+        var lr = new Option<double?>("--lr") { Description = $"Peak learning rate (default {d.LearningRate:0e0}), AdamW, cosine decay to 0" };
+        var warmup = new Option<int?>("--warmup") { Description = $"Linear warmup steps (default {d.Warmup})" };
         var quant = new Option<string?>("--quant") { Description = "Base weights: nf4 (QLoRA, default) | none" };
         var doubleQuant = new Option<bool>("--double-quant") { Description = "NF4 double quantization of the block scales" };
         var targets = new Option<string?>("--targets") { Description = "Comma-separated module names (default: all attention + MLP projections; Phi: q_proj,k_proj,v_proj,dense,fc1,fc2)" };
         var evalData = new Option<string?>("--eval-data") { Description = "Validation text for periodic loss (first --eval-chunks chunks)" };
-        var evalEvery = new Option<int?>("--eval-every") { Description = "Validation loss every K steps (default 50)" };
-        var evalChunks = new Option<int?>("--eval-chunks") { Description = "Validation chunks of --seq-len (default 32)" };
-        var saveEvery = new Option<int?>("--save-every") { Description = "Resumable checkpoint every K steps (default 50)" };
-        var seed = new Option<long?>("--seed") { Description = "Seed of LoRA init, dropout and data order (default 0)" };
+        var evalEvery = new Option<int?>("--eval-every") { Description = $"Validation loss every K steps (default {d.EvalEvery})" };
+        var evalChunks = new Option<int?>("--eval-chunks") { Description = $"Validation chunks of --seq-len (default {d.EvalChunks})" };
+        var saveEvery = new Option<int?>("--save-every") { Description = $"Resumable checkpoint every K steps (default {d.SaveEvery})" };
+        var seed = new Option<long?>("--seed") { Description = $"Seed of LoRA init, dropout and data order (default {d.Seed})" };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run from OUT.partial/" };
         var force = new Option<bool>("--force") { Description = "Replace an existing --out (and discard an interrupted run)" };
-        var recipe = new Option<string>("--recipe") { Description = "plain (defaults above) | paper (Gromov et al. App. A.1: FFN-only, alpha = r, per-model r/lr, 100 warmup, batch 16)", DefaultValueFactory = _ => "plain" };
+        var recipe = new Option<string>("--recipe") { Description = "plain (defaults above) | paper (Gromov et al. App. A.1: FFN-only, alpha = r, per-model r/lr, 100 warmup, batch 16)", DefaultValueFactory = _ => d.Recipe };
         var json = Cli.JsonOption();
         var cmd = new Command("heal", "QLoRA/LoRA fine-tuning (\"healing\") of a pruned model; writes PEFT adapters and a merged checkpoint")
         {
@@ -57,7 +58,7 @@ public static class HealCommand
             var o = new HealOptions
             {
                 ModelDir = dir, DataPath = Cli.ExistingFile(p.GetValue(data)!, "--data"), OutDir = p.GetValue(output)!,
-                Recipe = r, Steps = p.GetValue(steps) ?? 300, Device = device, Dtype = dtype,
+                Recipe = r, Steps = p.GetValue(steps) ?? d.Steps, Device = device, Dtype = dtype, Progress = Cli.Progress,
             };
             o = HealRecipes.Apply(o, config);
             o = o with

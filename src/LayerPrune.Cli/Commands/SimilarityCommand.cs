@@ -31,8 +31,7 @@ public sealed class SimilarityDataOptions
         string data = RequireData(p, "for a similarity pass");
         Cli.Require(p.GetValue(Batch) >= 1, $"--batch {p.GetValue(Batch)}: must be at least 1");
         var samples = SampleLoader.Load(data, Cli.LoadTokenizer(modelDir), p.GetValue(Samples), p.GetValue(SeqLen));
-        using var progress = ProgressReporter.Start("similarity", samples.Count, "samples");
-        return LayerSimilarity.Compute(model, samples, p.GetValue(Batch), blockInfluence, n => progress.Advance(n));
+        return LayerSimilarity.Compute(model, samples, p.GetValue(Batch), blockInfluence, progress: Cli.Progress);
     }
 }
 
