@@ -13,16 +13,30 @@ namespace LayerPrune.Cli;
 /// <summary>Options and plumbing shared by every command: errors → one line + exit code, progress sink, JSON output.</summary>
 public static class Cli
 {
+    /// <summary>--verbose: stack traces on errors.</summary>
     public static readonly Option<bool> Verbose = new("--verbose") { Description = "Show stack traces on errors", Recursive = true };
+    /// <summary>--quiet: no progress output.</summary>
     public static readonly Option<bool> Quiet = new("--quiet", "-q") { Description = "No progress output", Recursive = true };
-    public static readonly Option<string> Device = new("--device") { Description = "auto | cpu | cuda (auto: CUDA when available)", DefaultValueFactory = _ => "auto", Recursive = true };
-    public static readonly Option<string> Dtype = new("--dtype") { Description = "auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA, fp32 on CPU)", DefaultValueFactory = _ => "auto", Recursive = true };
+    /// <summary>--device.</summary>
+    public static readonly Option<string> Device = new("--device")
+    {
+        Description = "auto | cpu | cuda (auto: CUDA when available)", DefaultValueFactory = _ => "auto", Recursive = true,
+    };
+    /// <summary>--dtype.</summary>
+    public static readonly Option<string> Dtype = new("--dtype")
+    {
+        Description = "auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA, fp32 on CPU)", DefaultValueFactory = _ => "auto", Recursive = true,
+    };
+    /// <summary>The options every command accepts.</summary>
     public static IEnumerable<Option> GlobalOptions => [Verbose, Quiet, Device, Dtype];
 
+    /// <summary>A required --model / -m option.</summary>
     public static Option<string> ModelOption(string description = "Hugging Face model folder (config.json + safetensors)") =>
         new("--model", "-m") { Description = description, Required = true };
+    /// <summary>A --json option.</summary>
     public static Option<bool> JsonOption() => new("--json") { Description = "Print machine-readable JSON on stdout" };
 
+    /// <summary>Indented JSON output.</summary>
     public static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     /// <summary>Where the commands' progress goes: the live bar, stderr lines or nothing (--quiet); set by <see cref="Run"/>.</summary>
@@ -90,7 +104,10 @@ public static class Cli
         if (m.Success)
         {
             string type = m.Groups[3].Value;
-            string what = type.Contains("Int32") || type.Contains("Int64") ? "an integer" : type.Contains("Double") || type.Contains("Single") ? "a number" : type.Contains("Boolean") ? "true or false" : "a value of the expected type";
+            string what = type.Contains("Int32") || type.Contains("Int64") ? "an integer"
+                : type.Contains("Double") || type.Contains("Single") ? "a number"
+                : type.Contains("Boolean") ? "true or false"
+                : "a value of the expected type";
             return $"{m.Groups[2].Value}: cannot parse '{m.Groups[1].Value}' as {what}";
         }
         m = Regex.Match(message, @"^Option '(.*)' is required\.?$");
@@ -101,7 +118,8 @@ public static class Cli
     /// <summary>Messages are printed on one line; embedded line breaks (e.g. from a parser's message) become spaces.</summary>
     public static string OneLine(string s) => Regex.Replace(s, @"\s*[\r\n]+\s*", " ").Trim();
 
-    static Exception Unwrap(Exception e) => e is AggregateException { InnerException: { } i } ? Unwrap(i) : e.InnerException is LayerPruneException lp ? lp : e;
+    static Exception Unwrap(Exception e) =>
+        e is AggregateException { InnerException: { } i } ? Unwrap(i) : e.InnerException is LayerPruneException lp ? lp : e;
 
     /// <summary>Sets the command's action, wrapping LayerPruneException handling (System.CommandLine would print a stack trace).</summary>
     public static Command WithAction(this Command command, Func<ParseResult, int> action)
@@ -123,20 +141,31 @@ public static class Cli
         return command;
     }
 
-    public static (Device device, ScalarType dtype) Target(ParseResult p) => ComputeTarget.Resolve(p.GetValue(Device)!, p.GetValue(Dtype)!);
+    /// <summary>--device and --dtype resolved (errors name the flags).</summary>
+    public static (Device device, ScalarType dtype) Target(ParseResult p) =>
+        ComputeTarget.Resolve(p.GetValue(Device)!, p.GetValue(Dtype)!);
 
+    /// <summary>Loads the model in <paramref name="dir"/> on the chosen device and dtype.</summary>
     public static CausalLM LoadModel(ParseResult p, string dir, bool offload = false)
     {
         var (device, dtype) = Target(p);
         return CausalLM.Load(dir, device, dtype, offload);
     }
 
+    /// <summary>The tokenizer of a model folder.</summary>
     public static ITextTokenizer LoadTokenizer(string dir) => TokenizerLoader.Load(dir);
 
+    /// <summary>Prints indented JSON on stdout.</summary>
     public static void PrintJson(JsonNode node) => Console.Out.WriteLine(node.ToJsonString(Indented));
 
-    public static void Require(bool condition, string message) { if (!condition) throw LayerPruneException.Usage(message); }
+    /// <summary>A usage error (exit 2) with <paramref name="message"/> unless <paramref name="condition"/>.</summary>
+    public static void Require(bool condition, string message)
+    {
+        if (!condition)
+            throw LayerPruneException.Usage(message);
+    }
 
+    /// <summary><paramref name="path"/> when the file exists, else a usage error naming <paramref name="flag"/>.</summary>
     public static string ExistingFile(string path, string flag) =>
         File.Exists(path) ? path : throw LayerPruneException.Usage($"{flag} {path}: file not found");
 }

@@ -170,7 +170,9 @@ public sealed record TensorToWrite(string Name, string Dtype, long[] Shape, long
 /// <summary>Writes safetensors files.</summary>
 public static class SafeTensorsWriter
 {
-    /// <summary>Writes a safetensors file (tensors in name order, header padded with spaces to 8 bytes like the reference writer).</summary>
+    /// <summary>
+    /// Writes a safetensors file (tensors in name order, header padded with spaces to 8 bytes like the reference writer).
+    /// </summary>
     /// <param name="path">The new file (must not exist).</param>
     /// <param name="tensors">What to write.</param>
     /// <param name="metadata">The header's __metadata__ (omitted when empty).</param>
@@ -183,7 +185,8 @@ public static class SafeTensorsWriter
     {
         var list = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
         var header = new JsonObject();
-        if (metadata is { Count: > 0 }) header["__metadata__"] = new JsonObject(metadata.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+        if (metadata is { Count: > 0 })
+            header["__metadata__"] = new JsonObject(metadata.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
         long offset = 0;
         foreach (var t in list)
         {
@@ -205,7 +208,9 @@ public static class SafeTensorsWriter
         {
             long before = fs.Position;
             t.WriteData(fs);
-            if (fs.Position - before != t.ByteLength) throw new InvalidOperationException($"{path}: '{t.Name}' wrote {fs.Position - before} bytes, expected {t.ByteLength}");
+            long wrote = fs.Position - before;
+            if (wrote != t.ByteLength)
+                throw new InvalidOperationException($"{path}: '{t.Name}' wrote {wrote} bytes, expected {t.ByteLength}");
             if (onTensorWritten is null)
                 continue;
             fs.Flush();

@@ -19,7 +19,8 @@ public static class SampleLoader
         var result = IsPlainText(path)
             ? TokenChunks.FromLines(TextCorpus.Read(path), tok, seqLen, samples)
             : TokenChunks.PerDocument(TextCorpus.Read(path).Take(samples), tok, seqLen);
-        if (result.Count == 0) throw new LayerPruneException($"{path}: no samples (empty, or shorter than one sequence of {seqLen} tokens)");
+        if (result.Count == 0)
+            throw new LayerPruneException($"{path}: no samples (empty, or shorter than one sequence of {seqLen} tokens)");
         return result;
     }
 

@@ -170,7 +170,9 @@ public sealed class HealSession : IDisposable
         return Export();
     }
 
-    /// <summary>The next batch of training sequences: the next Batch indices of this epoch's shuffled order (a new order per epoch).</summary>
+    /// <summary>
+    /// The next batch of training sequences: the next Batch indices of this epoch's shuffled order (a new order per epoch).
+    /// </summary>
     public IReadOnlyList<int[]> NextBatch()
     {
         var batch = new List<int[]>(Options.Batch);

@@ -61,7 +61,8 @@ public static partial class CheckpointPruner
             if (c[key] is JsonArray a && a.Count == config.NumLayers && key != "architectures")
                 c[key] = new JsonArray(plan.Kept.Select(i => a[i]?.DeepClone()).ToArray());
         // Qwen2 without layer_types: layers ≥ max_window_layers use the sliding window; keep each kept layer's kind.
-        if (config.Family == ArchitectureFamily.Qwen2 && c["layer_types"] is null && c["max_window_layers"] is JsonValue mw && mw.TryGetValue<int>(out int maxWindow))
+        bool qwenWindows = config.Family == ArchitectureFamily.Qwen2 && c["layer_types"] is null;
+        if (qwenWindows && c["max_window_layers"] is JsonValue mw && mw.TryGetValue<int>(out int maxWindow))
             c["max_window_layers"] = plan.Kept.Count(i => i < maxWindow);
         return c;
     }
@@ -92,7 +93,8 @@ public static partial class CheckpointPruner
         var index = new JsonObject
         {
             ["metadata"] = new JsonObject { ["total_size"] = tensors.Sum(t => t.ByteLength) },
-            ["weight_map"] = new JsonObject(weightMap.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => KeyValuePair.Create(kv.Key, kv.Value?.DeepClone()))),
+            ["weight_map"] = new JsonObject(weightMap.OrderBy(kv => kv.Key, StringComparer.Ordinal)
+                .Select(kv => KeyValuePair.Create(kv.Key, kv.Value?.DeepClone()))),
         };
         File.WriteAllText(output.File(Checkpoint.IndexFile), index.ToJsonString(Indented));
     }
@@ -104,7 +106,9 @@ public static partial class CheckpointPruner
         foreach (var path in Directory.EnumerateFiles(source.Directory))
         {
             string name = Path.GetFileName(path);
-            if (skip.Contains(name) || name.EndsWith(".safetensors") || name.EndsWith(".bin") || name.EndsWith(".pt") || name.EndsWith(".pth")) continue;
+            bool weights = name.EndsWith(".safetensors") || name.EndsWith(".bin") || name.EndsWith(".pt") || name.EndsWith(".pth");
+            if (skip.Contains(name) || weights)
+                continue;
             File.Copy(path, output.File(name));
         }
     }

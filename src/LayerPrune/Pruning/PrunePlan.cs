@@ -120,7 +120,8 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
     public string ToMergekitYaml(string modelPath, string? dtype)
     {
         var sb = new System.Text.StringBuilder();
-        sb.AppendLine($"# LayerPrune: removes layers {string.Join(",", Removed)} (0-based) of {OriginalLayers}; layer_range is half-open [start, end)");
+        string removed = string.Join(",", Removed);
+        sb.AppendLine($"# LayerPrune: removes layers {removed} (0-based) of {OriginalLayers}; layer_range is half-open [start, end)");
         sb.AppendLine("slices:");
         var kept = Kept;
         for (int i = 0; i < kept.Length;)

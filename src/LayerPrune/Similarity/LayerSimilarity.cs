@@ -14,7 +14,10 @@ public sealed class SimilarityResult
     public required double[,] Matrix { get; init; }
     /// <summary>Samples the matrix averages over.</summary>
     public required int Samples { get; init; }
-    /// <summary>ShortGPT Block Influence per layer: mean over all non-padding tokens of 1 − cos(layer input, layer output); null when not computed.</summary>
+    /// <summary>
+    /// ShortGPT Block Influence per layer: mean over all non-padding tokens of 1 − cos(layer input, layer output);
+    /// null when not computed.
+    /// </summary>
     public double[]? BlockInfluence { get; init; }
     /// <summary>Decoder layers L of the measured model.</summary>
     public int Layers => Matrix.GetLength(0) - 1;
@@ -136,7 +139,8 @@ public static class LayerSimilarity
     sealed class BatchCollector(int layers, Tensor ids, Tensor? mask, Tensor last, bool blockInfluence)
     {
         readonly Tensor[] _states = new Tensor[layers + 1];   // each [B, H] in fp64 at the last real token
-        readonly Tensor _valid = mask?.to(ScalarType.Float64) ?? ones(ids.shape[0], ids.shape[1], dtype: ScalarType.Float64, device: ids.device); // [B, T]
+        readonly Tensor _valid = mask?.to(ScalarType.Float64)
+            ?? ones(ids.shape[0], ids.shape[1], dtype: ScalarType.Float64, device: ids.device); // [B, T]
         readonly Tensor _bi = zeros(layers, dtype: ScalarType.Float64, device: ids.device);
         Tensor? _prev;
 
@@ -154,7 +158,9 @@ public static class LayerSimilarity
             _prev = x.alias().MoveToOuterDisposeScope();
         }
 
-        /// <summary>Adds Σ_batch arccos(cos(x_a, x_b))/π to <paramref name="sum"/> and the block-influence sums; returns the token count.</summary>
+        /// <summary>
+        /// Adds Σ_batch arccos(cos(x_a, x_b))/π to <paramref name="sum"/> and the block-influence sums; returns the token count.
+        /// </summary>
         public double AddTo(Tensor sum, Tensor biSum)
         {
             using var scope = NewDisposeScope();
