@@ -274,10 +274,11 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
 
         var bad = fx.Options(fx.Fp32, fx.NewOut());
         // Errors name the options property (the CLI shows it as its flag, e.g. --micro-batch).
-        Assert.Equal(nameof(HealOptions.MicroBatch), Assert.Throws<LayerPruneException>(() => Healer.Run(bad with { MicroBatch = 5 })).ParameterName);
-        Assert.Equal(nameof(HealOptions.Dropout), Assert.Throws<LayerPruneException>(() => Healer.Run(bad with { Dropout = 1 })).ParameterName);
-        Assert.Equal(nameof(HealOptions.Warmup), Assert.Throws<LayerPruneException>(() => Healer.Run(bad with { Warmup = 7 })).ParameterName);
-        Assert.Equal("MicroBatch 5: must not exceed Batch 4", Assert.Throws<LayerPruneException>(() => Healer.Run(bad with { MicroBatch = 5 })).Message);
+        LayerPruneException Bad(HealOptions o) => Assert.Throws<LayerPruneException>(() => Healer.Run(o));
+        Assert.Equal(nameof(HealOptions.MicroBatch), Bad(bad with { MicroBatch = 5 }).ParameterName);
+        Assert.Equal(nameof(HealOptions.Dropout), Bad(bad with { Dropout = 1 }).ParameterName);
+        Assert.Equal(nameof(HealOptions.Warmup), Bad(bad with { Warmup = 7 }).ParameterName);
+        Assert.Equal("MicroBatch 5: must not exceed Batch 4", Bad(bad with { MicroBatch = 5 }).Message);
         string existing = fx.NewOut();
         Directory.CreateDirectory(existing);
         Assert.Contains("already exists", Assert.Throws<LayerPruneException>(() => Healer.Run(fx.Options(fx.Fp32, existing))).Message);
