@@ -13,17 +13,62 @@ namespace LayerPrune.Cli;
 /// <summary>Options and plumbing shared by every command: errors → one line + exit code, progress sink, JSON output.</summary>
 public static class Cli
 {
+    /// <summary>--verbose: stack traces on errors.</summary>
     public static readonly Option<bool> Verbose = new("--verbose") { Description = "Show stack traces on errors", Recursive = true };
+    /// <summary>--quiet: no progress output.</summary>
     public static readonly Option<bool> Quiet = new("--quiet", "-q") { Description = "No progress output", Recursive = true };
-    public static readonly Option<string> Device = new("--device") { Description = "auto | cpu | cuda (auto: CUDA when available)", DefaultValueFactory = _ => "auto", Recursive = true };
-    public static readonly Option<string> Dtype = new("--dtype") { Description = "auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA, fp32 on CPU)", DefaultValueFactory = _ => "auto", Recursive = true };
+    /// <summary>--device.</summary>
+    public static readonly Option<string> Device = new("--device")
+    {
+        Description = "auto | cpu | cuda (auto: CUDA when available)", DefaultValueFactory = _ => "auto", Recursive = true,
+    };
+    /// <summary>--dtype.</summary>
+    public static readonly Option<string> Dtype = new("--dtype")
+    {
+        Description = "auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA, fp32 on CPU)", DefaultValueFactory = _ => "auto", Recursive = true,
+    };
+    /// <summary>The options every command accepts.</summary>
     public static IEnumerable<Option> GlobalOptions => [Verbose, Quiet, Device, Dtype];
 
+    /// <summary>A required --model / -m option.</summary>
     public static Option<string> ModelOption(string description = "Hugging Face model folder (config.json + safetensors)") =>
         new("--model", "-m") { Description = description, Required = true };
+    /// <summary>A --json option.</summary>
     public static Option<bool> JsonOption() => new("--json") { Description = "Print machine-readable JSON on stdout" };
 
+    /// <summary>Indented JSON output.</summary>
     public static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>Where the commands' progress goes: the live bar, stderr lines or nothing (--quiet); set by <see cref="Run"/>.</summary>
+    public static IProgressSink Progress { get; private set; } = NullProgressSink.Instance;
+
+    /// <summary>Flags whose names are not the kebab-case of the library's parameter or property name.</summary>
+    static readonly Dictionary<string, string> Flags = new(StringComparer.Ordinal)
+    {
+        ["spec"] = "--layers",
+        ["LearningRate"] = "--lr",
+        ["ModelDir"] = "--model",
+        ["DataPath"] = "--data",
+        ["EvalDataPath"] = "--eval-data",
+        ["OutDir"] = "--out",
+        ["outDir"] = "--out",
+    };
+
+    /// <summary>The flag of a library parameter: "MicroBatch" → "--micro-batch", "n" → "--n" (names already flags stay).</summary>
+    public static string FlagOf(string parameterName)
+    {
+        if (parameterName.StartsWith('-'))
+            return parameterName;
+        if (Flags.TryGetValue(parameterName, out var flag))
+            return flag;
+        return "--" + Regex.Replace(parameterName, "(?<=[a-z0-9])([A-Z])", "-$1").ToLowerInvariant();
+    }
+
+    /// <summary>The one-line message of a library error with parameters shown as flags.</summary>
+    public static string Describe(LayerPruneException e) => OneLine(e.Render(FlagOf));
+
+    /// <summary>Exit code of a library error: 2 for invalid input (usage), 1 for failures.</summary>
+    public static int ExitCodeOf(LayerPruneException e) => e.IsInvalidInput ? 2 : 1;
 
     /// <summary>Parse errors exit 2; LayerPruneException prints its one-line message (exit 1, or 2 for usage); Ctrl-C exits 130.</summary>
     public static int Run(RootCommand root, string[] args)
@@ -37,12 +82,12 @@ public static class Cli
             Console.Error.WriteLine($"error: {ParseErrorMessage(error.Message)} (see 'layerprune --help')");
             return 2;
         }
-        ProgressReporter.Sink = SpectreProgressSink.ForCli(parse.GetValue(Quiet));
+        Progress = SpectreProgressSink.ForCli(parse.GetValue(Quiet));
         try { return parse.Invoke(); }
         catch (Exception e) when (Unwrap(e) is LayerPruneException lp && !verbose)
         {
-            Console.Error.WriteLine($"error: {OneLine(lp.Message)}");
-            return lp.ExitCode;
+            Console.Error.WriteLine($"error: {Describe(lp)}");
+            return ExitCodeOf(lp);
         }
         catch (Exception e) when (!verbose)
         {
@@ -59,7 +104,10 @@ public static class Cli
         if (m.Success)
         {
             string type = m.Groups[3].Value;
-            string what = type.Contains("Int32") || type.Contains("Int64") ? "an integer" : type.Contains("Double") || type.Contains("Single") ? "a number" : type.Contains("Boolean") ? "true or false" : "a value of the expected type";
+            string what = type.Contains("Int32") || type.Contains("Int64") ? "an integer"
+                : type.Contains("Double") || type.Contains("Single") ? "a number"
+                : type.Contains("Boolean") ? "true or false"
+                : "a value of the expected type";
             return $"{m.Groups[2].Value}: cannot parse '{m.Groups[1].Value}' as {what}";
         }
         m = Regex.Match(message, @"^Option '(.*)' is required\.?$");
@@ -70,7 +118,8 @@ public static class Cli
     /// <summary>Messages are printed on one line; embedded line breaks (e.g. from a parser's message) become spaces.</summary>
     public static string OneLine(string s) => Regex.Replace(s, @"\s*[\r\n]+\s*", " ").Trim();
 
-    static Exception Unwrap(Exception e) => e is AggregateException { InnerException: { } i } ? Unwrap(i) : e.InnerException is LayerPruneException lp ? lp : e;
+    static Exception Unwrap(Exception e) =>
+        e is AggregateException { InnerException: { } i } ? Unwrap(i) : e.InnerException is LayerPruneException lp ? lp : e;
 
     /// <summary>Sets the command's action, wrapping LayerPruneException handling (System.CommandLine would print a stack trace).</summary>
     public static Command WithAction(this Command command, Func<ParseResult, int> action)
@@ -80,8 +129,8 @@ public static class Cli
             try { return action(parse); }
             catch (LayerPruneException e) when (!parse.GetValue(Verbose))
             {
-                Console.Error.WriteLine($"error: {OneLine(e.Message)}");
-                return e.ExitCode;
+                Console.Error.WriteLine($"error: {Describe(e)}");
+                return ExitCodeOf(e);
             }
             catch (Exception e) when (!parse.GetValue(Verbose) && e is not OperationCanceledException)
             {
@@ -92,20 +141,31 @@ public static class Cli
         return command;
     }
 
-    public static (Device device, ScalarType dtype) Target(ParseResult p) => ComputeTarget.Resolve(p.GetValue(Device)!, p.GetValue(Dtype)!);
+    /// <summary>--device and --dtype resolved (errors name the flags).</summary>
+    public static (Device device, ScalarType dtype) Target(ParseResult p) =>
+        ComputeTarget.Resolve(p.GetValue(Device)!, p.GetValue(Dtype)!);
 
+    /// <summary>Loads the model in <paramref name="dir"/> on the chosen device and dtype.</summary>
     public static CausalLM LoadModel(ParseResult p, string dir, bool offload = false)
     {
         var (device, dtype) = Target(p);
         return CausalLM.Load(dir, device, dtype, offload);
     }
 
+    /// <summary>The tokenizer of a model folder.</summary>
     public static ITextTokenizer LoadTokenizer(string dir) => TokenizerLoader.Load(dir);
 
+    /// <summary>Prints indented JSON on stdout.</summary>
     public static void PrintJson(JsonNode node) => Console.Out.WriteLine(node.ToJsonString(Indented));
 
-    public static void Require(bool condition, string message) { if (!condition) throw LayerPruneException.Usage(message); }
+    /// <summary>A usage error (exit 2) with <paramref name="message"/> unless <paramref name="condition"/>.</summary>
+    public static void Require(bool condition, string message)
+    {
+        if (!condition)
+            throw LayerPruneException.Usage(message);
+    }
 
+    /// <summary><paramref name="path"/> when the file exists, else a usage error naming <paramref name="flag"/>.</summary>
     public static string ExistingFile(string path, string flag) =>
         File.Exists(path) ? path : throw LayerPruneException.Usage($"{flag} {path}: file not found");
 }

@@ -31,7 +31,7 @@ public sealed class SpectreProgressSink : IProgressSink
     /// <summary>
     /// The sink for the CLI: nothing with --quiet; a live bar when stderr is an interactive ANSI terminal
     /// (Spectre renders nothing useful otherwise); plain throttled stderr lines in every other case (logs, CI).
-    /// Usage at startup: <c>ProgressReporter.Sink = SpectreProgressSink.ForCli(quiet);</c>
+    /// Usage at startup: <c>var sink = SpectreProgressSink.ForCli(quiet);</c>, then pass it to library calls.
     /// </summary>
     public static IProgressSink ForCli(bool quiet)
     {

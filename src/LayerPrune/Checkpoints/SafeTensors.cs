@@ -167,20 +167,26 @@ public sealed record TensorToWrite(string Name, string Dtype, long[] Shape, long
     }
 }
 
+/// <summary>Writes safetensors files.</summary>
 public static class SafeTensorsWriter
 {
     /// <summary>
-    /// Test hook: LAYERPRUNE_TEST_SLOW_WRITE_MS=N sleeps N ms after each tensor written, so tests can kill a process
-    /// mid-write deterministically (tests/LayerPrune.Tests/Robustness). Unset in normal use.
+    /// Writes a safetensors file (tensors in name order, header padded with spaces to 8 bytes like the reference writer).
     /// </summary>
-    static readonly int SlowWriteMs = int.TryParse(Environment.GetEnvironmentVariable("LAYERPRUNE_TEST_SLOW_WRITE_MS"), out int ms) && ms > 0 ? ms : 0;
-
-    /// <summary>Writes a safetensors file (tensors in name order, header padded with spaces to 8 bytes like the reference writer).</summary>
-    public static void Write(string path, IEnumerable<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <param name="path">The new file (must not exist).</param>
+    /// <param name="tensors">What to write.</param>
+    /// <param name="metadata">The header's __metadata__ (omitted when empty).</param>
+    /// <param name="onTensorWritten">
+    /// Called with each tensor's name once its bytes are written and flushed to the file (progress, or a test that
+    /// interrupts the write at a known point).
+    /// </param>
+    public static void Write(string path, IEnumerable<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null,
+        Action<string>? onTensorWritten = null)
     {
         var list = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
         var header = new JsonObject();
-        if (metadata is { Count: > 0 }) header["__metadata__"] = new JsonObject(metadata.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+        if (metadata is { Count: > 0 })
+            header["__metadata__"] = new JsonObject(metadata.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
         long offset = 0;
         foreach (var t in list)
         {
@@ -202,8 +208,13 @@ public static class SafeTensorsWriter
         {
             long before = fs.Position;
             t.WriteData(fs);
-            if (fs.Position - before != t.ByteLength) throw new InvalidOperationException($"{path}: '{t.Name}' wrote {fs.Position - before} bytes, expected {t.ByteLength}");
-            if (SlowWriteMs > 0) { fs.Flush(); Thread.Sleep(SlowWriteMs); }
+            long wrote = fs.Position - before;
+            if (wrote != t.ByteLength)
+                throw new InvalidOperationException($"{path}: '{t.Name}' wrote {wrote} bytes, expected {t.ByteLength}");
+            if (onTensorWritten is null)
+                continue;
+            fs.Flush();
+            onTensorWritten(t.Name);
         }
     }
 }

@@ -12,12 +12,15 @@ public static class SampleLoader
     /// </summary>
     public static List<int[]> Load(string path, ITextTokenizer tok, int samples, int seqLen)
     {
-        if (samples < 1) throw LayerPruneException.Usage($"--samples {samples}: must be at least 1");
-        if (seqLen < 2) throw LayerPruneException.Usage($"--seq-len {seqLen}: must be at least 2");
+        if (samples < 1)
+            throw LayerPruneException.Invalid(nameof(samples), samples, "must be at least 1");
+        if (seqLen < 2)
+            throw LayerPruneException.Invalid(nameof(seqLen), seqLen, "must be at least 2");
         var result = IsPlainText(path)
             ? TokenChunks.FromLines(TextCorpus.Read(path), tok, seqLen, samples)
             : TokenChunks.PerDocument(TextCorpus.Read(path).Take(samples), tok, seqLen);
-        if (result.Count == 0) throw new LayerPruneException($"{path}: no samples (empty, or shorter than one sequence of {seqLen} tokens)");
+        if (result.Count == 0)
+            throw new LayerPruneException($"{path}: no samples (empty, or shorter than one sequence of {seqLen} tokens)");
         return result;
     }
 

@@ -39,7 +39,7 @@ public static class Evaluator
         {
             string path = spec[(LossKind.Length + 1)..];
             var chunks = TokenChunks.FromLines(TextCorpus.Read(path), tok, o.SeqLen, o.MaxChunks);
-            using var p = ProgressReporter.Start("loss", chunks.Count, "chunks");
+            using var p = ProgressReporter.Start("loss", chunks.Count, "chunks", NullProgressSink.Instance);
             var r = LossEvaluator.Evaluate(model, chunks, o.BatchSize, o.Layers, n => p.Advance(n));
             return new TaskScore(LossKind, r.Chunks, new Dictionary<string, double>
             {
@@ -51,7 +51,7 @@ public static class Evaluator
         var docs = task.LoadDocs(o.Limit);
         bool addBos = tok.AddsBos;
         var requests = docs.Select(d => (IReadOnlyList<LoglikelihoodRequest>)d.Continuations.Select(c => LoglikelihoodRequest.Build(tok, d.Context, c, addBos)).ToList()).ToList();
-        using var progress = ProgressReporter.Start(task.Kind, docs.Count, "items");
+        using var progress = ProgressReporter.Start(task.Kind, docs.Count, "items", NullProgressSink.Instance);
         var scores = new LoglikelihoodScorer(model, o.BatchSize, o.Layers).Score(requests, o.ReusePrefix, n => progress.Advance(n));
         var acc = new MultipleChoiceAccumulator(task.Kind);
         for (int i = 0; i < docs.Count; i++) acc.Add(docs[i], scores[i]);
@@ -62,7 +62,7 @@ public static class Evaluator
     {
         var docs = task.LoadGenerationDocs(o.Limit);
         var acc = new GenerationAccumulator(task.Kind);
-        using var progress = ProgressReporter.Start(task.Kind, docs.Count, "items");
+        using var progress = ProgressReporter.Start(task.Kind, docs.Count, "items", NullProgressSink.Instance);
         foreach (var doc in docs)
         {
             var prompt = tok.Encode(doc.Prompt);

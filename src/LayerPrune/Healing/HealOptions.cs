@@ -1,67 +1,111 @@
+using System.Diagnostics.CodeAnalysis;
 using LayerPrune.Checkpoints;
 using LayerPrune.Modeling.Families;
+using LayerPrune.Reporting;
 using static TorchSharp.torch;
 
 namespace LayerPrune.Healing;
 
-/// <summary>Everything one `layerprune heal` run needs. Defaults are the "plain" recipe.</summary>
+/// <summary>Everything one heal run needs. Defaults are the "plain" recipe; <see cref="Defaults"/> shows them.</summary>
 public sealed record HealOptions
 {
+    /// <summary>Options with empty paths: the one place the default hyper-parameters are read from (e.g. by the CLI).</summary>
+    public static HealOptions Defaults { get; } = new(string.Empty, string.Empty, string.Empty);
+
+    /// <summary>Options to fill with an object initializer (the paths are required).</summary>
+    public HealOptions() { }
+
+    [SetsRequiredMembers]
+    HealOptions(string modelDir, string dataPath, string outDir)
+    {
+        ModelDir = modelDir;
+        DataPath = dataPath;
+        OutDir = outDir;
+    }
+
+    /// <summary>The model folder (its tokenizer, and the base weights unless a model is passed to <see cref="HealSession"/>).</summary>
     public required string ModelDir { get; init; }
     /// <summary>Training corpus (.txt / .jsonl / .parquet), packed like TokenChunks.FromLines.</summary>
     public required string DataPath { get; init; }
+    /// <summary>Output folder: adapters, merged/ checkpoint, train log and summary (written atomically).</summary>
     public required string OutDir { get; init; }
+    /// <summary>Validation text for periodic loss (its first <see cref="EvalChunks"/> chunks); null = none.</summary>
     public string? EvalDataPath { get; init; }
 
+    /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 300;
     /// <summary>Sequences per optimizer step.</summary>
     public int Batch { get; init; } = 16;
     /// <summary>Sequences per forward/backward pass (gradient accumulation); null = <see cref="Batch"/>.</summary>
     public int? MicroBatch { get; init; }
+    /// <summary>Tokens per training sequence.</summary>
     public int SeqLen { get; init; } = 256;
+    /// <summary>LoRA rank r.</summary>
     public int Rank { get; init; } = 8;
+    /// <summary>LoRA alpha (scaling = alpha / r).</summary>
     public double Alpha { get; init; } = 16;
+    /// <summary>LoRA dropout probability.</summary>
     public double Dropout { get; init; } = 0.05;
+    /// <summary>Peak learning rate (AdamW, linear warmup, cosine decay to 0).</summary>
     public double LearningRate { get; init; } = 3e-4;
+    /// <summary>Linear warmup steps.</summary>
     public int Warmup { get; init; }
+    /// <summary>Base weights: NF4 (QLoRA) or unquantized.</summary>
     public BaseQuantization Quant { get; init; } = BaseQuantization.Nf4;
+    /// <summary>NF4 double quantization of the block scales.</summary>
     public bool DoubleQuant { get; init; }
     /// <summary>Target module suffixes; null = every attention + MLP projection of the family.</summary>
     public IReadOnlyList<string>? Targets { get; init; }
+    /// <summary>Validation loss every this many steps (and at the last).</summary>
     public int EvalEvery { get; init; } = 50;
+    /// <summary>Validation chunks of <see cref="SeqLen"/> tokens.</summary>
     public int EvalChunks { get; init; } = 32;
+    /// <summary>Resumable checkpoint every this many steps.</summary>
     public int SaveEvery { get; init; } = 50;
+    /// <summary>Seed of LoRA init, dropout and data order.</summary>
     public long Seed { get; init; }
+    /// <summary>Continue an interrupted run from OUT.partial/ when it holds a checkpoint.</summary>
     public bool Resume { get; init; }
+    /// <summary>Replace an existing output (and discard an interrupted run).</summary>
     public bool Force { get; init; }
+    /// <summary>"plain" or "paper" (see <see cref="HealRecipes"/>).</summary>
     public string Recipe { get; init; } = "plain";
+    /// <summary>Compute device; null = CPU.</summary>
     public Device? Device { get; init; }
+    /// <summary>Compute dtype of the base weights.</summary>
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
-    /// <summary>Test hook: behave as if interrupted after this many optimizer steps of this process (checkpoint written, no outputs).</summary>
-    public int? StopAfterSteps { get; init; }
+    /// <summary>Where progress goes (one "heal" reporter counting steps); null = nowhere.</summary>
+    public IProgressSink? Progress { get; init; }
 
+    /// <summary><see cref="MicroBatch"/>, or <see cref="Batch"/> when not set.</summary>
     public int EffectiveMicroBatch => MicroBatch ?? Batch;
 
-    /// <summary>Throws a usage error (naming the flag) for any out-of-range value.</summary>
+    /// <summary>Throws <see cref="LayerPruneException.Invalid"/> naming the property for any out-of-range value.</summary>
     public void Validate()
     {
-        static void Need(bool ok, string message) { if (!ok) throw LayerPruneException.Usage(message); }
-        Need(Steps >= 1, $"--steps {Steps}: must be at least 1");
-        Need(Batch >= 1, $"--batch {Batch}: must be at least 1");
-        Need(MicroBatch is null or >= 1, $"--micro-batch {MicroBatch}: must be at least 1");
-        Need(MicroBatch is null || MicroBatch <= Batch, $"--micro-batch {MicroBatch}: must not exceed --batch {Batch}");
-        Need(SeqLen >= 2, $"--seq-len {SeqLen}: must be at least 2");
-        Need(Rank >= 1, $"--rank {Rank}: must be at least 1");
-        Need(Alpha > 0 && double.IsFinite(Alpha), $"--alpha {Alpha}: must be positive");
-        Need(Dropout >= 0 && Dropout < 1, $"--dropout {Dropout}: must be in [0, 1)");
-        Need(LearningRate > 0 && double.IsFinite(LearningRate), $"--lr {LearningRate}: must be positive");
-        Need(Warmup >= 0 && Warmup <= Steps, $"--warmup {Warmup}: must be between 0 and --steps {Steps}");
-        Need(EvalEvery >= 1, $"--eval-every {EvalEvery}: must be at least 1");
-        Need(EvalChunks >= 1, $"--eval-chunks {EvalChunks}: must be at least 1");
-        Need(SaveEvery >= 1, $"--save-every {SaveEvery}: must be at least 1");
-        Need(Targets is null || (Targets.Count > 0 && Targets.All(t => t.Length > 0)), "--targets: give a comma-separated list of module names, e.g. q_proj,v_proj");
-        Need(!DoubleQuant || Quant == BaseQuantization.Nf4, "--double-quant: needs --quant nf4");
-        Need(Recipe is "plain" or "paper", $"--recipe {Recipe}: expected plain or paper");
+        Need(Steps >= 1, nameof(Steps), Steps, "must be at least 1");
+        Need(Batch >= 1, nameof(Batch), Batch, "must be at least 1");
+        Need(MicroBatch is null or >= 1, nameof(MicroBatch), MicroBatch, "must be at least 1");
+        Need(MicroBatch is null || MicroBatch <= Batch, nameof(MicroBatch), MicroBatch, $"must not exceed `{nameof(Batch)}` {Batch}");
+        Need(SeqLen >= 2, nameof(SeqLen), SeqLen, "must be at least 2");
+        Need(Rank >= 1, nameof(Rank), Rank, "must be at least 1");
+        Need(Alpha > 0 && double.IsFinite(Alpha), nameof(Alpha), Alpha, "must be positive");
+        Need(Dropout >= 0 && Dropout < 1, nameof(Dropout), Dropout, "must be in [0, 1)");
+        Need(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be positive");
+        Need(Warmup >= 0 && Warmup <= Steps, nameof(Warmup), Warmup, $"must be between 0 and `{nameof(Steps)}` {Steps}");
+        Need(EvalEvery >= 1, nameof(EvalEvery), EvalEvery, "must be at least 1");
+        Need(EvalChunks >= 1, nameof(EvalChunks), EvalChunks, "must be at least 1");
+        Need(SaveEvery >= 1, nameof(SaveEvery), SaveEvery, "must be at least 1");
+        bool targetsOk = Targets is null || (Targets.Count > 0 && Targets.All(t => t.Length > 0));
+        Need(targetsOk, nameof(Targets), null, "give a comma-separated list of module names, e.g. q_proj,v_proj");
+        Need(!DoubleQuant || Quant == BaseQuantization.Nf4, nameof(DoubleQuant), null, $"needs `{nameof(Quant)}` nf4");
+        Need(Recipe is "plain" or "paper", nameof(Recipe), Recipe, "expected plain or paper");
+    }
+
+    static void Need(bool ok, string parameter, object? value, string problem)
+    {
+        if (!ok)
+            throw LayerPruneException.Invalid(parameter, value, problem);
     }
 }
 

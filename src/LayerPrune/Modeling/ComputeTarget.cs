@@ -2,9 +2,11 @@ using static TorchSharp.torch;
 
 namespace LayerPrune.Modeling;
 
-/// <summary>Where and in which precision the model runs: --device auto|cpu|cuda, --dtype auto|fp32|bf16|fp16.</summary>
+/// <summary>Where and in which precision the model runs: device auto|cpu|cuda|cuda:N, dtype auto|fp32|bf16|fp16.</summary>
 public static class ComputeTarget
 {
+    const string NoCuda = "no CUDA device is available (this build uses the CPU libtorch; see docs/gpu.md)";
+
     /// <summary>auto: CUDA with bf16 when available, else CPU with fp32 (bf16 matmul is slow on CPUs without AVX512-BF16).</summary>
     public static (Device device, ScalarType dtype) Resolve(string device = "auto", string dtype = "auto")
     {
@@ -13,9 +15,9 @@ public static class ComputeTarget
         {
             "auto" => cudaAvailable ? CUDA : CPU,
             "cpu" => CPU,
-            "cuda" => cudaAvailable ? CUDA : throw new LayerPruneException("--device cuda: no CUDA device is available (this build uses the CPU libtorch; see docs/gpu.md)"),
+            "cuda" => cudaAvailable ? CUDA : throw LayerPruneException.Failed(nameof(device), "cuda", NoCuda),
             var s when s.StartsWith("cuda:") && cudaAvailable => new Device(s),
-            _ => throw LayerPruneException.Usage($"--device {device}: expected auto, cpu, cuda or cuda:N"),
+            _ => throw LayerPruneException.Invalid(nameof(device), device, "expected auto, cpu, cuda or cuda:N"),
         };
         ScalarType t = dtype.ToLowerInvariant() switch
         {
@@ -23,7 +25,7 @@ public static class ComputeTarget
             "fp32" or "float32" => ScalarType.Float32,
             "bf16" or "bfloat16" => ScalarType.BFloat16,
             "fp16" or "float16" => ScalarType.Float16,
-            _ => throw LayerPruneException.Usage($"--dtype {dtype}: expected auto, fp32, bf16 or fp16"),
+            _ => throw LayerPruneException.Invalid(nameof(dtype), dtype, "expected auto, fp32, bf16 or fp16"),
         };
         return (d, t);
     }

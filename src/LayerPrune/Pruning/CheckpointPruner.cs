@@ -16,7 +16,15 @@ public static partial class CheckpointPruner
 
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
-    public static void Write(Checkpoint source, PrunePlan plan, string outDir, bool force = false, long? maxShardBytes = null)
+    /// <summary>Writes the checkpoint of <paramref name="source"/> without the plan's layers into <paramref name="outDir"/>.</summary>
+    /// <param name="source">The model to prune (never modified).</param>
+    /// <param name="plan">Which layers go.</param>
+    /// <param name="outDir">New folder, written through a hidden temp sibling and renamed into place.</param>
+    /// <param name="force">Replace an existing <paramref name="outDir"/>.</param>
+    /// <param name="maxShardBytes">Shard the output at this size; null = keep the input's sharding.</param>
+    /// <param name="onTensorWritten">Called with each output tensor's name once it is written (see SafeTensorsWriter.Write).</param>
+    public static void Write(Checkpoint source, PrunePlan plan, string outDir, bool force = false, long? maxShardBytes = null,
+        Action<string>? onTensorWritten = null)
     {
         var config = source.Config;
         if (plan.OriginalLayers != config.NumLayers)
@@ -33,9 +41,9 @@ public static partial class CheckpointPruner
                 tensors.Add(TensorToWrite.FromFile($"model.layers.{renumbered}.{m.Groups[2].Value}", source.FileOf(name), name));
         }
 
-        using var output = OutputFolder.Begin(outDir, force, "--out", source.Directory);
+        using var output = OutputFolder.Begin(outDir, force, nameof(outDir), source.Directory);
         long shardLimit = maxShardBytes ?? (source.IsSharded ? source.Files.Values.Max(f => f.FileLength) : long.MaxValue);
-        WriteTensors(output, tensors, shardLimit, source.IsSharded || maxShardBytes is not null);
+        WriteTensors(output, tensors, shardLimit, source.IsSharded || maxShardBytes is not null, onTensorWritten);
         File.WriteAllText(output.File("config.json"), PrunedConfig(config, plan).ToJsonString(Indented));
         CopySideFiles(source, output);
         var planJson = (plan with { Source = Path.GetFullPath(source.Directory) }).ToJson();
@@ -44,7 +52,7 @@ public static partial class CheckpointPruner
         output.Commit();
     }
 
-    /// <summary>num_hidden_layers and every per-layer list (layer_types, …) follow the kept layers.</summary>
+    /// <summary>The pruned config.json: num_hidden_layers and every per-layer list (layer_types, …) follow the kept layers.</summary>
     public static JsonObject PrunedConfig(ModelConfig config, PrunePlan plan)
     {
         var c = (JsonObject)config.Raw.DeepClone();
@@ -53,16 +61,18 @@ public static partial class CheckpointPruner
             if (c[key] is JsonArray a && a.Count == config.NumLayers && key != "architectures")
                 c[key] = new JsonArray(plan.Kept.Select(i => a[i]?.DeepClone()).ToArray());
         // Qwen2 without layer_types: layers ≥ max_window_layers use the sliding window; keep each kept layer's kind.
-        if (config.Family == ArchitectureFamily.Qwen2 && c["layer_types"] is null && c["max_window_layers"] is JsonValue mw && mw.TryGetValue<int>(out int maxWindow))
+        bool qwenWindows = config.Family == ArchitectureFamily.Qwen2 && c["layer_types"] is null;
+        if (qwenWindows && c["max_window_layers"] is JsonValue mw && mw.TryGetValue<int>(out int maxWindow))
             c["max_window_layers"] = plan.Kept.Count(i => i < maxWindow);
         return c;
     }
 
-    static void WriteTensors(OutputFolder output, List<TensorToWrite> tensors, long shardLimit, bool sharded)
+    static void WriteTensors(OutputFolder output, List<TensorToWrite> tensors, long shardLimit, bool sharded, Action<string>? onWritten)
     {
+        var meta = new Dictionary<string, string> { ["format"] = "pt" };
         if (!sharded)
         {
-            SafeTensorsWriter.Write(output.File(Checkpoint.SingleFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            SafeTensorsWriter.Write(output.File(Checkpoint.SingleFile), tensors, meta, onWritten);
             return;
         }
         // Greedy packing in name order (as HF's split_torch_state_dict_into_shards does by insertion order).
@@ -77,13 +87,14 @@ public static partial class CheckpointPruner
         for (int s = 0; s < shards.Count; s++)
         {
             string file = $"model-{s + 1:D5}-of-{shards.Count:D5}.safetensors";
-            SafeTensorsWriter.Write(output.File(file), shards[s], new Dictionary<string, string> { ["format"] = "pt" });
+            SafeTensorsWriter.Write(output.File(file), shards[s], meta, onWritten);
             foreach (var t in shards[s]) weightMap[t.Name] = file;
         }
         var index = new JsonObject
         {
             ["metadata"] = new JsonObject { ["total_size"] = tensors.Sum(t => t.ByteLength) },
-            ["weight_map"] = new JsonObject(weightMap.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => KeyValuePair.Create(kv.Key, kv.Value?.DeepClone()))),
+            ["weight_map"] = new JsonObject(weightMap.OrderBy(kv => kv.Key, StringComparer.Ordinal)
+                .Select(kv => KeyValuePair.Create(kv.Key, kv.Value?.DeepClone()))),
         };
         File.WriteAllText(output.File(Checkpoint.IndexFile), index.ToJsonString(Indented));
     }
@@ -95,7 +106,9 @@ public static partial class CheckpointPruner
         foreach (var path in Directory.EnumerateFiles(source.Directory))
         {
             string name = Path.GetFileName(path);
-            if (skip.Contains(name) || name.EndsWith(".safetensors") || name.EndsWith(".bin") || name.EndsWith(".pt") || name.EndsWith(".pth")) continue;
+            bool weights = name.EndsWith(".safetensors") || name.EndsWith(".bin") || name.EndsWith(".pt") || name.EndsWith(".pth");
+            if (skip.Contains(name) || weights)
+                continue;
             File.Copy(path, output.File(name));
         }
     }

@@ -15,22 +15,24 @@ public sealed class OutputFolder : IDisposable
     /// <summary>
     /// Validates an output path without touching the disk (call it before slow work): the path must not be, contain or
     /// lie inside any protected input — compared after resolving symlinks and '..' — and must not exist unless
-    /// <paramref name="force"/>. Throws a usage error (exit code 2) naming <paramref name="flag"/>.
+    /// <paramref name="force"/>. Throws <see cref="LayerPruneException.Invalid"/> naming <paramref name="parameterName"/>
+    /// (the caller's parameter that holds <paramref name="path"/>, e.g. "outDir").
     /// </summary>
-    public static string Check(string path, bool force, string flag, params string[] protectedInputs)
+    public static string Check(string path, bool force, string parameterName, params string[] protectedInputs)
     {
-        if (string.IsNullOrWhiteSpace(path)) throw LayerPruneException.Usage($"{flag}: must not be empty");
+        string flag = parameterName;
+        if (string.IsNullOrWhiteSpace(path)) throw LayerPruneException.Invalid(flag, null, "must not be empty");
         string full = Canonical(path);
-        if (Path.GetDirectoryName(full) is null) throw LayerPruneException.Usage($"{flag} {path}: must not be the file-system root");
+        if (Path.GetDirectoryName(full) is null) throw LayerPruneException.Invalid(flag, path, "must not be the file-system root");
         foreach (var input in protectedInputs)
         {
             string inFull = Canonical(input);
             if (full == inFull || inFull.StartsWith(full + Path.DirectorySeparatorChar) || full.StartsWith(inFull + Path.DirectorySeparatorChar))
-                throw LayerPruneException.Usage($"{flag} {path}: must not be, contain or lie inside the input {input}");
+                throw LayerPruneException.Invalid(flag, path, $"must not be, contain or lie inside the input {input}");
         }
         if ((Directory.Exists(full) || System.IO.File.Exists(full)) && !force)
-            throw LayerPruneException.Usage($"{flag} {path}: already exists (use --force to replace it)");
-        if (System.IO.File.Exists(full)) throw LayerPruneException.Usage($"{flag} {path}: is a file, not a folder");
+            throw LayerPruneException.Invalid(flag, path, "already exists (use `force` to replace it)");
+        if (System.IO.File.Exists(full)) throw LayerPruneException.Invalid(flag, path, "is a file, not a folder");
         return full;
     }
 
@@ -40,9 +42,9 @@ public sealed class OutputFolder : IDisposable
     /// ignore (each run uses a fresh GUID) and which is safe to delete.
     /// </summary>
     /// <param name="protectedInputs">Folders that must never be replaced or deleted (the input model).</param>
-    public static OutputFolder Begin(string path, bool force, string flag, params string[] protectedInputs)
+    public static OutputFolder Begin(string path, bool force, string parameterName, params string[] protectedInputs)
     {
-        Check(path, force, flag, protectedInputs);
+        Check(path, force, parameterName, protectedInputs);
         // The final path itself stays as given (a symlink there is replaced, never followed); its parent is resolved.
         string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
         string parent = Path.GetDirectoryName(full)!;

@@ -10,39 +10,56 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
     public int BlockSize => Removed.Length;
     public double Fraction => (double)Removed.Length / OriginalLayers;
 
-    /// <summary>--layers "6-9" or "3,5,7" or "2-4,9" (0-based, inclusive ranges).</summary>
+    /// <summary>
+    /// Layers to remove written like "6-9" or "3,5,7" or "2-4,9" (0-based, inclusive ranges). Errors name
+    /// <paramref name="spec"/>.
+    /// </summary>
+    /// <param name="spec">The layer list.</param>
+    /// <param name="layers">Layers of the model.</param>
     public static PrunePlan FromLayerSpec(string spec, int layers)
     {
-        if (string.IsNullOrWhiteSpace(spec)) throw LayerPruneException.Usage("--layers: empty (expected e.g. 6-9 or 3,5,7)");
+        if (string.IsNullOrWhiteSpace(spec))
+            throw LayerPruneException.Invalid(nameof(spec), null, "empty (expected e.g. 6-9 or 3,5,7)");
+        LayerPruneException Bad(string problem) => LayerPruneException.Invalid(nameof(spec), $"'{spec}'", problem);
         var removed = new List<int>();
         foreach (var part in spec.Split(',', StringSplitOptions.TrimEntries))
         {
             var bounds = part.Split('-', StringSplitOptions.TrimEntries);
             if (bounds.Length is < 1 or > 2 || !bounds.All(b => int.TryParse(b, out _)))
-                throw LayerPruneException.Usage($"--layers '{spec}': '{part}' is not a layer index or an inclusive range like 6-9");
-            int a = int.Parse(bounds[0]), b = bounds.Length == 2 ? int.Parse(bounds[1]) : a;
-            if (b < a) throw LayerPruneException.Usage($"--layers '{spec}': range '{part}' is descending");
+                throw Bad($"'{part}' is not a layer index or an inclusive range like 6-9");
+            int a = int.Parse(bounds[0]);
+            int b = bounds.Length == 2 ? int.Parse(bounds[1]) : a;
+            if (b < a)
+                throw Bad($"range '{part}' is descending");
             for (int i = a; i <= b; i++)
             {
-                if (i < 0 || i >= layers) throw LayerPruneException.Usage($"--layers '{spec}': layer {i} is out of range (the model has layers 0-{layers - 1})");
-                if (removed.Contains(i)) throw LayerPruneException.Usage($"--layers '{spec}': layer {i} is listed twice");
+                if (i < 0 || i >= layers)
+                    throw Bad($"layer {i} is out of range (the model has layers 0-{layers - 1})");
+                if (removed.Contains(i))
+                    throw Bad($"layer {i} is listed twice");
                 removed.Add(i);
             }
         }
-        if (removed.Count >= layers) throw LayerPruneException.Usage($"--layers '{spec}': removes all {layers} layers; at least one must stay");
+        if (removed.Count >= layers)
+            throw Bad($"removes all {layers} layers; at least one must stay");
         return Create("layers", layers, removed);
     }
 
     static void CheckN(int n, int layers)
     {
-        if (n < 1 || n >= layers) throw LayerPruneException.Usage($"--n {n}: must be between 1 and {layers - 1} (the model has {layers} layers; at least one must stay)");
+        if (n < 1 || n >= layers)
+        {
+            string problem = $"must be between 1 and {layers - 1} (the model has {layers} layers; at least one must stay)";
+            throw LayerPruneException.Invalid(nameof(n), n, problem);
+        }
     }
 
     /// <summary>The paper's simple rule: the n deepest layers except the final one, i.e. L−1−n … L−2.</summary>
     public static PrunePlan Deepest(int n, int layers)
     {
         CheckN(n, layers);
-        if (n > layers - 1) throw LayerPruneException.Usage($"--n {n}: the deepest strategy keeps the final layer, so at most {layers - 1}");
+        if (n > layers - 1)
+            throw LayerPruneException.Invalid(nameof(n), n, $"the deepest strategy keeps the final layer, so at most {layers - 1}");
         return Create("deepest", layers, Enumerable.Range(layers - 1 - n, n));
     }
 
@@ -69,10 +86,11 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
         return Create("similarity", s.Layers, Enumerable.Range(best.Start, n), best.Distance);
     }
 
-    /// <summary>n from --fraction: round(fraction · L), at least 1.</summary>
+    /// <summary>n from a fraction of the layers: round(fraction · L), at least 1.</summary>
     public static int BlockSizeFromFraction(double fraction, int layers)
     {
-        if (!(fraction > 0 && fraction < 1)) throw LayerPruneException.Usage($"--fraction {fraction}: must be strictly between 0 and 1");
+        if (!(fraction > 0 && fraction < 1))
+            throw LayerPruneException.Invalid(nameof(fraction), fraction, "must be strictly between 0 and 1");
         return Math.Clamp((int)Math.Round(fraction * layers, MidpointRounding.AwayFromZero), 1, layers - 1);
     }
 
@@ -102,7 +120,8 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
     public string ToMergekitYaml(string modelPath, string? dtype)
     {
         var sb = new System.Text.StringBuilder();
-        sb.AppendLine($"# LayerPrune: removes layers {string.Join(",", Removed)} (0-based) of {OriginalLayers}; layer_range is half-open [start, end)");
+        string removed = string.Join(",", Removed);
+        sb.AppendLine($"# LayerPrune: removes layers {removed} (0-based) of {OriginalLayers}; layer_range is half-open [start, end)");
         sb.AppendLine("slices:");
         var kept = Kept;
         for (int i = 0; i < kept.Length;)

@@ -19,17 +19,24 @@ public sealed record ProgressSnapshot(int Id, string Label, long Done, long Tota
 /// <summary>Where progress goes. Implementations must be thread-safe; progress output belongs on stderr.</summary>
 public interface IProgressSink
 {
+    /// <summary>A reporter started.</summary>
     void OnStart(ProgressSnapshot s);
+    /// <summary>A reporter advanced.</summary>
     void OnAdvance(ProgressSnapshot s);
+    /// <summary>A reporter finished (disposed).</summary>
     void OnEnd(ProgressSnapshot s);
 }
 
 /// <summary>Prints nothing (--quiet).</summary>
 public sealed class NullProgressSink : IProgressSink
 {
+    /// <summary>The shared instance.</summary>
     public static readonly NullProgressSink Instance = new();
+    /// <inheritdoc/>
     public void OnStart(ProgressSnapshot s) { }
+    /// <inheritdoc/>
     public void OnAdvance(ProgressSnapshot s) { }
+    /// <inheritdoc/>
     public void OnEnd(ProgressSnapshot s) { }
 }
 
@@ -46,11 +53,13 @@ public sealed class StderrProgressSink(TextWriter? writer = null, TimeSpan? inte
     private readonly HashSet<int> _printed = new();
     private readonly object _lock = new();
 
+    /// <inheritdoc/>
     public void OnStart(ProgressSnapshot s)
     {
         lock (_lock) _lastPrinted[s.Id] = s.Elapsed;
     }
 
+    /// <inheritdoc/>
     public void OnAdvance(ProgressSnapshot s)
     {
         lock (_lock)
@@ -64,6 +73,7 @@ public sealed class StderrProgressSink(TextWriter? writer = null, TimeSpan? inte
         }
     }
 
+    /// <inheritdoc/>
     public void OnEnd(ProgressSnapshot s)
     {
         lock (_lock)
@@ -78,6 +88,7 @@ public sealed class StderrProgressSink(TextWriter? writer = null, TimeSpan? inte
     }
 }
 
+/// <summary>The text form of a snapshot shared by the plain and live sinks.</summary>
 public static class ProgressFormat
 {
     /// <summary>"label: done/total unit, rate unit/s, ETA 3s[, status]" (or "done in 5.2s" when finished).</summary>
@@ -92,6 +103,7 @@ public static class ProgressFormat
         return line;
     }
 
+    /// <summary>A rate with 0–2 decimals depending on its size.</summary>
     public static string Rate(double perSecond) =>
         perSecond.ToString(perSecond >= 100 ? "0" : perSecond >= 10 ? "0.0" : "0.00", CultureInfo.InvariantCulture);
 
@@ -108,20 +120,13 @@ public static class ProgressFormat
 }
 
 /// <summary>
-/// Progress for a long loop: <c>using var p = ProgressReporter.Start("similarity", 64, "samples"); ... p.Advance();</c>.
-/// Output goes to <see cref="Sink"/> (stderr lines by default; the CLI swaps in a live bar or a quiet sink).
+/// Progress for a long loop: <c>using var p = ProgressReporter.Start("similarity", 64, "samples", sink, null); ... p.Advance();</c>.
+/// The sink is always passed in (a library call takes an <see cref="IProgressSink"/>; null there means
+/// <see cref="NullProgressSink"/>); the CLI passes its live bar, stderr lines or a quiet sink.
 /// </summary>
 public sealed class ProgressReporter : IDisposable
 {
-    private static IProgressSink _sink = new StderrProgressSink();
     private static int _nextId;
-
-    /// <summary>The process-wide sink used by <see cref="Start(string,long,string)"/>. Set once at startup.</summary>
-    public static IProgressSink Sink
-    {
-        get => Volatile.Read(ref _sink);
-        set => Volatile.Write(ref _sink, value ?? NullProgressSink.Instance);
-    }
 
     private readonly IProgressSink _target;
     private readonly Func<TimeSpan> _clock;
@@ -135,28 +140,34 @@ public sealed class ProgressReporter : IDisposable
 
     private ProgressReporter(string label, long total, string unit, IProgressSink sink, Func<TimeSpan> clock)
     {
-        _label = label; _total = total; _unit = unit; _target = sink; _clock = clock;
+        _label = label;
+        _total = total;
+        _unit = unit;
+        _target = sink;
+        _clock = clock;
         _id = Interlocked.Increment(ref _nextId);
         _target.OnStart(Snapshot(false));
     }
 
-    public static ProgressReporter Start(string label, long total, string unit) =>
-        Start(label, total, unit, Sink, null);
-
-    /// <summary>Explicit sink and clock (tests, or a caller that wants its own output).</summary>
-    public static ProgressReporter Start(string label, long total, string unit, IProgressSink sink, Func<TimeSpan>? clock)
+    /// <summary>Starts a reporter on <paramref name="sink"/> (null = <see cref="NullProgressSink"/>).</summary>
+    /// <param name="label">Shown before the counts, e.g. "heal".</param>
+    /// <param name="total">Items expected; &lt;= 0 when unknown.</param>
+    /// <param name="unit">Plural item name, e.g. "steps".</param>
+    /// <param name="sink">Where snapshots go.</param>
+    /// <param name="clock">Elapsed time source (tests); null = a stopwatch started now.</param>
+    public static ProgressReporter Start(string label, long total, string unit, IProgressSink? sink, Func<TimeSpan>? clock = null)
     {
         ArgumentNullException.ThrowIfNull(label);
         ArgumentNullException.ThrowIfNull(unit);
-        ArgumentNullException.ThrowIfNull(sink);
         if (clock is null)
         {
             var sw = Stopwatch.StartNew();
             clock = () => sw.Elapsed;
         }
-        return new ProgressReporter(label, total, unit, sink, clock);
+        return new ProgressReporter(label, total, unit, sink ?? NullProgressSink.Instance, clock);
     }
 
+    /// <summary>Items finished so far.</summary>
     public long Done { get { lock (_lock) return _done; } }
 
     /// <summary>Adds <paramref name="n"/> finished items; optionally replaces the status text. Thread-safe.</summary>
@@ -173,11 +184,13 @@ public sealed class ProgressReporter : IDisposable
         _target.OnAdvance(s);
     }
 
+    /// <summary>The current state.</summary>
     public ProgressSnapshot Snapshot() { lock (_lock) return Snapshot(_disposed); }
 
     private ProgressSnapshot Snapshot(bool finished) =>
         new(_id, _label, _done, _total, _unit, _status, _clock(), finished);
 
+    /// <summary>Finishes the reporter (sends the final snapshot once).</summary>
     public void Dispose()
     {
         ProgressSnapshot s;

@@ -1,4 +1,5 @@
 using LayerPrune.Modeling;
+using LayerPrune.Reporting;
 using static TorchSharp.torch;
 
 namespace LayerPrune.Similarity;
@@ -6,21 +7,32 @@ namespace LayerPrune.Similarity;
 /// <summary>The block of n consecutive layers [Start, EndExclusive) whose removal changes the residual stream least.</summary>
 public sealed record BestBlock(int N, int Start, int EndExclusive, double Distance);
 
+/// <summary>The angular-distance matrix of one similarity pass (and optionally ShortGPT's Block Influence).</summary>
 public sealed class SimilarityResult
 {
     /// <summary>(L+1)×(L+1) mean angular distance between residual-stream states x_a and x_b at the last token (0-based).</summary>
     public required double[,] Matrix { get; init; }
+    /// <summary>Samples the matrix averages over.</summary>
     public required int Samples { get; init; }
-    /// <summary>ShortGPT Block Influence per layer: mean over all non-padding tokens of 1 − cos(layer input, layer output); null when not computed.</summary>
+    /// <summary>
+    /// ShortGPT Block Influence per layer: mean over all non-padding tokens of 1 − cos(layer input, layer output);
+    /// null when not computed.
+    /// </summary>
     public double[]? BlockInfluence { get; init; }
+    /// <summary>Decoder layers L of the measured model.</summary>
     public int Layers => Matrix.GetLength(0) - 1;
 
     /// <summary>l*(n) = argmin over l = 0…L−n of D(l, l+n), for n = 1…L−1 (the paper's Eq. 7; ties: smallest l).</summary>
     public IReadOnlyList<BestBlock> Best() => Enumerable.Range(1, Layers - 1).Select(BestFor).ToList();
 
+    /// <summary>l*(n) for one block size; <paramref name="n"/> must be in 1…L−1.</summary>
     public BestBlock BestFor(int n)
     {
-        if (n < 1 || n >= Layers) throw new LayerPruneException($"--n {n}: block size must be between 1 and {Layers - 1} (the model has {Layers} layers)");
+        if (n < 1 || n >= Layers)
+        {
+            string problem = $"block size must be between 1 and {Layers - 1} (the model has {Layers} layers)";
+            throw LayerPruneException.Invalid(nameof(n), n, problem);
+        }
         int best = 0;
         for (int l = 1; l + n <= Layers; l++) if (Matrix[l, l + n] < Matrix[best, best + n]) best = l;
         return new BestBlock(n, best, best + n, Matrix[best, best + n]);
@@ -33,11 +45,23 @@ public sealed class SimilarityResult
 /// </summary>
 public static class LayerSimilarity
 {
+    /// <summary>Measures the matrix for <paramref name="model"/> over <paramref name="samples"/>.</summary>
+    /// <param name="model">The model (resident or offloaded).</param>
     /// <param name="samples">Token ids per sample (any lengths; batches are right-padded and masked).</param>
+    /// <param name="batchSize">Samples per forward batch.</param>
+    /// <param name="blockInfluence">Also accumulate ShortGPT's Block Influence per layer.</param>
+    /// <param name="onSamplesDone">Called with the number of samples finished after each batch.</param>
+    /// <param name="progress">Where a "similarity" reporter (in samples) goes; null = nowhere.</param>
     public static SimilarityResult Compute(CausalLM model, IReadOnlyList<int[]> samples, int batchSize = 8, bool blockInfluence = false,
-                                           Action<int>? onSamplesDone = null)
+                                           Action<int>? onSamplesDone = null, IProgressSink? progress = null)
     {
         if (samples.Count == 0) throw new LayerPruneException("similarity: no samples");
+        using var reporter = ProgressReporter.Start("similarity", samples.Count, "samples", progress);
+        void Done(int n)
+        {
+            reporter.Advance(n);
+            onSamplesDone?.Invoke(n);
+        }
         int L = model.NumLayers;
         using var sum = zeros(L + 1, L + 1, dtype: ScalarType.Float64, device: model.Device);
         using var biSum = zeros(L, dtype: ScalarType.Float64, device: model.Device);
@@ -53,7 +77,7 @@ public static class LayerSimilarity
                 var c = new BatchCollector(L, ids, mask, last, blockInfluence);
                 model.Forward(ids, mask, options: new ForwardOptions { OnResidual = c.Collect, HiddenOnly = true });
                 biTokens += c.AddTo(sum, biSum);
-                onSamplesDone?.Invoke(batch.Length);
+                Done(batch.Length);
             }
         }
         else
@@ -78,7 +102,7 @@ public static class LayerSimilarity
             {
                 collectors[b].Collect(L, hidden[b]);
                 biTokens += collectors[b].AddTo(sum, biSum);
-                onSamplesDone?.Invoke(batches[b].Length);
+                Done(batches[b].Length);
             }
             foreach (var att in atts) att.Dispose();
         }
@@ -115,7 +139,8 @@ public static class LayerSimilarity
     sealed class BatchCollector(int layers, Tensor ids, Tensor? mask, Tensor last, bool blockInfluence)
     {
         readonly Tensor[] _states = new Tensor[layers + 1];   // each [B, H] in fp64 at the last real token
-        readonly Tensor _valid = mask?.to(ScalarType.Float64) ?? ones(ids.shape[0], ids.shape[1], dtype: ScalarType.Float64, device: ids.device); // [B, T]
+        readonly Tensor _valid = mask?.to(ScalarType.Float64)
+            ?? ones(ids.shape[0], ids.shape[1], dtype: ScalarType.Float64, device: ids.device); // [B, T]
         readonly Tensor _bi = zeros(layers, dtype: ScalarType.Float64, device: ids.device);
         Tensor? _prev;
 
@@ -133,7 +158,9 @@ public static class LayerSimilarity
             _prev = x.alias().MoveToOuterDisposeScope();
         }
 
-        /// <summary>Adds Σ_batch arccos(cos(x_a, x_b))/π to <paramref name="sum"/> and the block-influence sums; returns the token count.</summary>
+        /// <summary>
+        /// Adds Σ_batch arccos(cos(x_a, x_b))/π to <paramref name="sum"/> and the block-influence sums; returns the token count.
+        /// </summary>
         public double AddTo(Tensor sum, Tensor biSum)
         {
             using var scope = NewDisposeScope();

@@ -76,7 +76,7 @@ public static class SweepRunner
             if (similarity is null)
             {
                 var samples = SampleLoader.Load(o.DataPath, tok, o.Samples, o.SeqLen);
-                using var p = ProgressReporter.Start("similarity", samples.Count, "samples");
+                using var p = ProgressReporter.Start("similarity", samples.Count, "samples", NullProgressSink.Instance);
                 similarity = LayerSimilarity.Compute(model, samples, o.Batch, false, n => p.Advance(n));
                 SimilarityReport.Write(o.OutDir, similarity, o.ModelDir, o.DataPath, o.SeqLen);
             }
@@ -96,7 +96,7 @@ public static class SweepRunner
         var done = rows.Select(r => Key((string)r!["strategy"]!, (int)r["n"]!, (bool)r["healed"]!)).ToHashSet();
         var jobs = variants.Select(v => (plan: v, healed: false))
             .Concat(o.Heal is null ? [] : variants.Where(v => v is not null).Select(v => (plan: v, healed: true))).ToList();
-        using (var progress = ProgressReporter.Start("sweep", jobs.Count, "variants"))
+        using (var progress = ProgressReporter.Start("sweep", jobs.Count, "variants", NullProgressSink.Instance))
         {
             progress.Advance(jobs.Count(j => done.Contains(Key(j.plan, j.healed))));
             foreach (var (plan, healed) in jobs)

@@ -103,7 +103,7 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
     {
         string a = fx.NewOut(), b = fx.NewOut();
         Healer.Run(fx.Options(fx.Fp32, a));
-        var first = Healer.Run(fx.Options(fx.Fp32, b) with { StopAfterSteps = 3 });
+        var first = Healer.Run(fx.Options(fx.Fp32, b), onStep: s => s.Step < 3); // the step callback stops the run after step 3
         Assert.False(first.Completed);
         Assert.Equal(3, first.Steps);
         Assert.False(Directory.Exists(b));
@@ -122,6 +122,37 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
     }
 
     [Fact]
+    public void SessionDrivenStepByStep_OnInMemoryModel_EqualsRun()
+    {
+        string a = fx.NewOut(), b = fx.NewOut();
+        var ra = Healer.Run(fx.Options(fx.Fp32, a));
+        using var model = CausalLM.Load(fx.Fp32);
+        var steps = new List<HealStep>();
+        HealResult rb;
+        // ModelDir "" is filled in from the in-memory model's checkpoint folder.
+        using (var session = HealSession.Open(model, fx.Options("", b)))
+        {
+            Assert.Equal(Path.GetFullPath(fx.Fp32), Path.GetFullPath(session.Options.ModelDir));
+            while (!session.IsFinished)
+                steps.Add(session.Step());
+            Assert.Throws<InvalidOperationException>(() => session.Step());
+            rb = session.Export();
+        }
+        Assert.Equal([1, 2, 3, 4, 5, 6], steps.Select(s => s.Step));
+        Assert.Equal([3, 6], steps.Where(s => s.ValLoss is not null).Select(s => s.Step));   // EvalEvery 3 and the last step
+        Assert.Equal([2, 4, 6], steps.Where(s => s.CheckpointSaved).Select(s => s.Step));    // SaveEvery 2
+        Assert.True(steps[0].LearningRate == 0 && steps[1].LearningRate == 2e-3, "warmup 1 then the cosine peak");
+        double diff = MaxDiff(ReadAll(Path.Combine(a, "adapter_model.safetensors")), ReadAll(Path.Combine(b, "adapter_model.safetensors")));
+        Assert.True(diff <= 1e-5, $"adapters differ by {diff}");
+        Assert.Equal(ra.FinalValLoss!.Value, rb.FinalValLoss!.Value, 1e-5);
+        Assert.Equal(ra.MergedValLoss!.Value, rb.MergedValLoss!.Value, 1e-5);
+        Assert.Equal(ra.FinalValLoss.Value, steps[^1].ValLoss!.Value, 1e-5);
+        // The in-memory model was healed in place: it now has the adapters, and its loss is the healed one.
+        Assert.All(model.NamedLinears(), l => Assert.NotNull(l.linear.Adapter));
+        Assert.False(Directory.Exists(Healer.PartialDir(b)));
+    }
+
+    [Fact]
     public void KilledCliProcess_ResumesToSameAdapters()
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "layerprune.dll");
@@ -133,11 +164,12 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
         string[] args = ["exec", dll, "heal", "--model", fx.Fp32, "--data", fx.Train, "--out", b, "--steps", $"{steps}", "--batch", "4",
             "--micro-batch", "2", "--seq-len", "32", "--rank", "4", "--alpha", "8", "--dropout", "0.05", "--lr", "2e-3", "--warmup", "1",
             "--quant", "none", "--save-every", "5", "--seed", "7", "--device", "cpu", "--dtype", "fp32", "--quiet"];
-        // The child SIGKILLs itself after step 12 (LAYERPRUNE_TEST_KILL_AT_STEP): a hard kill at a deterministic point,
-        // between checkpoints (save-every 5 → the last checkpoint is step 10, steps 11–12 are lost and redone).
-        var killed = new ProcessStartInfo("dotnet", args) { RedirectStandardOutput = true, RedirectStandardError = true };
-        killed.Environment["LAYERPRUNE_TEST_KILL_AT_STEP"] = "12";
-        using (var p = Process.Start(killed)!)
+        // The test host heals with the same settings (the options the CLI flags above build) and a step callback that
+        // SIGKILLs the process after step 12: a hard kill at a deterministic point, between checkpoints (save-every 5 → the
+        // last checkpoint is step 10, steps 11–12 are lost and redone). The CLI then refuses and resumes that run.
+        string optionsJson = Path.Combine(fx.Root, $"heal-options-{Guid.NewGuid():N}.json");
+        File.WriteAllText(optionsJson, System.Text.Json.JsonSerializer.Serialize(o with { OutDir = b }));
+        using (var p = Process.Start(TestHostProcess.StartInfo("heal", optionsJson, "--kill-at-step", "12"))!)
         {
             p.StandardError.ReadToEnd();
             Assert.True(p.WaitForExit(120_000));
@@ -241,9 +273,12 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
         Assert.Equal(["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"], HealRecipes.AllLinear(ArchitectureFamily.Phi));
 
         var bad = fx.Options(fx.Fp32, fx.NewOut());
-        Assert.Contains("--micro-batch", Assert.Throws<LayerPruneException>(() => Healer.Run(bad with { MicroBatch = 5 })).Message);
-        Assert.Contains("--dropout", Assert.Throws<LayerPruneException>(() => Healer.Run(bad with { Dropout = 1 })).Message);
-        Assert.Contains("--warmup", Assert.Throws<LayerPruneException>(() => Healer.Run(bad with { Warmup = 7 })).Message);
+        // Errors name the options property (the CLI shows it as its flag, e.g. --micro-batch).
+        LayerPruneException Bad(HealOptions o) => Assert.Throws<LayerPruneException>(() => Healer.Run(o));
+        Assert.Equal(nameof(HealOptions.MicroBatch), Bad(bad with { MicroBatch = 5 }).ParameterName);
+        Assert.Equal(nameof(HealOptions.Dropout), Bad(bad with { Dropout = 1 }).ParameterName);
+        Assert.Equal(nameof(HealOptions.Warmup), Bad(bad with { Warmup = 7 }).ParameterName);
+        Assert.Equal("MicroBatch 5: must not exceed Batch 4", Bad(bad with { MicroBatch = 5 }).Message);
         string existing = fx.NewOut();
         Directory.CreateDirectory(existing);
         Assert.Contains("already exists", Assert.Throws<LayerPruneException>(() => Healer.Run(fx.Options(fx.Fp32, existing))).Message);

@@ -5,9 +5,9 @@ using LayerPrune.Tests.Pruning;
 namespace LayerPrune.Tests.Robustness;
 
 /// <summary>
-/// `prune` killed mid-write must leave nothing under the final --out name. The test hook
-/// LAYERPRUNE_TEST_SLOW_WRITE_MS=200 (SafeTensorsWriter) sleeps after every tensor, so the ~50-tensor output of the golden
-/// llama takes ~10 s to write and the kill lands inside the write deterministically.
+/// `prune` killed mid-write must leave nothing under the final --out name. The test host (tests/LayerPrune.TestHost) runs the
+/// library's CheckpointPruner.Write with a tensor-written callback that sleeps 200 ms after every tensor, so the ~50-tensor
+/// output of the golden llama takes ~10 s to write and the kill lands inside the write deterministically.
 /// </summary>
 public class InterruptTests
 {
@@ -17,8 +17,7 @@ public class InterruptTests
         using var t = new TempDir();
         string model = Path.Combine(TestPaths.Fixtures, "golden", "llama"), output = t["pruned"];
         string[] args = ["prune", "-m", model, "-o", output, "--layers", "2-4", "--quiet"];
-        var psi = CliProcess.StartInfo(args, new Dictionary<string, string> { ["LAYERPRUNE_TEST_SLOW_WRITE_MS"] = "200" });
-        using var p = Process.Start(psi)!;
+        using var p = Process.Start(TestHostProcess.StartInfo("prune", model, output, "2-4", "--sleep-ms", "200"))!;
         _ = p.StandardOutput.ReadToEndAsync(); _ = p.StandardError.ReadToEndAsync();
 
         // Wait until the hidden temp sibling holds a partly written model.safetensors, then kill.
@@ -30,7 +29,7 @@ public class InterruptTests
                 .FirstOrDefault(f => File.Exists(f) && new FileInfo(f).Length > 100_000);
             Thread.Sleep(20);
         }
-        Assert.False(p.HasExited, "prune finished before it could be killed (is the slow-write hook working?)");
+        Assert.False(p.HasExited, "prune finished before it could be killed (is the slow-write callback working?)");
         Assert.NotNull(partial);
         p.Kill(entireProcessTree: true);
         p.WaitForExit();
