@@ -31,16 +31,23 @@ public static partial class ArchitectureTensors
             var info = lookup(e.Name);
             if (info is null)
             {
-                if (e.Required) throw new LayerPruneException($"{fileOf(null)}: tensor '{e.Name}' required by {c.ModelType} (config.json) is missing");
+                if (e.Required)
+                    throw new LayerPruneException($"{fileOf(null)}: tensor '{e.Name}' required by {c.ModelType} (config.json) is missing");
                 continue;
             }
             if (!info.Shape.SequenceEqual(e.Shape))
-                throw new LayerPruneException($"{fileOf(e.Name)}: tensor '{e.Name}' has shape [{string.Join(", ", info.Shape)}] but config.json implies [{string.Join(", ", e.Shape)}]");
+                throw new LayerPruneException($"{fileOf(e.Name)}: tensor '{e.Name}' has shape [{string.Join(", ", info.Shape)}] " +
+                                              $"but config.json implies [{string.Join(", ", e.Shape)}]");
             if (info.Dtype is not ("F32" or "F16" or "BF16" or "F64"))
-                throw new LayerPruneException($"{fileOf(e.Name)}: tensor '{e.Name}' is stored as {info.Dtype}; only floating-point weights (F32, F16, BF16, F64) are supported");
+                throw new LayerPruneException($"{fileOf(e.Name)}: tensor '{e.Name}' is stored as {info.Dtype}; " +
+                                              "only floating-point weights (F32, F16, BF16, F64) are supported");
         }
         foreach (var name in names)
-            if (LayerPrefix().Match(name) is { Success: true } m && (!int.TryParse(m.Groups[1].Value, out int layer) || layer >= c.NumLayers))
-                throw new LayerPruneException($"{fileOf(name)}: tensor '{name}' belongs to a layer beyond num_hidden_layers = {c.NumLayers} (config.json)");
+        {
+            if (LayerPrefix().Match(name) is not { Success: true } m) continue;
+            if (!int.TryParse(m.Groups[1].Value, out int layer) || layer >= c.NumLayers)
+                throw new LayerPruneException(
+                    $"{fileOf(name)}: tensor '{name}' belongs to a layer beyond num_hidden_layers = {c.NumLayers} (config.json)");
+        }
     }
 }

@@ -17,33 +17,55 @@ public sealed class ModelConfig
     public static readonly IReadOnlyDictionary<string, ArchitectureFamily> SupportedModelTypes =
         Architecture.ByModelType.ToDictionary(kv => kv.Key, kv => kv.Value.Family);
 
+    /// <summary>The config.json object as read (pruning rewrites a copy).</summary>
     public required JsonObject Raw { get; init; }
+    /// <summary>The config.json path (named in every error).</summary>
     public required string Path { get; init; }
+    /// <summary>config.json model_type, e.g. "llama".</summary>
     public required string ModelType { get; init; }
+    /// <summary>The family of <see cref="ModelType"/>; its descriptor is Architecture.For(this).</summary>
     public required ArchitectureFamily Family { get; init; }
+    /// <summary>hidden_size (H).</summary>
     public required int HiddenSize { get; init; }
+    /// <summary>intermediate_size (MLP width I).</summary>
     public required int IntermediateSize { get; init; }
+    /// <summary>num_hidden_layers.</summary>
     public required int NumLayers { get; init; }
+    /// <summary>num_attention_heads.</summary>
     public required int NumHeads { get; init; }
+    /// <summary>num_key_value_heads (defaults to num_attention_heads).</summary>
     public required int NumKvHeads { get; init; }
+    /// <summary>head_dim (defaults to hidden_size / num_attention_heads).</summary>
     public required int HeadDim { get; init; }
+    /// <summary>vocab_size (V).</summary>
     public required int VocabSize { get; init; }
+    /// <summary>The norm epsilon (key per family: rms_norm_eps or layer_norm_eps; default 1e-5).</summary>
     public required double NormEps { get; init; }
+    /// <summary>Rotary embedding settings.</summary>
     public required RopeSettings Rope { get; init; }
+    /// <summary>tie_word_embeddings: lm_head shares embed_tokens.</summary>
     public required bool TieWordEmbeddings { get; init; }
+    /// <summary>Whether attention projections have biases (family default or attention_bias).</summary>
     public required bool AttentionBias { get; init; }
+    /// <summary>Whether MLP projections have biases (family default or mlp_bias).</summary>
     public required bool MlpBias { get; init; }
+    /// <summary>hidden_act (family default when absent).</summary>
     public required string HiddenAct { get; init; }
     /// <summary>Per layer: the sliding window (keys with q − k ≥ window are masked) or null for full attention.</summary>
     public required int?[] SlidingWindows { get; init; }
+    /// <summary>bos_token_id, if given.</summary>
     public int? BosTokenId { get; init; }
+    /// <summary>eos_token_id (one or a list).</summary>
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+    /// <summary>pad_token_id, if given.</summary>
     public int? PadTokenId { get; init; }
+    /// <summary>dtype (or torch_dtype) the checkpoint was saved in, if given.</summary>
     public string? StorageDtype { get; init; }
 
     /// <summary>Upper bounds far above any real model; they keep hostile configs from allocating per-layer arrays of billions.</summary>
     public const int MaxLayers = 4096, MaxDimension = 1 << 24;
 
+    /// <summary>Reads and parses &lt;modelDir&gt;/config.json.</summary>
     public static ModelConfig Load(string modelDir)
     {
         if (!Directory.Exists(modelDir)) throw LayerPruneException.Usage($"{modelDir}: model folder not found");
@@ -55,11 +77,13 @@ public sealed class ModelConfig
     /// <summary>Parses config.json text (all failures are LayerPruneException naming <paramref name="path"/>).</summary>
     public static ModelConfig Parse(string json, string path) => Parse(JsonInput.ParseObject(json, path, null), path);
 
+    /// <summary>Parses a config.json object (all failures are LayerPruneException naming <paramref name="path"/>).</summary>
     public static ModelConfig Parse(JsonObject raw, string path)
     {
         string modelType = Str(raw, "model_type", path) ?? throw Missing(path, "model_type");
         if (!Architecture.ByModelType.TryGetValue(modelType, out var arch))
-            throw new LayerPruneException($"{path}: unsupported model_type '{modelType}' (supported: {string.Join(", ", SupportedModelTypes.Keys)})");
+            throw new LayerPruneException(
+                $"{path}: unsupported model_type '{modelType}' (supported: {string.Join(", ", SupportedModelTypes.Keys)})");
         var family = arch.Family;
         int hidden = Int(raw, "hidden_size", path) ?? throw Missing(path, "hidden_size");
         int layers = Int(raw, "num_hidden_layers", path) ?? throw Missing(path, "num_hidden_layers");
@@ -70,16 +94,22 @@ public sealed class ModelConfig
         int inter = Int(raw, "intermediate_size", path) ?? throw Missing(path, "intermediate_size");
         foreach (var (name, v) in new[] { ("hidden_size", hidden), ("num_hidden_layers", layers), ("num_attention_heads", heads),
                      ("num_key_value_heads", kvHeads), ("head_dim", headDim), ("vocab_size", vocab), ("intermediate_size", inter) })
+        {
+            int limit = name == "num_hidden_layers" ? MaxLayers : MaxDimension;
             if (v <= 0) throw new LayerPruneException($"{path}: {name} must be positive (got {v})");
-            else if (v > (name == "num_hidden_layers" ? MaxLayers : MaxDimension)) throw new LayerPruneException($"{path}: {name} {v} is implausibly large (limit {(name == "num_hidden_layers" ? MaxLayers : MaxDimension)})");
-        if (heads % kvHeads != 0) throw new LayerPruneException($"{path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
+            if (v > limit) throw new LayerPruneException($"{path}: {name} {v} is implausibly large (limit {limit})");
+        }
+        if (heads % kvHeads != 0)
+            throw new LayerPruneException($"{path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
 
         // Sliding windows: Mistral applies `sliding_window` to every layer; Qwen2 only with use_sliding_window and per layer_types.
         int? window = Int(raw, "sliding_window", path);
         if (window is <= 0) throw new LayerPruneException($"{path}: sliding_window must be positive (got {window})");
         var windows = new int?[layers];
         var layerTypes = raw["layer_types"] as JsonArray;
-        if (layerTypes is not null && (layerTypes.Count != layers || layerTypes.Any(t => t is not JsonValue v || !v.TryGetValue<string>(out _))))
+        bool typesValid = layerTypes is null
+            || (layerTypes.Count == layers && layerTypes.All(t => t is JsonValue v && v.TryGetValue<string>(out _)));
+        if (!typesValid)
             throw new LayerPruneException($"{path}: 'layer_types' must list one string per layer ({layers})");
         for (int i = 0; i < layers; i++)
         {
@@ -87,7 +117,9 @@ public sealed class ModelConfig
             {
                 ArchitectureFamily.Mistral => window is not null,
                 ArchitectureFamily.Qwen2 => window is not null && Bool(raw, "use_sliding_window") == true &&
-                                            (layerTypes is null ? i >= (Int(raw, "max_window_layers", path) ?? layers) : layerTypes[i]!.GetValue<string>() == "sliding_attention"),
+                                            (layerTypes is null
+                                                ? i >= (Int(raw, "max_window_layers", path) ?? layers)
+                                                : layerTypes[i]!.GetValue<string>() == "sliding_attention"),
                 _ => false,
             };
             windows[i] = sliding ? window : null;
@@ -147,11 +179,12 @@ public sealed class ModelConfig
     static int[] IntList(JsonObject o, string key, string path) => o[key] switch
     {
         null => [],
-        JsonArray a => a.Select(x => x is JsonValue v && v.TryGetValue<int>(out int i) ? i
-                                : throw new LayerPruneException($"{path}: '{key}' must be an integer or a list of integers (got {a.ToJsonString()})")).ToArray(),
+        JsonArray a => a.Select(x => x is JsonValue v && v.TryGetValue<int>(out int i) ? i : throw NotIntList(path, key, a)).ToArray(),
         JsonValue v when v.TryGetValue<int>(out int id) => [id],
-        var other => throw new LayerPruneException($"{path}: '{key}' must be an integer or a list of integers (got {other.ToJsonString()})"),
+        var other => throw NotIntList(path, key, other),
     };
+    static LayerPruneException NotIntList(string path, string key, JsonNode node) =>
+        new($"{path}: '{key}' must be an integer or a list of integers (got {node.ToJsonString()})");
     static double? Double(JsonObject o, string key, string path) => o[key] switch
     {
         null => null,

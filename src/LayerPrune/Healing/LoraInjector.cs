@@ -5,9 +5,21 @@ using static TorchSharp.torch;
 
 namespace LayerPrune.Healing;
 
-public enum BaseQuantization { None, Nf4 }
+/// <summary>How the frozen base weights are stored while healing.</summary>
+public enum BaseQuantization
+{
+    /// <summary>Plain weights in the compute dtype.</summary>
+    None,
+    /// <summary>4-bit NormalFloat (QLoRA).</summary>
+    Nf4,
+}
 
 /// <summary>A LoRA setup (the fields of PEFT's LoraConfig that matter here).</summary>
+/// <param name="TargetModules">Module-name suffixes to adapt (PEFT target_modules).</param>
+/// <param name="R">Rank.</param>
+/// <param name="Alpha">lora_alpha (scaling α/r, or α/√r with rsLoRA).</param>
+/// <param name="Dropout">lora_dropout on the adapter's input.</param>
+/// <param name="UseRsLora">Rank-stabilised scaling α/√r.</param>
 public sealed record LoraSettings(
     IReadOnlyList<string> TargetModules,
     int R = 8,
@@ -23,6 +35,7 @@ public sealed record LoraSettings(
     /// </summary>
     public bool Matches(string moduleName) => MatchesAny(moduleName, TargetModules);
 
+    /// <summary>Whether <paramref name="moduleName"/> equals a target or ends with "." + target.</summary>
     public static bool MatchesAny(string moduleName, IEnumerable<string> targets) =>
         targets.Any(t => moduleName == t || moduleName.EndsWith("." + t, StringComparison.Ordinal));
 }

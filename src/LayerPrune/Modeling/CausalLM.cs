@@ -5,9 +5,12 @@ using static TorchSharp.torch;
 
 namespace LayerPrune.Modeling;
 
+/// <summary>What one <see cref="CausalLM.Forward"/> call runs and returns.</summary>
 public sealed class ForwardOptions
 {
-    /// <summary>Original layer indices to run, in order (default: all). Skipping layers in memory = pruning without writing a checkpoint.</summary>
+    /// <summary>
+    /// Original layer indices to run, in order (default: all). Skipping layers in memory = pruning without writing a checkpoint.
+    /// </summary>
     public IReadOnlyList<int>? Layers { get; init; }
     /// <summary>
     /// Called with (k, x): x [B, T, H] is the residual stream entering the k-th executed layer; k = number of executed layers
@@ -81,7 +84,9 @@ public sealed class CausalLM : Module
         if (offload) ValidateLayerTensors();
     }
 
-    /// <summary>Opens the checkpoint in <paramref name="dir"/> and builds the model (layers resident unless <paramref name="offload"/>).</summary>
+    /// <summary>
+    /// Opens the checkpoint in <paramref name="dir"/> and builds the model (layers resident unless <paramref name="offload"/>).
+    /// </summary>
     public static CausalLM Load(string dir, Device? device = null, ScalarType dtype = ScalarType.Float32, bool offload = false)
     {
         var ckpt = Checkpoint.Open(dir);
@@ -105,7 +110,9 @@ public sealed class CausalLM : Module
         return r;
     }
 
-    /// <summary>Builds layer <paramref name="i"/> from the checkpoint (used directly when offloading: one layer resident at a time).</summary>
+    /// <summary>
+    /// Builds layer <paramref name="i"/> from the checkpoint (used directly when offloading: one layer resident at a time).
+    /// </summary>
     public DecoderLayer LoadLayer(int i) => Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
 
     void ValidateLayerTensors()
@@ -144,7 +151,8 @@ public sealed class CausalLM : Module
         Tensor? valid = null;
         if (attentionMask is not null)
         {
-            if (attentionMask.shape[1] != S) throw new ArgumentException($"attention mask has {attentionMask.shape[1]} positions, expected {S} (cached + new)");
+            if (attentionMask.shape[1] != S)
+                throw new ArgumentException($"attention mask has {attentionMask.shape[1]} positions, expected {S} (cached + new)");
             valid = attentionMask.to(Device).to(ScalarType.Bool);               // [B, S]
             positions = (valid.to(ScalarType.Int64).cumsum(1) - 1).clamp_min(0).narrow(1, past, T);
         }
@@ -161,7 +169,8 @@ public sealed class CausalLM : Module
             var causal = k.le(q);                                                             // [T, S]
             Tensor Additive(Tensor allowed)
             {
-                var allowedB = valid is null ? allowed.unsqueeze(0).unsqueeze(0) : allowed.unsqueeze(0).unsqueeze(0).logical_and(valid.unsqueeze(1).unsqueeze(1));
+                var allowedB = allowed.unsqueeze(0).unsqueeze(0);                                 // [1, 1, T, S]
+                if (valid is not null) allowedB = allowedB.logical_and(valid.unsqueeze(1).unsqueeze(1));  // [B, 1, T, S]
                 // Large negative instead of −inf: fully masked rows (padding queries) give a uniform softmax, not NaN (as HF eager).
                 var zero = zeros(1, dtype: Dtype, device: Device);
                 var min = full(1, Dtype == ScalarType.Float32 ? float.MinValue : -1e4, dtype: Dtype, device: Device);
@@ -178,7 +187,8 @@ public sealed class CausalLM : Module
     {
         using var scope = NewDisposeScope();
         var order = options?.Layers ?? Enumerable.Range(0, NumLayers).ToArray();
-        if (cache is not null && cache.Layers != order.Count) throw new ArgumentException($"cache has {cache.Layers} layer slots, {order.Count} layers run");
+        if (cache is not null && cache.Layers != order.Count)
+            throw new ArgumentException($"cache has {cache.Layers} layer slots, {order.Count} layers run");
         long B = inputIds.shape[0], T = inputIds.shape[1], past = cache?.Length ?? 0;
         using var att = PrepareAttention(B, T, past, attentionMask);
         var h = Embed(inputIds);

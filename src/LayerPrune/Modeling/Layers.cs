@@ -126,7 +126,9 @@ public sealed class Attention : Module
         SlidingWindow = c.SlidingWindows[layerIndex];
     }
 
-    /// <summary>x [B, T, H] → [B, T, H], appending this layer's keys/values to <paramref name="cache"/> slot <paramref name="slot"/>.</summary>
+    /// <summary>
+    /// x [B, T, H] → [B, T, H], appending this layer's keys/values to <paramref name="cache"/> slot <paramref name="slot"/>.
+    /// </summary>
     public Tensor Forward(Tensor x, AttentionInputs a, KvCache? cache, int slot)
     {
         using var scope = NewDisposeScope();

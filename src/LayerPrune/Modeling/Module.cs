@@ -36,7 +36,7 @@ public abstract class Module : IDisposable
         return child;
     }
 
-    /// <summary>Registers this module's own tensor <paramref name="name"/> of <paramref name="shape"/>, read from <paramref name="w"/>.</summary>
+    /// <summary>Registers own tensor <paramref name="name"/> of <paramref name="shape"/>, read from <paramref name="w"/>.</summary>
     protected Tensor Param(string name, Weights w, params long[] shape)
     {
         var t = w.Required(name, shape);

@@ -71,7 +71,7 @@ public abstract class Architecture
     /// <summary>The prefix of every tensor of layer <paramref name="i"/>, e.g. "model.layers.3.".</summary>
     public static string LayerPrefix(int i) => $"{LayersName}.{i}.";
 
-    /// <summary>Decoder layer <paramref name="layerIndex"/> of <paramref name="c"/> from <paramref name="w"/> (that layer's weights).</summary>
+    /// <summary>Decoder layer <paramref name="layerIndex"/> of <paramref name="c"/>, read from <paramref name="w"/>.</summary>
     public abstract DecoderLayer BuildLayer(ModelConfig c, Weights w, int layerIndex, Func<Tensor, Tensor> act);
 
     /// <summary>The final norm from <paramref name="w"/> (the norm's weights).</summary>
@@ -87,7 +87,8 @@ public abstract class Architecture
     /// The model body (embed_tokens, layers, final norm) and lm_head of <paramref name="c"/>, read from
     /// <paramref name="root"/> (full HF names). <paramref name="residentLayers"/> false leaves the layers unloaded.
     /// </summary>
-    public (DecoderModel Model, Linear LmHead, bool TiedHead) Build(ModelConfig c, Weights root, Func<Tensor, Tensor> act, bool residentLayers)
+    public (DecoderModel Model, Linear LmHead, bool TiedHead) Build(
+        ModelConfig c, Weights root, Func<Tensor, Tensor> act, bool residentLayers)
     {
         var model = new DecoderModel(c, this, root.At("model"), residentLayers ? (w, i) => BuildLayer(c, w, i, act) : null);
         try
