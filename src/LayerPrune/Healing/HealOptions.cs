@@ -132,7 +132,7 @@ public static class HealRecipes
 
     /// <summary>
     /// The recipe's defaults applied to <paramref name="o"/> (callers then override what the user gave explicitly).
-    /// paper: FFN-only targets, α = r, 100 warmup steps (capped at --steps), cosine decay, batch 16, dropout 0.05.
+    /// paper: FFN-only targets, α = r, 100 warmup steps (capped at Steps), cosine decay, batch 16, dropout 0.05.
     /// </summary>
     public static HealOptions Apply(HealOptions o, ModelConfig config)
     {

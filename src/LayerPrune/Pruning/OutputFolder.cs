@@ -82,7 +82,7 @@ public sealed class OutputFolder : IDisposable
 
     public string File(string name) => Path.Combine(TempPath, name);
 
-    /// <summary>Moves the finished folder into place (replacing an existing one only now, when --force was given).</summary>
+    /// <summary>Moves the finished folder into place (replacing an existing one only now, when force was given).</summary>
     public void Commit()
     {
         string? old = null;

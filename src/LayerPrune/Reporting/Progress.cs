@@ -27,7 +27,7 @@ public interface IProgressSink
     void OnEnd(ProgressSnapshot s);
 }
 
-/// <summary>Prints nothing (--quiet).</summary>
+/// <summary>Prints nothing (the CLI uses it for --quiet).</summary>
 public sealed class NullProgressSink : IProgressSink
 {
     /// <summary>The shared instance.</summary>
