@@ -12,15 +12,23 @@ public static class SweepCommand
     {
         var model = new Option<string?>("--model", "-m") { Description = "Model folder (default: the embedded samples/kjv-llama-16l)" };
         var data = new Option<string?>("--data", "-d") { Description = "Similarity text: .txt (chunked like the loss protocol) or .jsonl/.parquet 'text' rows (default with the embedded model: samples/data/kjv/validation.txt)" };
-        var samples = new Option<int>("--samples") { Description = "Similarity samples", DefaultValueFactory = _ => 64 };
-        var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sample / loss chunk", DefaultValueFactory = _ => 256 };
-        var batch = new Option<int>("--batch", "-b") { Description = "Sequences per forward batch", DefaultValueFactory = _ => 8 };
+        var samples = new Option<int>("--samples") { Description = "Similarity samples", DefaultValueFactory = _ => SweepOptions.DefaultSamples };
+        var seqLen = new Option<int>("--seq-len")
+        {
+            Description = "Tokens per sample / loss chunk",
+            DefaultValueFactory = _ => SweepOptions.DefaultSeqLen,
+        };
+        var batch = new Option<int>("--batch", "-b") { Description = "Sequences per forward batch", DefaultValueFactory = _ => SweepOptions.DefaultBatch };
         var tasks = new Option<string?>("--tasks", "-t") { Description = "Comma-separated task SPECs (as in eval; e.g. loss:val.txt,mc:cloze.jsonl). Default with the embedded model: loss on validation.txt + the first 150 kjv-cloze items" };
         var strategies = new Option<string>("--strategies") { Description = "similarity,deepest,shallowest,random", DefaultValueFactory = _ => "similarity,deepest,shallowest" };
         var n = new Option<string?>("--n") { Description = "Block sizes: 1-15 or 2,4,8 (default: every n from 1 to L-1)" };
         var fractions = new Option<string?>("--fractions") { Description = "Fractions of layers instead of --n, e.g. 0.1,0.2,0.3" };
         var limit = new Option<int?>("--limit") { Description = "Multiple-choice tasks: first N items (default 150 for the embedded cloze set, else all)" };
-        var maxChunks = new Option<int>("--max-chunks") { Description = "Loss: first N chunks of --seq-len tokens (0 = all; eval uses 128)", DefaultValueFactory = _ => 64 };
+        var maxChunks = new Option<int>("--max-chunks")
+        {
+            Description = "Loss: first N chunks of --seq-len tokens (0 = all; the same default as eval)",
+            DefaultValueFactory = _ => EvalOptions.Default.MaxChunks ?? 0,
+        };
         var seed = new Option<int>("--seed") { Description = "Seed of the random strategy", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out", "-o") { Description = "Output folder (rerunning the same command resumes it)", DefaultValueFactory = _ => "sweep-out" };
         var force = new Option<bool>("--force") { Description = "Discard results of a different earlier sweep in --out" };
@@ -71,16 +79,61 @@ public static class SweepCommand
                     Alpha = 2 * p.GetValue(healRank), LearningRate = p.GetValue(healLr), SaveEvery = 25,
                     Quant = quant == "nf4" ? LayerPrune.Healing.BaseQuantization.Nf4 : LayerPrune.Healing.BaseQuantization.None,
                 },
-                Eval = new EvalOptions { Limit = itemLimit, BatchSize = p.GetValue(batch), SeqLen = p.GetValue(seqLen), MaxChunks = p.GetValue(maxChunks) == 0 ? null : p.GetValue(maxChunks) },
+                Eval = EvalOptions.Default with
+                {
+                    Limit = itemLimit,
+                    BatchSize = p.GetValue(batch),
+                    SeqLen = p.GetValue(seqLen),
+                    MaxChunks = p.GetValue(maxChunks) == 0 ? null : p.GetValue(maxChunks),
+                },
             };
+            Cli.Require(p.GetValue(maxChunks) >= 0, $"--max-chunks {p.GetValue(maxChunks)}: must be at least 0 (0 = all)");
+            Cli.Require(p.GetValue(batch) >= 1, $"--batch {p.GetValue(batch)}: must be at least 1");
+            Cli.Require(p.GetValue(seqLen) >= 2, $"--seq-len {p.GetValue(seqLen)}: must be at least 2");
+            Cli.Require(itemLimit is null or >= 1, $"--limit {itemLimit}: must be at least 1");
             var tok = Cli.LoadTokenizer(modelDir);
             using var lm = Cli.LoadModel(p, modelDir);
-            var result = SweepRunner.Run(lm, tok, options);
-            if (p.GetValue(json)) { Cli.PrintJson(result); return 0; }
+            SweepResult result;
+            try
+            {
+                if (SweepRunner.HoldsOtherSweep(options, lm.NumLayers) && !options.Force)
+                    throw new LayerPruneException($"--out {options.OutDir}: holds results of a different sweep (other model, data, tasks or " +
+                        "options); use --force to start over or another --out");
+                result = SweepRunner.Run(lm, tok, options, SpectreProgressSink.ForCli(p.GetValue(Cli.Quiet)));
+            }
+            catch (ArgumentException e) when (e.ParamName is { } name && Flags.TryGetValue(name, out var flag))
+            {
+                throw LayerPruneException.Usage($"{flag}: {BareMessage(e)}");
+            }
+            if (p.GetValue(json))
+            {
+                Cli.PrintJson(result.ToJson());
+                return 0;
+            }
             Console.Out.WriteLine(File.ReadAllText(Path.Combine(options.OutDir, "report.md")));
             Console.Error.WriteLine($"wrote {Path.GetFullPath(options.OutDir)}: results.json, results.csv, report.md, *.png");
             return 0;
         });
+    }
+
+    /// <summary>The flag of each <see cref="SweepOptions"/> / <see cref="EvalOptions"/> property the library may name.</summary>
+    static readonly Dictionary<string, string> Flags = new()
+    {
+        [nameof(SweepOptions.Strategies)] = "--strategies",
+        [nameof(SweepOptions.Ns)] = "--n",
+        [nameof(SweepOptions.Fractions)] = "--fractions",
+        [nameof(EvalOptions.Limit)] = "--limit",
+        [nameof(EvalOptions.BatchSize)] = "--batch",
+        [nameof(EvalOptions.SeqLen)] = "--seq-len",
+        [nameof(EvalOptions.MaxChunks)] = "--max-chunks",
+    };
+
+    /// <summary>An ArgumentException's message without .NET's " (Parameter 'x')" suffix and actual-value line.</summary>
+    static string BareMessage(ArgumentException e)
+    {
+        string m = e.Message.Split('\n')[0].Trim();
+        string suffix = $" (Parameter '{e.ParamName}')";
+        return m.EndsWith(suffix, StringComparison.Ordinal) ? m[..^suffix.Length] : m;
     }
 
     static List<int> ParseNs(string s)

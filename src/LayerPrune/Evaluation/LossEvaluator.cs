@@ -16,7 +16,7 @@ public static class LossEvaluator
 {
     public static LossResult Evaluate(CausalLM model, IReadOnlyList<int[]> chunks, int batchSize = 8, IReadOnlyList<int>? layers = null, Action<int>? onChunksDone = null)
     {
-        if (chunks.Count == 0) throw new LayerPruneException("loss: no chunks (the data is shorter than one sequence; lower --seq-len?)");
+        if (chunks.Count == 0) throw new LayerPruneException("loss: no chunks (the data is shorter than one sequence)");
         double total = 0; long count = 0;
         using var _ = no_grad();
         foreach (var batch in chunks.Chunk(Math.Max(1, batchSize)))

@@ -19,9 +19,21 @@ public sealed record MmluItem(string Question, IReadOnlyList<string> Choices, in
 /// question,A,B,C,D,letter) and the export with header question,choice0..choice3,answer (answer 0–3). JSONL rows:
 /// {question, choices[4], answer (0–3 or letter), subject?}.
 /// </summary>
-public static class MmluTask
+public sealed class MmluTask(TaskSpec spec) : MultipleChoiceTask(spec)
 {
+    /// <summary>The <c>mmlu</c> kind: 5-shot by default; PATH may be a folder; dev=FILE and subject=NAME for single files.</summary>
+    public static readonly TaskKind Kind = new("mmlu", s => new MmluTask(s))
+    {
+        DefaultShots = 5, MaxShots = int.MaxValue, AllowsFolder = true,
+        Options = [new TaskOption("dev", "FILE"), new TaskOption("subject", "NAME")],
+    };
+
+    /// <summary>The answer letters (doc_to_choice).</summary>
     public static readonly string[] Letters = ["A", "B", "C", "D"];
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<EvalDoc> LoadDocs(int? limit = null) =>
+        Load(Spec.Path, Spec.NumFewshot, limit, Spec.DevPath, Spec.Subject);
 
     public static string Description(string subject) =>
         $"The following are multiple choice questions (with answers) about {subject.Replace('_', ' ')}.\n\n";

@@ -160,6 +160,22 @@ public static class ReportWriter
         return sb.ToString();
     }
 
+    /// <summary>
+    /// The "Measured:" section: one line per task with what exactly it measured, e.g.
+    /// <c>- `loss:validation.txt`: seq_len 256, max_chunks 128, chunks 128, tokens 32640</c>.
+    /// </summary>
+    public static string ProtocolSection(IEnumerable<(string Task, IReadOnlyDictionary<string, double> Protocol)> tasks)
+    {
+        ArgumentNullException.ThrowIfNull(tasks);
+        var sb = new StringBuilder("\nMeasured:\n");
+        foreach (var (task, protocol) in tasks)
+        {
+            var parts = protocol.Select(kv => kv.Key + " " + MetricSpec.Fmt(kv.Value));
+            sb.Append("- `").Append(Esc(task)).Append("`: ").Append(string.Join(", ", parts)).Append('\n');
+        }
+        return sb.ToString();
+    }
+
     private static string F(double v) => v.ToString("0.0000", CultureInfo.InvariantCulture);
 
     private static string Esc(string s) => s.Replace("|", "\\|").Replace("\n", " ");
