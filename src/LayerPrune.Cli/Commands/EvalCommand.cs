@@ -21,7 +21,11 @@ public static class EvalCommand
             AllowMultipleArgumentsPerToken = true,
         };
         var limit = new Option<int?>("--limit") { Description = "Only the first N items (per subject for MMLU)" };
-        var batch = new Option<int>("--batch", "-b") { Description = "Items (or loss chunks) per forward batch", DefaultValueFactory = _ => d.BatchSize };
+        var batch = new Option<int>("--batch", "-b")
+        {
+            Description = "Items (or loss chunks) per forward batch",
+            DefaultValueFactory = _ => d.BatchSize,
+        };
         var seqLen = new Option<int>("--seq-len") { Description = "loss: tokens per chunk", DefaultValueFactory = _ => d.SeqLen };
         var maxChunks = new Option<int>("--max-chunks")
         {

@@ -58,11 +58,14 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
     sealed class Prepared(TaskSpec spec, ITextTokenizer tok, IReadOnlyList<GenerationDoc> docs, List<IReadOnlyList<int>> prompts,
         int maxNewTokens) : IPreparedTask
     {
+        /// <inheritdoc/>
         public TaskSpec Spec => spec;
 
+        /// <inheritdoc/>
         public IReadOnlyList<MetricInfo> Metrics { get; } =
             [MetricInfo.Accuracy(spec.Kind, "exact_match_strict", null), MetricInfo.Accuracy(spec.Kind, "exact_match_flexible", null)];
 
+        /// <inheritdoc/>
         public IReadOnlyDictionary<string, double> Protocol { get; } = new Dictionary<string, double>
         {
             ["items"] = docs.Count,
@@ -70,6 +73,7 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
             ["max_new_tokens"] = maxNewTokens,
         };
 
+        /// <inheritdoc/>
         public TaskScore Score(CausalLM model, IReadOnlyList<int>? layers = null, IProgressSink? progress = null)
         {
             ArgumentNullException.ThrowIfNull(model);
@@ -97,8 +101,10 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
     [GeneratedRegex(@"(?s).*#### ")] private static partial Regex UpToHashes();
     [GeneratedRegex(@"\.$")] private static partial Regex TrailingPeriod();
 
+    /// <summary>doc_to_text: "Question: {question}\nAnswer:".</summary>
     public static string DocToText(string question) => $"Question: {question}\nAnswer:";
 
+    /// <summary>The k-shot prompt: each shot as doc_to_text + " " + answer + "\n\n", then the question.</summary>
     public static string BuildPrompt(string question, IReadOnlyList<(string Question, string Answer)> shots)
     {
         var sb = new System.Text.StringBuilder();
@@ -116,6 +122,7 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
         return rows;
     }
 
+    /// <summary>The items of <paramref name="path"/> with their k-shot prompts (see the class summary for the shots).</summary>
     public static List<GenerationDoc> Load(string path, string? trainPath = null, int numFewshot = 5, int? limit = null)
     {
         var test = ReadRows(path);
@@ -130,7 +137,8 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
         else
         {
             if (test.Count <= numFewshot)
-                throw new LayerPruneException($"{path}: {numFewshot}-shot GSM8K without a train file needs more than {numFewshot} rows, found {test.Count}");
+                throw new LayerPruneException(
+                    $"{path}: {numFewshot}-shot GSM8K without a train file needs more than {numFewshot} rows, found {test.Count}");
             shots = test.Take(numFewshot).ToList();
             test = test.Skip(numFewshot).ToList();
         }

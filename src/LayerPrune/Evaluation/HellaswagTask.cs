@@ -20,7 +20,8 @@ public sealed partial class HellaswagTask(TaskSpec spec) : JsonlChoiceTask(spec)
     [GeneratedRegex(@"\[.*?\]")]
     private static partial Regex Bracketed();
 
-    /// <summary>The harness's preprocess: strip, " [title]" → ". ", drop "[...]" (non-greedy), "  " → " " (once, left to right).</summary>
+    /// <summary>The harness's preprocess: strip, " [title]" → ". ", drop "[...]" (non-greedy),
+    /// "  " → " " (once, left to right).</summary>
     public static string Preprocess(string text)
     {
         text = PyText.Strip(text);

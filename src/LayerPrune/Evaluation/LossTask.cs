@@ -36,12 +36,16 @@ public sealed class LossTask(TaskSpec spec) : IEvalTask
 
     sealed class Prepared(TaskSpec spec, List<int[]> chunks, EvalOptions options) : IPreparedTask
     {
+        /// <inheritdoc/>
         public TaskSpec Spec => spec;
 
+        /// <inheritdoc/>
         public IReadOnlyList<MetricInfo> Metrics { get; } = [MetricInfo.Loss(MetricName, "validation loss (nats/token)")];
 
+        /// <inheritdoc/>
         public IReadOnlyDictionary<string, double> Protocol { get; } = Describe(chunks, options);
 
+        /// <inheritdoc/>
         public TaskScore Score(CausalLM model, IReadOnlyList<int>? layers = null, IProgressSink? progress = null)
         {
             ArgumentNullException.ThrowIfNull(model);

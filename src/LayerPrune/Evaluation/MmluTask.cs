@@ -35,9 +35,11 @@ public sealed class MmluTask(TaskSpec spec) : MultipleChoiceTask(spec)
     public override IReadOnlyList<EvalDoc> LoadDocs(int? limit = null) =>
         Load(Spec.Path, Spec.NumFewshot, limit, Spec.DevPath, Spec.Subject);
 
+    /// <summary>The per-subject description line.</summary>
     public static string Description(string subject) =>
         $"The following are multiple choice questions (with answers) about {subject.Replace('_', ' ')}.\n\n";
 
+    /// <summary>doc_to_text of one item.</summary>
     public static string DocToText(MmluItem item) =>
         $"{PyText.Strip(item.Question)}\nA. {item.Choices[0]}\nB. {item.Choices[1]}\nC. {item.Choices[2]}\nD. {item.Choices[3]}\nAnswer:";
 
@@ -63,7 +65,8 @@ public sealed class MmluTask(TaskSpec spec) : MultipleChoiceTask(spec)
             {
                 var devItems = dev.Where(d => d.Subject == group.Key).ToArray();
                 if (devItems.Length < numFewshot)
-                    throw new LayerPruneException($"{path}: {numFewshot}-shot MMLU needs {numFewshot} dev items for subject \"{group.Key}\", found {devItems.Length} (use shots=0 or provide the dev split)");
+                    throw new LayerPruneException($"{path}: {numFewshot}-shot MMLU needs {numFewshot} dev items for subject " +
+                        $"\"{group.Key}\", found {devItems.Length} (use shots=0 or provide the dev split)");
                 shots = devItems[..numFewshot];
             }
             foreach (var item in limitPerSubject is int l ? group.Take(l) : group)

@@ -34,16 +34,20 @@ public abstract class MultipleChoiceTask(TaskSpec spec) : IEvalTask
     sealed class Prepared(TaskSpec spec, IReadOnlyList<EvalDoc> docs, List<IReadOnlyList<LoglikelihoodRequest>> requests,
         EvalOptions options) : IPreparedTask
     {
+        /// <inheritdoc/>
         public TaskSpec Spec => spec;
 
+        /// <inheritdoc/>
         public IReadOnlyList<MetricInfo> Metrics { get; } = ChanceMetrics(spec.Kind, docs);
 
+        /// <inheritdoc/>
         public IReadOnlyDictionary<string, double> Protocol { get; } = new Dictionary<string, double>
         {
             ["items"] = docs.Count,
             ["num_fewshot"] = spec.NumFewshot,
         };
 
+        /// <inheritdoc/>
         public TaskScore Score(CausalLM model, IReadOnlyList<int>? layers = null, IProgressSink? progress = null)
         {
             ArgumentNullException.ThrowIfNull(model);

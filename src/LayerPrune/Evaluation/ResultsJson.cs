@@ -20,6 +20,7 @@ public sealed record EvalRunConfig(string ModelPath, IReadOnlyList<TaskSpec> Tas
 /// </summary>
 public static class ResultsJson
 {
+    /// <summary>The results document of <paramref name="scores"/> (see the class summary).</summary>
     public static JsonObject Build(IEnumerable<TaskScore> scores, EvalRunConfig config)
     {
         var results = new JsonObject();
@@ -60,6 +61,7 @@ public static class ResultsJson
         return o;
     }
 
+    /// <summary><see cref="Build"/>, indented.</summary>
     public static string ToJsonString(IEnumerable<TaskScore> scores, EvalRunConfig config) =>
         Build(scores, config).ToJsonString(new JsonSerializerOptions { WriteIndented = true });
 

@@ -7,7 +7,9 @@ namespace LayerPrune.Reporting;
 /// </summary>
 public static class Plots
 {
+    /// <summary>Default PNG width in pixels.</summary>
     public const int DefaultWidth = 900;
+    /// <summary>Default PNG height in pixels.</summary>
     public const int DefaultHeight = 700;
 
     /// <summary>Sans-serif families tried in order; the first one installed is used for all text.</summary>
@@ -44,7 +46,14 @@ public static class Plots
 
     private static string SafeDefaultFont()
     {
-        try { return Fonts.Default; } catch (Exception) { return "sans-serif"; }
+        try
+        {
+            return Fonts.Default;
+        }
+        catch (Exception)
+        {
+            return "sans-serif";
+        }
     }
 
     private static Plot NewPlot()
@@ -182,7 +191,11 @@ public static class Plots
             for (int l = 0; l + n <= layers; l++)
             {
                 double v = matrix[l, l + n];
-                if (double.IsFinite(v) && v < best) { best = v; bestL = l; }
+                if (double.IsFinite(v) && v < best)
+                {
+                    best = v;
+                    bestL = l;
+                }
             }
             if (bestL >= 0) result.Add((n, bestL, best));
         }
@@ -225,8 +238,10 @@ public static class Plots
             sc.MarkerShape = shapes[i % shapes.Length];
         }
 
-        if (chanceLevel is double chance && double.IsFinite(chance)) AddLabelledLine(plot, chance, "chance", Colors.Gray, LinePattern.Dashed);
-        if (baseline is double b && double.IsFinite(b)) AddLabelledLine(plot, b, "unpruned", Colors.Black, LinePattern.Dotted);
+        if (chanceLevel is double chance && double.IsFinite(chance))
+            AddLabelledLine(plot, chance, "chance", Colors.Gray, LinePattern.Dashed);
+        if (baseline is double b && double.IsFinite(b))
+            AddLabelledLine(plot, b, "unpruned", Colors.Black, LinePattern.Dotted);
 
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { TickDensity = 0.6 };
         plot.Title(title, 18);

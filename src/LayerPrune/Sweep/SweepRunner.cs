@@ -129,15 +129,18 @@ public static class SweepRunner
         ArgumentNullException.ThrowIfNull(o);
         foreach (var s in o.Strategies)
             if (!SweepOptions.KnownStrategies.Contains(s))
-                throw new ArgumentException(
-                    $"unknown strategy '{s}' (supported: {string.Join(", ", SweepOptions.KnownStrategies)})", nameof(SweepOptions.Strategies));
+                throw new ArgumentException($"unknown strategy '{s}' (supported: {string.Join(", ", SweepOptions.KnownStrategies)})",
+                    nameof(SweepOptions.Strategies));
         o.Eval.Validate();
-        var sizes = o.Fractions is { } fr ? fr.Select(f => PrunePlan.BlockSizeFromFraction(f, layers)) : o.Ns ?? Enumerable.Range(1, layers - 1);
+        var sizes = o.Fractions is { } fr
+            ? fr.Select(f => PrunePlan.BlockSizeFromFraction(f, layers))
+            : o.Ns ?? Enumerable.Range(1, layers - 1);
         var ns = sizes.Distinct().Order().ToList();
         string param = o.Fractions is null ? nameof(SweepOptions.Ns) : nameof(SweepOptions.Fractions);
         foreach (int n in ns)
             if (n < 1 || n >= layers)
-                throw new ArgumentOutOfRangeException(param, n, $"block size {n} is out of range 1..{layers - 1} (the model has {layers} layers)");
+                throw new ArgumentOutOfRangeException(param, n,
+                    $"block size {n} is out of range 1..{layers - 1} (the model has {layers} layers)");
         return ns;
     }
 
@@ -151,7 +154,8 @@ public static class SweepRunner
 
     static string Key(PrunePlan? p, bool healed) => VariantRow.KeyOf(p?.Strategy ?? "none", p?.BlockSize ?? 0, healed);
 
-    /// <summary>Every task's metrics (<see cref="MetricInfo.Column"/> → value) for the model running only <paramref name="kept"/>.</summary>
+    /// <summary>Every task's metrics (<see cref="MetricInfo.Column"/> → value) for the model running only
+    /// <paramref name="kept"/> (all layers when null).</summary>
     static OrderedDictionary<string, double> Evaluate(List<IPreparedTask> tasks, CausalLM model, IReadOnlyList<int>? kept,
         IProgressSink sink)
     {
