@@ -97,4 +97,48 @@ public class SweepProtocolTests(KjvModel kjv) : IClassFixture<KjvModel>
             "similarity,2,0.125,6 7,false,2.75,,0.1875\n",
             SweepFiles.ToCsv(back));
     }
+
+    /// <summary>Counts the texts a tokenizer encodes.</summary>
+    sealed class CountingTokenizer(LayerPrune.Tokenization.ITextTokenizer inner) : LayerPrune.Tokenization.ITextTokenizer
+    {
+        public int Calls;
+        public IReadOnlyList<int> EncodeRaw(string text)
+        {
+            Interlocked.Increment(ref Calls);
+            return inner.EncodeRaw(text);
+        }
+        public IReadOnlyList<int> Encode(string text)
+        {
+            Interlocked.Increment(ref Calls);
+            return inner.Encode(text);
+        }
+        public string Decode(IEnumerable<int> ids) => inner.Decode(ids);
+        public int? BosId => inner.BosId;
+        public IReadOnlyList<int> EosIds => inner.EosIds;
+        public int? PadId => inner.PadId;
+        public bool AddsBos => inner.AddsBos;
+        public int VocabSize => inner.VocabSize;
+    }
+
+    /// <summary>The sweep builds every task's requests once, not once per variant: a sweep of 3 variants encodes exactly
+    /// the texts one preparation of its tasks encodes (before, each variant re-tokenized every task).</summary>
+    [Fact]
+    public void SweepTokenizesEveryTaskOnceForAllVariants()
+    {
+        using var tmp = new TempDir();
+        var eval = new EvalOptions { MaxChunks = 4, Limit = 5, BatchSize = 8 };
+        string[] specs = [$"loss:{KjvModel.Validation}", $"mc:{KjvModel.Cloze}"];
+        var once = new CountingTokenizer(kjv.Tokenizer);
+        foreach (var spec in specs) EvalTasks.Parse(spec).Prepare(once, eval);
+        Assert.True(once.Calls > 20, $"{once.Calls} encodes");
+
+        var counting = new CountingTokenizer(kjv.Tokenizer);
+        var options = new SweepOptions
+        {
+            ModelDir = KjvModel.Dir, DataPath = KjvModel.Validation, Tasks = specs, Strategies = ["deepest"], Ns = [2, 4],
+            OutDir = tmp["sweep"], Eval = eval,
+        };
+        Assert.Equal(3, SweepRunner.Run(kjv.Model, counting, options).Rows.Count);
+        Assert.Equal(once.Calls, counting.Calls);
+    }
 }
