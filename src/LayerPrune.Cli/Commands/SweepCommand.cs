@@ -1,42 +1,111 @@
 using System.CommandLine;
 using System.Globalization;
 using LayerPrune.Evaluation;
+using LayerPrune.Healing;
 using LayerPrune.Sweep;
-using Spectre.Console;
 
 namespace LayerPrune.Cli.Commands;
 
+/// <summary><c>layerprune sweep</c>: similarity once, then every strategy × block size, figures and report.md.</summary>
 public static class SweepCommand
 {
+    const StringSplitOptions Split = StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries;
+
+    /// <summary>The flag of each <see cref="SweepOptions"/> / <see cref="EvalOptions"/> property the library may name.</summary>
+    static readonly Dictionary<string, string> Flags = new()
+    {
+        [nameof(SweepOptions.Strategies)] = "--strategies",
+        [nameof(SweepOptions.Ns)] = "--n",
+        [nameof(SweepOptions.Fractions)] = "--fractions",
+        [nameof(EvalOptions.Limit)] = "--limit",
+        [nameof(EvalOptions.BatchSize)] = "--batch",
+        [nameof(EvalOptions.SeqLen)] = "--seq-len",
+        [nameof(EvalOptions.MaxChunks)] = "--max-chunks",
+    };
+
+    /// <summary>The command; its defaults are <see cref="SweepOptions"/>'s and <see cref="EvalOptions.Default"/>'s.</summary>
     public static Command Create()
     {
         var model = new Option<string?>("--model", "-m") { Description = "Model folder (default: the embedded samples/kjv-llama-16l)" };
-        var data = new Option<string?>("--data", "-d") { Description = "Similarity text: .txt (chunked like the loss protocol) or .jsonl/.parquet 'text' rows (default with the embedded model: samples/data/kjv/validation.txt)" };
-        var samples = new Option<int>("--samples") { Description = "Similarity samples", DefaultValueFactory = _ => 64 };
-        var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sample / loss chunk", DefaultValueFactory = _ => 256 };
-        var batch = new Option<int>("--batch", "-b") { Description = "Sequences per forward batch", DefaultValueFactory = _ => 8 };
-        var tasks = new Option<string?>("--tasks", "-t") { Description = "Comma-separated task SPECs (as in eval; e.g. loss:val.txt,mc:cloze.jsonl). Default with the embedded model: loss on validation.txt + the first 150 kjv-cloze items" };
-        var strategies = new Option<string>("--strategies") { Description = "similarity,deepest,shallowest,random", DefaultValueFactory = _ => "similarity,deepest,shallowest" };
+        var data = new Option<string?>("--data", "-d")
+        {
+            Description = "Similarity text: .txt (chunked like the loss protocol) or .jsonl/.parquet 'text' rows " +
+                          "(default with the embedded model: samples/data/kjv/validation.txt)",
+        };
+        var samples = new Option<int>("--samples")
+        {
+            Description = "Similarity samples",
+            DefaultValueFactory = _ => SweepOptions.DefaultSamples,
+        };
+        var seqLen = new Option<int>("--seq-len")
+        {
+            Description = "Tokens per sample / loss chunk",
+            DefaultValueFactory = _ => SweepOptions.DefaultSeqLen,
+        };
+        var batch = new Option<int>("--batch", "-b")
+        {
+            Description = "Sequences per forward batch",
+            DefaultValueFactory = _ => SweepOptions.DefaultBatch,
+        };
+        var tasks = new Option<string?>("--tasks", "-t")
+        {
+            Description = "Comma-separated task SPECs (as in eval; e.g. loss:val.txt,mc:cloze.jsonl). " +
+                          "Default with the embedded model: loss on validation.txt + the first 150 kjv-cloze items",
+        };
+        var strategies = new Option<string>("--strategies")
+        {
+            Description = "similarity,deepest,shallowest,random",
+            DefaultValueFactory = _ => "similarity,deepest,shallowest",
+        };
         var n = new Option<string?>("--n") { Description = "Block sizes: 1-15 or 2,4,8 (default: every n from 1 to L-1)" };
         var fractions = new Option<string?>("--fractions") { Description = "Fractions of layers instead of --n, e.g. 0.1,0.2,0.3" };
-        var limit = new Option<int?>("--limit") { Description = "Multiple-choice tasks: first N items (default 150 for the embedded cloze set, else all)" };
-        var maxChunks = new Option<int>("--max-chunks") { Description = "Loss: first N chunks of --seq-len tokens (0 = all; eval uses 128)", DefaultValueFactory = _ => 64 };
+        var limit = new Option<int?>("--limit")
+        {
+            Description = "Multiple-choice tasks: first N items (default 150 for the embedded cloze set, else all)",
+        };
+        var maxChunks = new Option<int>("--max-chunks")
+        {
+            Description = "Loss: first N chunks of --seq-len tokens (0 = all; the same default as eval)",
+            DefaultValueFactory = _ => EvalOptions.Default.MaxChunks ?? 0,
+        };
         var seed = new Option<int>("--seed") { Description = "Seed of the random strategy", DefaultValueFactory = _ => 0 };
-        var output = new Option<string>("--out", "-o") { Description = "Output folder (rerunning the same command resumes it)", DefaultValueFactory = _ => "sweep-out" };
+        var output = new Option<string>("--out", "-o")
+        {
+            Description = "Output folder (rerunning the same command resumes it)",
+            DefaultValueFactory = _ => "sweep-out",
+        };
         var force = new Option<bool>("--force") { Description = "Discard results of a different earlier sweep in --out" };
-        var healSteps = new Option<int>("--heal-steps") { Description = "Also heal every pruned variant with this many QLoRA steps (0 = no healed variants); checkpoints go to OUT/variants/", DefaultValueFactory = _ => 0 };
-        var healData = new Option<string?>("--heal-data") { Description = "Training text for healing (default with the embedded model: samples/data/kjv/train.txt)" };
+        var healSteps = new Option<int>("--heal-steps")
+        {
+            Description = "Also heal every pruned variant with this many QLoRA steps (0 = no healed variants); " +
+                          "checkpoints go to OUT/variants/",
+            DefaultValueFactory = _ => 0,
+        };
+        var healData = new Option<string?>("--heal-data")
+        {
+            Description = "Training text for healing (default with the embedded model: samples/data/kjv/train.txt)",
+        };
         var healQuant = new Option<string>("--heal-quant") { Description = "nf4 | none", DefaultValueFactory = _ => "nf4" };
         var healBatch = new Option<int>("--heal-batch") { Description = "Sequences per healing step", DefaultValueFactory = _ => 16 };
         var healRank = new Option<int>("--heal-rank") { Description = "LoRA rank (alpha = 2·rank)", DefaultValueFactory = _ => 8 };
-        var healLr = new Option<double>("--heal-lr") { Description = "Healing peak learning rate (cosine)", DefaultValueFactory = _ => 3e-4 };
+        var healLr = new Option<double>("--heal-lr")
+        {
+            Description = "Healing peak learning rate (cosine)",
+            DefaultValueFactory = _ => 3e-4,
+        };
         var json = Cli.JsonOption();
-        var cmd = new Command("sweep", "From a model to the paper's figures: similarity once, then every strategy × block size evaluated with layers skipped in memory; results.json/.csv, plots and report.md")
-            { model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, output, force, healSteps, healData, healQuant, healBatch, healRank, healLr, json };
+        var cmd = new Command("sweep", "From a model to the paper's figures: similarity once, then every strategy × block size " +
+            "evaluated with layers skipped in memory; results.json/.csv, plots and report.md")
+        {
+            model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, output, force,
+            healSteps, healData, healQuant, healBatch, healRank, healLr, json,
+        };
         return cmd.WithAction(p =>
         {
             string? modelDir = p.GetValue(model);
-            string? dataPath = p.GetValue(data), taskList = p.GetValue(tasks), healText = p.GetValue(healData);
+            string? dataPath = p.GetValue(data);
+            string? taskList = p.GetValue(tasks);
+            string? healText = p.GetValue(healData);
             Cli.Require(p.GetValue(healSteps) >= 0, $"--heal-steps {p.GetValue(healSteps)}: must be ≥ 0");
             string quant = p.GetValue(healQuant)!;
             Cli.Require(quant is "nf4" or "none", $"--heal-quant {quant}: expected nf4 or none");
@@ -56,41 +125,101 @@ public static class SweepCommand
             Cli.ExistingFile(dataPath!, "--data");
             Cli.Require(taskList is not null, "--tasks is required with --model (e.g. loss:val.txt,mc:cloze.jsonl)");
             Cli.Require(p.GetValue(n) is null || p.GetValue(fractions) is null, "give --n or --fractions, not both");
+            Cli.Require(p.GetValue(maxChunks) >= 0, $"--max-chunks {p.GetValue(maxChunks)}: must be at least 0 (0 = all)");
+            Cli.Require(p.GetValue(batch) >= 1, $"--batch {p.GetValue(batch)}: must be at least 1");
+            Cli.Require(p.GetValue(seqLen) >= 2, $"--seq-len {p.GetValue(seqLen)}: must be at least 2");
+            Cli.Require(itemLimit is null or >= 1, $"--limit {itemLimit}: must be at least 1");
+            HealOptions? heal = null;
+            if (p.GetValue(healSteps) > 0)
+            {
+                string healFile = healText ?? throw LayerPruneException.Usage("--heal-data is required with --heal-steps");
+                heal = new HealOptions
+                {
+                    ModelDir = modelDir,
+                    OutDir = "",
+                    DataPath = Cli.ExistingFile(healFile, "--heal-data"),
+                    Steps = p.GetValue(healSteps),
+                    Batch = p.GetValue(healBatch),
+                    SeqLen = p.GetValue(seqLen),
+                    Rank = p.GetValue(healRank),
+                    Alpha = 2 * p.GetValue(healRank),
+                    LearningRate = p.GetValue(healLr),
+                    SaveEvery = 25,
+                    Quant = quant == "nf4" ? BaseQuantization.Nf4 : BaseQuantization.None,
+                };
+            }
             var options = new SweepOptions
             {
-                ModelDir = modelDir, DataPath = dataPath!, Samples = p.GetValue(samples), SeqLen = p.GetValue(seqLen), Batch = p.GetValue(batch),
-                Tasks = taskList!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-                Strategies = p.GetValue(strategies)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                ModelDir = modelDir,
+                DataPath = dataPath!,
+                Samples = p.GetValue(samples),
+                SeqLen = p.GetValue(seqLen),
+                Batch = p.GetValue(batch),
+                Tasks = taskList!.Split(',', Split),
+                Strategies = p.GetValue(strategies)!.Split(',', Split),
                 Ns = p.GetValue(n) is { } ns ? ParseNs(ns) : null,
                 Fractions = p.GetValue(fractions) is { } fs ? ParseFractions(fs) : null,
-                Seed = p.GetValue(seed), OutDir = p.GetValue(output)!, Force = p.GetValue(force),
-                Heal = p.GetValue(healSteps) == 0 ? null : new LayerPrune.Healing.HealOptions
+                Seed = p.GetValue(seed),
+                OutDir = p.GetValue(output)!,
+                Force = p.GetValue(force),
+                Heal = heal,
+                Eval = EvalOptions.Default with
                 {
-                    ModelDir = modelDir, OutDir = "", DataPath = Cli.ExistingFile(healText ?? throw LayerPruneException.Usage("--heal-data is required with --heal-steps"), "--heal-data"),
-                    Steps = p.GetValue(healSteps), Batch = p.GetValue(healBatch), SeqLen = p.GetValue(seqLen), Rank = p.GetValue(healRank),
-                    Alpha = 2 * p.GetValue(healRank), LearningRate = p.GetValue(healLr), SaveEvery = 25,
-                    Quant = quant == "nf4" ? LayerPrune.Healing.BaseQuantization.Nf4 : LayerPrune.Healing.BaseQuantization.None,
+                    Limit = itemLimit,
+                    BatchSize = p.GetValue(batch),
+                    SeqLen = p.GetValue(seqLen),
+                    MaxChunks = p.GetValue(maxChunks) == 0 ? null : p.GetValue(maxChunks),
                 },
-                Eval = new EvalOptions { Limit = itemLimit, BatchSize = p.GetValue(batch), SeqLen = p.GetValue(seqLen), MaxChunks = p.GetValue(maxChunks) == 0 ? null : p.GetValue(maxChunks) },
             };
             var tok = Cli.LoadTokenizer(modelDir);
             using var lm = Cli.LoadModel(p, modelDir);
-            var result = SweepRunner.Run(lm, tok, options);
-            if (p.GetValue(json)) { Cli.PrintJson(result); return 0; }
+            var result = Run(lm, tok, options, p);
+            if (p.GetValue(json))
+            {
+                Cli.PrintJson(result.ToJson());
+                return 0;
+            }
             Console.Out.WriteLine(File.ReadAllText(Path.Combine(options.OutDir, "report.md")));
             Console.Error.WriteLine($"wrote {Path.GetFullPath(options.OutDir)}: results.json, results.csv, report.md, *.png");
             return 0;
         });
     }
 
+    /// <summary>Runs the sweep; the library's parameter-named errors become flag-named usage errors.</summary>
+    static SweepResult Run(LayerPrune.Modeling.CausalLM lm, LayerPrune.Tokenization.ITextTokenizer tok, SweepOptions options,
+        ParseResult p)
+    {
+        try
+        {
+            if (SweepRunner.HoldsOtherSweep(options, lm.NumLayers) && !options.Force)
+                throw new LayerPruneException($"--out {options.OutDir}: holds results of a different sweep (other model, data, " +
+                    "tasks or options); use --force to start over or another --out");
+            return SweepRunner.Run(lm, tok, options, SpectreProgressSink.ForCli(p.GetValue(Cli.Quiet)));
+        }
+        catch (ArgumentException e) when (e.ParamName is { } name && Flags.TryGetValue(name, out var flag))
+        {
+            throw LayerPruneException.Usage($"{flag}: {BareMessage(e)}");
+        }
+    }
+
+    /// <summary>An ArgumentException's message without .NET's " (Parameter 'x')" suffix and actual-value line.</summary>
+    static string BareMessage(ArgumentException e)
+    {
+        string m = e.Message.Split('\n')[0].Trim();
+        string suffix = $" (Parameter '{e.ParamName}')";
+        return m.EndsWith(suffix, StringComparison.Ordinal) ? m[..^suffix.Length] : m;
+    }
+
     static List<int> ParseNs(string s)
     {
         var result = new List<int>();
-        foreach (var part in s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        foreach (var part in s.Split(',', Split))
         {
             var b = part.Split('-');
-            if (b.Length > 2 || !b.All(x => int.TryParse(x, out _))) throw LayerPruneException.Usage($"--n {s}: expected sizes like 1-15 or 2,4,8");
-            int lo = int.Parse(b[0]), hi = int.Parse(b[^1]);
+            if (b.Length > 2 || !b.All(x => int.TryParse(x, out _)))
+                throw LayerPruneException.Usage($"--n {s}: expected sizes like 1-15 or 2,4,8");
+            int lo = int.Parse(b[0]);
+            int hi = int.Parse(b[^1]);
             result.AddRange(Enumerable.Range(lo, Math.Max(0, hi - lo + 1)));
         }
         return result;
@@ -98,14 +227,21 @@ public static class SweepCommand
 
     static List<double> ParseFractions(string s)
     {
-        try { return s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList(); }
-        catch (FormatException) { throw LayerPruneException.Usage($"--fractions {s}: expected numbers like 0.1,0.25"); }
+        try
+        {
+            return s.Split(',', Split).Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToList();
+        }
+        catch (FormatException)
+        {
+            throw LayerPruneException.Usage($"--fractions {s}: expected numbers like 0.1,0.25");
+        }
     }
 }
 
 /// <summary>Finds the embedded samples/ folder: from the working directory or the installed binary, walking up.</summary>
 public static class Samples
 {
+    /// <summary>The absolute path of samples/<paramref name="relative"/>; a <see cref="LayerPruneException"/> when absent.</summary>
     public static string Find(string relative)
     {
         foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
@@ -114,6 +250,7 @@ public static class Samples
                 string candidate = Path.Combine(d.FullName, "samples", relative);
                 if (File.Exists(candidate) || Directory.Exists(candidate)) return candidate;
             }
-        throw new LayerPruneException($"the embedded sample 'samples/{relative}' was not found (run from the LayerPrune checkout or pass --model/--data/--tasks)");
+        throw new LayerPruneException(
+            $"the embedded sample 'samples/{relative}' was not found (run from the LayerPrune checkout or pass --model/--data/--tasks)");
     }
 }

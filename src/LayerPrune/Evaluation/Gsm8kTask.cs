@@ -1,5 +1,8 @@
 using System.Text.RegularExpressions;
 using LayerPrune.Data;
+using LayerPrune.Modeling;
+using LayerPrune.Reporting;
+using LayerPrune.Tokenization;
 
 namespace LayerPrune.Evaluation;
 
@@ -12,18 +15,96 @@ namespace LayerPrune.Evaluation;
 /// Deviation: the shots are the first k rows of the train file (the harness samples them at random from train);
 /// without a train file they are the first k rows of the test file itself, which are then not scored.
 /// </summary>
-public static partial class Gsm8kTask
+public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
 {
+    /// <summary>The <c>gsm8k</c> kind: 5-shot by default; a folder means its test.jsonl (+ train.jsonl as train=).</summary>
+    public static readonly TaskKind Kind = new("gsm8k", s => new Gsm8kTask(s))
+    {
+        DefaultShots = 5, MaxShots = int.MaxValue, Generates = true, Resolve = ResolveFolder,
+        Options = [new TaskOption("train", "FILE")],
+    };
+
+    /// <summary>The harness's generation_kwargs.until.</summary>
     public static readonly string[] StopSequences = ["Question:", "</s>", "<|im_end|>"];
+
+    /// <summary>The filters' answer when nothing matches.</summary>
     public const string Fallback = "[invalid]";
+
+    /// <inheritdoc/>
+    public TaskSpec Spec { get; } = spec;
+
+    /// <summary>The items; <paramref name="limit"/> keeps the first N.</summary>
+    public IReadOnlyList<GenerationDoc> LoadDocs(int? limit = null) => Load(Spec.Path, Spec.TrainPath, Spec.NumFewshot, limit);
+
+    /// <inheritdoc/>
+    public IPreparedTask Prepare(ITextTokenizer tokenizer, EvalOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(options);
+        var docs = LoadDocs(options.Limit);
+        var prompts = docs.Select(d => tokenizer.Encode(d.Prompt)).ToList();
+        return new Prepared(Spec, tokenizer, docs, prompts, options.MaxNewTokens);
+    }
+
+    static TaskSpec ResolveFolder(TaskSpec s)
+    {
+        if (!Directory.Exists(s.Path)) return s;
+        var options = new Dictionary<string, string>(s.Options);
+        string train = System.IO.Path.Combine(s.Path, "train.jsonl");
+        if (!options.ContainsKey("train") && File.Exists(train)) options["train"] = train;
+        return s with { Path = System.IO.Path.Combine(s.Path, "test.jsonl"), Options = options };
+    }
+
+    sealed class Prepared(TaskSpec spec, ITextTokenizer tok, IReadOnlyList<GenerationDoc> docs, List<IReadOnlyList<int>> prompts,
+        int maxNewTokens) : IPreparedTask
+    {
+        /// <inheritdoc/>
+        public TaskSpec Spec => spec;
+
+        /// <inheritdoc/>
+        public IReadOnlyList<MetricInfo> Metrics { get; } =
+            [MetricInfo.Accuracy(spec.Kind, "exact_match_strict", null), MetricInfo.Accuracy(spec.Kind, "exact_match_flexible", null)];
+
+        /// <inheritdoc/>
+        public IReadOnlyDictionary<string, double> Protocol { get; } = new Dictionary<string, double>
+        {
+            ["items"] = docs.Count,
+            ["num_fewshot"] = spec.NumFewshot,
+            ["max_new_tokens"] = maxNewTokens,
+        };
+
+        /// <inheritdoc/>
+        public TaskScore Score(CausalLM model, IReadOnlyList<int>? layers = null, IProgressSink? progress = null)
+        {
+            ArgumentNullException.ThrowIfNull(model);
+            var acc = new GenerationAccumulator(spec.Kind);
+            using var p = ProgressReporter.Start(spec.Kind, docs.Count, "items", progress ?? NullProgressSink.Instance, clock: null);
+            for (int i = 0; i < docs.Count; i++)
+            {
+                var doc = docs[i];
+                var result = TextGenerator.Generate(model, prompts[i], new GenerationOptions
+                {
+                    MaxNewTokens = maxNewTokens,
+                    Greedy = true,
+                    Layers = layers,
+                    ShouldStop = ids => doc.StopSequences.Any(tok.Decode(ids).Contains),
+                });
+                acc.Add(doc, tok.Decode(result.TokenIds.Skip(result.PromptLength)));
+                p.Advance();
+            }
+            return acc.Result();
+        }
+    }
 
     [GeneratedRegex(@"#### (\-?[0-9\.\,]+)")] private static partial Regex Strict();
     [GeneratedRegex(@"(-?[$0-9.,]{2,})|(-?[0-9]+)")] private static partial Regex Flexible();
     [GeneratedRegex(@"(?s).*#### ")] private static partial Regex UpToHashes();
     [GeneratedRegex(@"\.$")] private static partial Regex TrailingPeriod();
 
+    /// <summary>doc_to_text: "Question: {question}\nAnswer:".</summary>
     public static string DocToText(string question) => $"Question: {question}\nAnswer:";
 
+    /// <summary>The k-shot prompt: each shot as doc_to_text + " " + answer + "\n\n", then the question.</summary>
     public static string BuildPrompt(string question, IReadOnlyList<(string Question, string Answer)> shots)
     {
         var sb = new System.Text.StringBuilder();
@@ -41,6 +122,7 @@ public static partial class Gsm8kTask
         return rows;
     }
 
+    /// <summary>The items of <paramref name="path"/> with their k-shot prompts (see the class summary for the shots).</summary>
     public static List<GenerationDoc> Load(string path, string? trainPath = null, int numFewshot = 5, int? limit = null)
     {
         var test = ReadRows(path);
@@ -55,7 +137,8 @@ public static partial class Gsm8kTask
         else
         {
             if (test.Count <= numFewshot)
-                throw new LayerPruneException($"{path}: {numFewshot}-shot GSM8K without a train file needs more than {numFewshot} rows, found {test.Count}");
+                throw new LayerPruneException(
+                    $"{path}: {numFewshot}-shot GSM8K without a train file needs more than {numFewshot} rows, found {test.Count}");
             shots = test.Take(numFewshot).ToList();
             test = test.Skip(numFewshot).ToList();
         }

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using LayerPrune.Data;
 
@@ -11,12 +12,16 @@ namespace LayerPrune.Evaluation;
 /// preprocess(ctx) is the query; the harness's capitalisation of ctx_b cannot be redone there since ctx_a/ctx_b are
 /// not separated).
 /// </summary>
-public static partial class HellaswagTask
+public sealed partial class HellaswagTask(TaskSpec spec) : JsonlChoiceTask(spec)
 {
+    /// <summary>The <c>hellaswag</c> kind: 0-shot only.</summary>
+    public static readonly TaskKind Kind = new("hellaswag", s => new HellaswagTask(s));
+
     [GeneratedRegex(@"\[.*?\]")]
     private static partial Regex Bracketed();
 
-    /// <summary>The harness's preprocess: strip, " [title]" → ". ", drop "[...]" (non-greedy), "  " → " " (once, left to right).</summary>
+    /// <summary>The harness's preprocess: strip, " [title]" → ". ", drop "[...]" (non-greedy),
+    /// "  " → " " (once, left to right).</summary>
     public static string Preprocess(string text)
     {
         text = PyText.Strip(text);
@@ -25,23 +30,24 @@ public static partial class HellaswagTask
         return text.Replace("  ", " ", StringComparison.Ordinal);
     }
 
+    /// <summary>The query of the raw layout.</summary>
     public static string Query(string activityLabel, string ctxA, string ctxB) =>
         Preprocess(activityLabel + ": " + ctxA + " " + PyText.Capitalize(ctxB));
 
-    public static List<EvalDoc> Load(string path, int? limit = null)
+    /// <summary>The first <paramref name="limit"/> items of <paramref name="path"/> (all when null).</summary>
+    public static List<EvalDoc> Load(string path, int? limit = null) => Read(path, limit, Doc);
+
+    /// <inheritdoc/>
+    protected override EvalDoc ToDoc(JsonObject row, string path, int line) => Doc(row, path, line);
+
+    static EvalDoc Doc(JsonObject row, string path, int line)
     {
-        var docs = new List<EvalDoc>();
-        foreach (var (line, row) in JsonLines.Read(path))
-        {
-            if (limit is int l && docs.Count >= l) break;
-            string query = row["ctx_a"] is not null || row["activity_label"] is not null
-                ? Query(JsonLines.GetString(row, "activity_label", path, line), JsonLines.GetString(row, "ctx_a", path, line),
-                    JsonLines.GetString(row, "ctx_b", path, line))
-                : Preprocess(JsonLines.GetString(row, "ctx", path, line));
-            var choices = JsonLines.GetStringArray(row, "endings", path, line).Select(Preprocess).ToArray();
-            docs.Add(EvalDoc.FromChoices(query, choices, JsonLines.GetInt(row, "label", path, line), source: $"{path}:{line}"));
-        }
-        if (docs.Count == 0) throw new LayerPruneException($"{path}: no items");
-        return docs;
+        bool raw = row["ctx_a"] is not null || row["activity_label"] is not null;
+        string query = raw
+            ? Query(JsonLines.GetString(row, "activity_label", path, line), JsonLines.GetString(row, "ctx_a", path, line),
+                JsonLines.GetString(row, "ctx_b", path, line))
+            : Preprocess(JsonLines.GetString(row, "ctx", path, line));
+        var choices = JsonLines.GetStringArray(row, "endings", path, line).Select(Preprocess).ToArray();
+        return EvalDoc.FromChoices(query, choices, JsonLines.GetInt(row, "label", path, line), source: $"{path}:{line}");
     }
 }

@@ -12,11 +12,13 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
     /// <summary>Score every continuation of a group of items sharing one context (the choices of one question).</summary>
     /// <param name="reusePrefix">Run the longest common prefix of an item's choices once and continue each choice from
     /// its KV cache (the harness recomputes the context per choice; results agree to float rounding).</param>
-    public List<double[]> Score(IReadOnlyList<IReadOnlyList<LoglikelihoodRequest>> items, bool reusePrefix = true, Action<int>? onItemsDone = null)
+    public List<double[]> Score(IReadOnlyList<IReadOnlyList<LoglikelihoodRequest>> items, bool reusePrefix = true,
+        Action<int>? onItemsDone = null)
     {
         var results = new double[items.Count][];
         // Longest items first (the harness sorts by length too): padding waste stays small and OOM shows up early.
-        var order = Enumerable.Range(0, items.Count).OrderByDescending(i => items[i].Max(r => r.ContextIds.Length + r.ContinuationIds.Length)).ToList();
+        var order = Enumerable.Range(0, items.Count)
+            .OrderByDescending(i => items[i].Max(r => r.ContextIds.Length + r.ContinuationIds.Length)).ToList();
         using var _ = no_grad();
         if (reusePrefix)
         {
@@ -52,9 +54,16 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
         var seqs = requests.Select(r => r.ContextIds.Concat(r.ContinuationIds).ToArray()).ToList();
         int T = seqs.Max(s => s.Length) - 1;
         var hidden = model.Forward(PadRight(seqs.Select(s => s[..^1]).ToList(), T), options: Hidden); // [N, T, H]
-        var rows = new List<long>(); var targets = new List<long>(); var owner = new List<int>();
+        var rows = new List<long>();
+        var targets = new List<long>();
+        var owner = new List<int>();
         for (int n = 0; n < seqs.Count; n++)
-            for (int p = requests[n].ContextIds.Length - 1; p < seqs[n].Length - 1; p++) { rows.Add((long)n * T + p); targets.Add(seqs[n][p + 1]); owner.Add(n); }
+            for (int p = requests[n].ContextIds.Length - 1; p < seqs[n].Length - 1; p++)
+            {
+                rows.Add((long)n * T + p);
+                targets.Add(seqs[n][p + 1]);
+                owner.Add(n);
+            }
         return SumLogProbs(hidden.reshape(-1, hidden.shape[2]), rows, targets, owner, requests.Count);
     }
 
@@ -70,7 +79,8 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
         var prefixLen = seqs.Select(s => Math.Max(1, Math.Min(CommonPrefix(s), s.Min(x => x.Length) - 1))).ToArray();
         int P = prefixLen.Max();
         var prefixMask = zeros(items.Count, P, dtype: ScalarType.Int64);
-        for (int d = 0; d < items.Count; d++) prefixMask[d, TensorIndex.Slice(0, prefixLen[d])] = tensor(1L);
+        for (int d = 0; d < items.Count; d++)
+            prefixMask[d, TensorIndex.Slice(0, prefixLen[d])] = tensor(1L);
         using var cache = NewCache();
         var prefixIds = PadRight(seqs.Select((s, d) => s[0][..prefixLen[d]]).ToList(), P);
         var prefixHidden = model.Forward(prefixIds, prefixMask, cache, Hidden); // [D, P, H]
@@ -79,7 +89,8 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
         var rowsOf = seqs.SelectMany((s, d) => s.Select(x => (d, x))).ToList();
         int R = Math.Max(1, rowsOf.Max(r => r.x.Length - 1 - prefixLen[r.d]));
         var restMask = zeros(rowsOf.Count, R, dtype: ScalarType.Int64);
-        for (int n = 0; n < rowsOf.Count; n++) restMask[n, TensorIndex.Slice(0, rowsOf[n].x.Length - 1 - prefixLen[rowsOf[n].d])] = tensor(1L);
+        for (int n = 0; n < rowsOf.Count; n++)
+            restMask[n, TensorIndex.Slice(0, rowsOf[n].x.Length - 1 - prefixLen[rowsOf[n].d])] = tensor(1L);
         var itemOfRow = tensor(rowsOf.Select(r => (long)r.d).ToArray());
         using var rowCache = cache.Select(itemOfRow);
         var restIds = PadRight(rowsOf.Select(r => r.x[prefixLen[r.d]..^1]).ToList(), R);
@@ -89,7 +100,9 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
         // Gather the hidden state predicting each continuation token: from the prefix pass or the choice pass.
         var all = cat([prefixHidden.reshape(-1, prefixHidden.shape[2]), restHidden.reshape(-1, restHidden.shape[2])], 0);
         long restBase = (long)items.Count * P;
-        var rows = new List<long>(); var targets = new List<long>(); var owner = new List<int>();
+        var rows = new List<long>();
+        var targets = new List<long>();
+        var owner = new List<int>();
         int row = 0;
         var flatItem = new List<(int d, int c)>();
         for (int d = 0; d < items.Count; d++)
@@ -100,7 +113,8 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
                 for (int p = items[d][c].ContextIds.Length - 1; p < s.Length - 1; p++)
                 {
                     rows.Add(p < prefixLen[d] ? (long)d * P + p : restBase + (long)row * R + (p - prefixLen[d]));
-                    targets.Add(s[p + 1]); owner.Add(row);
+                    targets.Add(s[p + 1]);
+                    owner.Add(row);
                 }
             }
         var sums = SumLogProbs(all, rows, targets, owner, row);
@@ -115,7 +129,8 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
         using var scope = NewDisposeScope();
         var h = flatHidden.index_select(0, tensor(rows.ToArray(), device: flatHidden.device)).unsqueeze(0);   // [1, K, H]
         var logProbs = model.Head(h)[0].to(ScalarType.Float32).log_softmax(-1);                               // [K, V]
-        var picked = logProbs.gather(1, tensor(targets.ToArray(), device: logProbs.device).unsqueeze(1)).squeeze(1).to(ScalarType.Float64).cpu();
+        var index = tensor(targets.ToArray(), device: logProbs.device).unsqueeze(1);                          // [K, 1]
+        var picked = logProbs.gather(1, index).squeeze(1).to(ScalarType.Float64).cpu();                       // [K]
         var values = picked.data<double>().ToArray();
         var sums = new double[owners];
         for (int k = 0; k < values.Length; k++) sums[owner[k]] += values[k];
@@ -125,14 +140,18 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
     static int CommonPrefix(List<int[]> seqs)
     {
         int n = seqs.Min(s => s.Length);
-        for (int i = 0; i < n; i++) if (seqs.Any(s => s[i] != seqs[0][i])) return i;
+        for (int i = 0; i < n; i++)
+            if (seqs.Any(s => s[i] != seqs[0][i]))
+                return i;
         return n;
     }
 
     static Tensor PadRight(List<int[]> seqs, int T)
     {
         var ids = new long[seqs.Count * T];
-        for (int n = 0; n < seqs.Count; n++) for (int t = 0; t < seqs[n].Length; t++) ids[n * T + t] = seqs[n][t];
+        for (int n = 0; n < seqs.Count; n++)
+            for (int t = 0; t < seqs[n].Length; t++)
+                ids[n * T + t] = seqs[n][t];
         return tensor(ids, [seqs.Count, T]);
     }
 }

@@ -3,8 +3,10 @@ using static TorchSharp.torch;
 
 namespace LayerPrune.Evaluation;
 
+/// <summary>Mean next-token loss over <paramref name="Tokens"/> predictions of <paramref name="Chunks"/> chunks.</summary>
 public sealed record LossResult(double ValidationLoss, long Tokens, int Chunks)
 {
+    /// <summary>exp(loss).</summary>
     public double Perplexity => Math.Exp(ValidationLoss);
 }
 
@@ -14,10 +16,14 @@ public sealed record LossResult(double ValidationLoss, long Tokens, int Chunks)
 /// </summary>
 public static class LossEvaluator
 {
-    public static LossResult Evaluate(CausalLM model, IReadOnlyList<int[]> chunks, int batchSize = 8, IReadOnlyList<int>? layers = null, Action<int>? onChunksDone = null)
+    /// <summary>The mean loss of <paramref name="chunks"/> (equal-length sequences), running only
+    /// <paramref name="layers"/> when given.</summary>
+    public static LossResult Evaluate(CausalLM model, IReadOnlyList<int[]> chunks, int batchSize = 8, IReadOnlyList<int>? layers = null,
+        Action<int>? onChunksDone = null)
     {
-        if (chunks.Count == 0) throw new LayerPruneException("loss: no chunks (the data is shorter than one sequence; lower --seq-len?)");
-        double total = 0; long count = 0;
+        if (chunks.Count == 0) throw new LayerPruneException("loss: no chunks (the data is shorter than one sequence)");
+        double total = 0;
+        long count = 0;
         using var _ = no_grad();
         foreach (var batch in chunks.Chunk(Math.Max(1, batchSize)))
         {

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using LayerPrune.Data;
 
 namespace LayerPrune.Evaluation;
@@ -7,21 +8,19 @@ namespace LayerPrune.Evaluation;
 /// Requests are (context, choice) with the choices used verbatim (they carry their own leading space, so the
 /// target delimiter is empty); acc_norm divides by the length of the choice as written.
 /// </summary>
-public static class McTask
+public sealed class McTask(TaskSpec spec) : JsonlChoiceTask(spec)
 {
-    public static List<EvalDoc> Load(string path, int? limit = null)
-    {
-        var docs = new List<EvalDoc>();
-        foreach (var (line, row) in JsonLines.Read(path))
-        {
-            if (limit is int l && docs.Count >= l) break;
-            var src = $"{path}:{line}";
-            docs.Add(EvalDoc.FromChoices(
-                JsonLines.GetString(row, "context", path, line),
-                JsonLines.GetStringArray(row, "choices", path, line),
-                JsonLines.GetInt(row, "label", path, line), subject: null, targetDelimiter: "", source: src));
-        }
-        if (docs.Count == 0) throw new LayerPruneException($"{path}: no items");
-        return docs;
-    }
+    /// <summary>The <c>mc</c> kind: 0-shot only.</summary>
+    public static readonly TaskKind Kind = new("mc", s => new McTask(s));
+
+    /// <summary>The first <paramref name="limit"/> items of <paramref name="path"/> (all when null).</summary>
+    public static List<EvalDoc> Load(string path, int? limit = null) => Read(path, limit, Doc);
+
+    /// <inheritdoc/>
+    protected override EvalDoc ToDoc(JsonObject row, string path, int line) => Doc(row, path, line);
+
+    static EvalDoc Doc(JsonObject row, string path, int line) => EvalDoc.FromChoices(
+        JsonLines.GetString(row, "context", path, line),
+        JsonLines.GetStringArray(row, "choices", path, line),
+        JsonLines.GetInt(row, "label", path, line), subject: null, targetDelimiter: "", source: $"{path}:{line}");
 }

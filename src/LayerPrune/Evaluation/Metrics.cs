@@ -26,6 +26,7 @@ public static class Metrics
         return (Argmax(logprobs) == doc.Gold, Argmax(norm) == doc.Gold);
     }
 
+    /// <summary>Arithmetic mean; NaN for an empty list.</summary>
     public static double Mean(IReadOnlyList<double> xs) => xs.Count == 0 ? double.NaN : xs.Sum() / xs.Count;
 
     /// <summary>sample_stddev (Bessel-corrected): sqrt(Σ(x-μ)² / (n-1)).</summary>
@@ -45,8 +46,13 @@ public static class Metrics
     public static double PooledStderr(IReadOnlyList<double> stderrs, IReadOnlyList<int> sizes)
     {
         if (stderrs.Count != sizes.Count) throw new ArgumentException("stderrs and sizes differ in length");
-        double num = 0; long total = 0;
-        for (int i = 0; i < sizes.Count; i++) { num += (sizes[i] - 1) * stderrs[i] * stderrs[i] * sizes[i]; total += sizes[i]; }
+        double num = 0;
+        long total = 0;
+        for (int i = 0; i < sizes.Count; i++)
+        {
+            num += (sizes[i] - 1) * stderrs[i] * stderrs[i] * sizes[i];
+            total += sizes[i];
+        }
         return Math.Sqrt(num / (total - sizes.Count) / total);
     }
 }
@@ -66,8 +72,10 @@ public sealed class MultipleChoiceAccumulator(string taskName)
 {
     private readonly List<(string? Subject, double Acc, double AccNorm)> _items = [];
 
+    /// <summary>Items added so far.</summary>
     public int Count => _items.Count;
 
+    /// <summary>Scores one item from its choices' log-likelihoods.</summary>
     public void Add(EvalDoc doc, IReadOnlyList<double> logprobs)
     {
         var (acc, accNorm) = Metrics.Score(doc, logprobs);
@@ -118,6 +126,7 @@ public sealed class GenerationAccumulator(string taskName)
         _flexible.Add(Gsm8kTask.IsCorrect(Gsm8kTask.FlexibleExtract(text), doc.Target) ? 1 : 0);
     }
 
+    /// <summary>exact_match under both filters, with mean_stderr.</summary>
     public TaskScore Result()
     {
         if (_strict.Count == 0) throw new InvalidOperationException($"{taskName}: no results");

@@ -19,13 +19,27 @@ public sealed record MmluItem(string Question, IReadOnlyList<string> Choices, in
 /// question,A,B,C,D,letter) and the export with header question,choice0..choice3,answer (answer 0–3). JSONL rows:
 /// {question, choices[4], answer (0–3 or letter), subject?}.
 /// </summary>
-public static class MmluTask
+public sealed class MmluTask(TaskSpec spec) : MultipleChoiceTask(spec)
 {
+    /// <summary>The <c>mmlu</c> kind: 5-shot by default; PATH may be a folder; dev=FILE and subject=NAME for single files.</summary>
+    public static readonly TaskKind Kind = new("mmlu", s => new MmluTask(s))
+    {
+        DefaultShots = 5, MaxShots = int.MaxValue, AllowsFolder = true,
+        Options = [new TaskOption("dev", "FILE"), new TaskOption("subject", "NAME")],
+    };
+
+    /// <summary>The answer letters (doc_to_choice).</summary>
     public static readonly string[] Letters = ["A", "B", "C", "D"];
 
+    /// <inheritdoc/>
+    public override IReadOnlyList<EvalDoc> LoadDocs(int? limit = null) =>
+        Load(Spec.Path, Spec.NumFewshot, limit, Spec.DevPath, Spec.Subject);
+
+    /// <summary>The per-subject description line.</summary>
     public static string Description(string subject) =>
         $"The following are multiple choice questions (with answers) about {subject.Replace('_', ' ')}.\n\n";
 
+    /// <summary>doc_to_text of one item.</summary>
     public static string DocToText(MmluItem item) =>
         $"{PyText.Strip(item.Question)}\nA. {item.Choices[0]}\nB. {item.Choices[1]}\nC. {item.Choices[2]}\nD. {item.Choices[3]}\nAnswer:";
 
@@ -51,7 +65,8 @@ public static class MmluTask
             {
                 var devItems = dev.Where(d => d.Subject == group.Key).ToArray();
                 if (devItems.Length < numFewshot)
-                    throw new LayerPruneException($"{path}: {numFewshot}-shot MMLU needs {numFewshot} dev items for subject \"{group.Key}\", found {devItems.Length} (use shots=0 or provide the dev split)");
+                    throw new LayerPruneException($"{path}: {numFewshot}-shot MMLU needs {numFewshot} dev items for subject " +
+                        $"\"{group.Key}\", found {devItems.Length} (use shots=0 or provide the dev split)");
                 shots = devItems[..numFewshot];
             }
             foreach (var item in limitPerSubject is int l ? group.Take(l) : group)

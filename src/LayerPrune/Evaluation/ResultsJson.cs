@@ -20,6 +20,7 @@ public sealed record EvalRunConfig(string ModelPath, IReadOnlyList<TaskSpec> Tas
 /// </summary>
 public static class ResultsJson
 {
+    /// <summary>The results document of <paramref name="scores"/> (see the class summary).</summary>
     public static JsonObject Build(IEnumerable<TaskScore> scores, EvalRunConfig config)
     {
         var results = new JsonObject();
@@ -45,6 +46,22 @@ public static class ResultsJson
         };
     }
 
+    /// <summary>Per task (by its spec as written): what exactly was measured (<see cref="IPreparedTask.Protocol"/>),
+    /// e.g. <c>{"loss:val.txt": {"seq_len": 256, "max_chunks": 128, "chunks": 128, "tokens": 32640}}</c>.</summary>
+    public static JsonObject Protocol(IEnumerable<IPreparedTask> tasks)
+    {
+        ArgumentNullException.ThrowIfNull(tasks);
+        var o = new JsonObject();
+        foreach (var t in tasks)
+        {
+            var entry = new JsonObject();
+            foreach (var (k, v) in t.Protocol) entry[k] = v;
+            o[t.Spec.Text] = entry;
+        }
+        return o;
+    }
+
+    /// <summary><see cref="Build"/>, indented.</summary>
     public static string ToJsonString(IEnumerable<TaskScore> scores, EvalRunConfig config) =>
         Build(scores, config).ToJsonString(new JsonSerializerOptions { WriteIndented = true });
 

@@ -7,7 +7,9 @@ namespace LayerPrune.Reporting;
 /// </summary>
 public static class Plots
 {
+    /// <summary>Default PNG width in pixels.</summary>
     public const int DefaultWidth = 900;
+    /// <summary>Default PNG height in pixels.</summary>
     public const int DefaultHeight = 700;
 
     /// <summary>Sans-serif families tried in order; the first one installed is used for all text.</summary>
@@ -44,7 +46,14 @@ public static class Plots
 
     private static string SafeDefaultFont()
     {
-        try { return Fonts.Default; } catch (Exception) { return "sans-serif"; }
+        try
+        {
+            return Fonts.Default;
+        }
+        catch (Exception)
+        {
+            return "sans-serif";
+        }
     }
 
     private static Plot NewPlot()
@@ -182,7 +191,11 @@ public static class Plots
             for (int l = 0; l + n <= layers; l++)
             {
                 double v = matrix[l, l + n];
-                if (double.IsFinite(v) && v < best) { best = v; bestL = l; }
+                if (double.IsFinite(v) && v < best)
+                {
+                    best = v;
+                    bestL = l;
+                }
             }
             if (bestL >= 0) result.Add((n, bestL, best));
         }
@@ -225,10 +238,11 @@ public static class Plots
             sc.MarkerShape = shapes[i % shapes.Length];
         }
 
-        if (chanceLevel is double chance && double.IsFinite(chance)) AddLabelledLine(plot, chance, "chance", Colors.Gray, LinePattern.Dashed);
-        if (baseline is double b && double.IsFinite(b)) AddLabelledLine(plot, b, "unpruned", Colors.Black, LinePattern.Dotted);
+        if (chanceLevel is double chance && double.IsFinite(chance))
+            AddLabelledLine(plot, chance, "chance", Colors.Gray, LinePattern.Dashed);
+        if (baseline is double b && double.IsFinite(b))
+            AddLabelledLine(plot, b, "unpruned", Colors.Black, LinePattern.Dotted);
 
-        plot.Axes.Right.MinimumSize = 28; // room for the rotated "chance"/"unpruned" labels
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { TickDensity = 0.6 };
         plot.Title(title, 18);
         plot.XLabel("fraction of layers removed", 15);
@@ -242,6 +256,7 @@ public static class Plots
         double span = limits.Top - limits.Bottom;
         if (span <= 0) span = Math.Max(Math.Abs(limits.Top), 1);
         plot.Axes.SetLimitsY(limits.Bottom - 0.05 * span, limits.Top + 0.05 * span);
+        PlaceLineLabels(plot, limits.Bottom - 0.05 * span, limits.Top + 0.05 * span);
         return plot;
     }
 
@@ -257,15 +272,31 @@ public static class Plots
         plot.SavePng(path, width, height);
     }
 
-    /// <summary>A horizontal reference line with its legend entry and a label on the right edge (keeps left tick labels readable).</summary>
+    /// <summary>
+    /// A horizontal reference line with its legend entry and a label at the right end of the line, inside the data
+    /// area (keeps the left tick labels readable and the right axis clear). <see cref="PlaceLineLabels"/> puts the
+    /// label above the line, or below it in the upper half, once the axis limits are known.
+    /// </summary>
     static void AddLabelledLine(Plot plot, double y, string label, Color color, LinePattern pattern)
     {
         var line = plot.Add.HorizontalLine(y, 1.5f, color, pattern);
         line.LegendText = label;
-        line.Text = label;
-        line.LabelFontName = FontName;
-        line.LabelFontSize = 12;
-        line.LabelBackgroundColor = color;
-        line.LabelOppositeAxis = true;
+        var text = plot.Add.Text(label, LabelX, y);
+        text.LabelFontName = FontName;
+        text.LabelFontSize = 12;
+        text.LabelFontColor = Colors.White;
+        text.LabelBackgroundColor = color;
+        text.LabelPadding = 2;
+        text.LabelAlignment = Alignment.LowerRight;
+    }
+
+    /// <summary>The x (fraction) where reference-line labels end: inside the x range [−0.02, 1.02].</summary>
+    const double LabelX = 1.0;
+
+    /// <summary>Labels of lines in the upper half of the y range hang below their line, the others sit above it.</summary>
+    static void PlaceLineLabels(Plot plot, double bottom, double top)
+    {
+        foreach (var text in plot.GetPlottables().OfType<ScottPlot.Plottables.Text>())
+            text.LabelAlignment = text.Location.Y > (bottom + top) / 2 ? Alignment.UpperRight : Alignment.LowerRight;
     }
 }

@@ -6,6 +6,7 @@ namespace LayerPrune.Reporting;
 /// <summary>One sweep measurement: a strategy with n layers removed (fraction = n / L) and its metric values.</summary>
 public sealed record SweepRow(string Strategy, int N, double Fraction, IReadOnlyDictionary<string, double> Metrics);
 
+/// <summary>How a metric's tolerance is measured.</summary>
 public enum ToleranceKind
 {
     /// <summary>Allowed drop is <c>Tolerance</c> in the metric's own units (e.g. 0.05 accuracy).</summary>
@@ -42,6 +43,7 @@ public sealed record MetricSpec(string Name, bool HigherIsBetter, double Toleran
         return HigherIsBetter ? value >= t - eps : value <= t + eps;
     }
 
+    /// <summary>E.g. "higher is better, 0.05 absolute".</summary>
     public string Describe()
     {
         string how = Kind == ToleranceKind.Absolute
@@ -108,7 +110,12 @@ public static class ReportWriter
                 foreach (var r in pruned)
                 {
                     double v = r.Metrics[metric.Name];
-                    if (!metric.IsWithin(v, u)) { failN = r.N; failFraction = r.Fraction; break; }
+                    if (!metric.IsWithin(v, u))
+                    {
+                        failN = r.N;
+                        failFraction = r.Fraction;
+                        break;
+                    }
                     largestN = r.N; largestFraction = r.Fraction; scoreAtLargest = v;
                 }
                 results.Add(new ToleranceResult(strategy, metric.Name, u, metric.Threshold(u), largestN,
@@ -138,7 +145,8 @@ public static class ReportWriter
           .Append("and a metric counts as retained up to the largest fraction for which every measured point from n = 1 ")
           .Append("up to it is no worse than the unpruned (n = 0) score by more than the tolerance listed per metric.\n\n");
 
-        sb.Append("| strategy | metric | tolerance | unpruned | threshold | largest fraction within tolerance | n | score there | first outside |\n");
+        sb.Append("| strategy | metric | tolerance | unpruned | threshold | largest fraction within tolerance | n | score there ")
+          .Append("| first outside |\n");
         sb.Append("|---|---|---|---|---|---|---|---|---|\n");
         foreach (var r in results)
         {
@@ -156,6 +164,22 @@ public static class ReportWriter
               .Append(" | ").Append(F(r.ScoreAtLargest))
               .Append(" | ").Append(firstOutside)
               .Append(" |\n");
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// The "Measured:" section: one line per task with what exactly it measured, e.g.
+    /// <c>- `loss:validation.txt`: seq_len 256, max_chunks 128, chunks 128, tokens 32640</c>.
+    /// </summary>
+    public static string ProtocolSection(IEnumerable<(string Task, IReadOnlyDictionary<string, double> Protocol)> tasks)
+    {
+        ArgumentNullException.ThrowIfNull(tasks);
+        var sb = new StringBuilder("\nMeasured:\n");
+        foreach (var (task, protocol) in tasks)
+        {
+            var parts = protocol.Select(kv => kv.Key + " " + MetricSpec.Fmt(kv.Value));
+            sb.Append("- `").Append(Esc(task)).Append("`: ").Append(string.Join(", ", parts)).Append('\n');
         }
         return sb.ToString();
     }

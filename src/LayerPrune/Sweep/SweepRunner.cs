@@ -1,5 +1,3 @@
-using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LayerPrune.Data;
@@ -13,59 +11,35 @@ using LayerPrune.Tokenization;
 
 namespace LayerPrune.Sweep;
 
-public sealed record SweepOptions
-{
-    public required string ModelDir { get; init; }
-    public required string DataPath { get; init; }
-    public int Samples { get; init; } = 64;
-    public int SeqLen { get; init; } = 256;
-    public int Batch { get; init; } = 8;
-    public required IReadOnlyList<string> Tasks { get; init; }
-    public IReadOnlyList<string> Strategies { get; init; } = ["similarity", "deepest", "shallowest"];
-    /// <summary>Block sizes to evaluate; null = every n from 1 to L−1.</summary>
-    public IReadOnlyList<int>? Ns { get; init; }
-    public IReadOnlyList<double>? Fractions { get; init; }
-    public int Seed { get; init; }
-    public required string OutDir { get; init; }
-    public EvalOptions Eval { get; init; } = new();
-    public bool Force { get; init; }
-    /// <summary>When set, every pruned variant is also written as a checkpoint, healed (QLoRA) with these settings
-    /// (ModelDir/OutDir are filled per variant) and evaluated again as a row with "healed": true.</summary>
-    public HealOptions? Heal { get; init; }
-
-    public static readonly string[] KnownStrategies = ["similarity", "deepest", "shallowest", "random"];
-}
-
 /// <summary>
 /// One command from a model to the paper's figures: one similarity pass for all n, then every (strategy, n) variant
-/// evaluated by skipping layers in memory (no checkpoint written). Results are appended after each variant
-/// (results.json / results.csv, written atomically), so a rerun of the same command skips finished variants.
+/// evaluated by skipping layers in memory (no checkpoint written). Every task is prepared (tokenized) once and scored
+/// per variant. Results are appended after each variant (results.json / results.csv, written atomically), so a rerun
+/// of the same sweep skips finished variants.
 /// </summary>
 public static class SweepRunner
 {
-    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
-
-    public static JsonObject Run(CausalLM model, ITextTokenizer tok, SweepOptions o)
+    /// <summary>Runs (or resumes) the sweep of <paramref name="model"/>; progress goes to <paramref name="progress"/>
+    /// (null: nowhere). Invalid options throw <see cref="ArgumentException"/> naming the <see cref="SweepOptions"/>
+    /// property; results of a different sweep in <see cref="SweepOptions.OutDir"/> throw <see cref="LayerPruneException"/>
+    /// unless <see cref="SweepOptions.Force"/>.</summary>
+    public static SweepResult Run(CausalLM model, ITextTokenizer tok, SweepOptions o, IProgressSink? progress = null)
     {
-        foreach (var s in o.Strategies)
-            if (!SweepOptions.KnownStrategies.Contains(s)) throw LayerPruneException.Usage($"--strategies: unknown strategy '{s}' (supported: {string.Join(", ", SweepOptions.KnownStrategies)})");
-        foreach (var t in o.Tasks) Evaluator.Validate(t);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(o);
+        var sink = progress ?? NullProgressSink.Instance;
+        var ns = BlockSizes(o, model.NumLayers);
+        var tasks = o.Tasks.Select(EvalTasks.Parse).ToList();
         int L = model.NumLayers;
-        var ns = (o.Fractions is { } fr ? fr.Select(f => PrunePlan.BlockSizeFromFraction(f, L)) : o.Ns ?? Enumerable.Range(1, L - 1)).Distinct().Order().ToList();
-        foreach (int n in ns) if (n < 1 || n >= L) throw LayerPruneException.Usage($"--n: block size {n} is out of range 1..{L - 1} (the model has {L} layers)");
 
         Directory.CreateDirectory(o.OutDir);
         var config = ConfigJson(o, ns);
-        string resultsPath = Path.Combine(o.OutDir, "results.json");
-        var rows = new JsonArray();
-        if (File.Exists(resultsPath))
-        {
-            var previous = JsonNode.Parse(File.ReadAllText(resultsPath)) as JsonObject;
-            if (previous?["config"] is JsonObject pc && JsonNode.DeepEquals(pc, config) && previous["rows"] is JsonArray pr && !o.Force)
-                rows = (JsonArray)pr.DeepClone();
-            else if (!o.Force)
-                throw new LayerPruneException($"--out {o.OutDir}: holds results of a different sweep (other model, data, tasks or options); use --force to start over or another --out");
-        }
+        bool other = HoldsOtherSweep(o, L);
+        if (other && !o.Force)
+            throw new LayerPruneException(
+                $"{o.OutDir}: holds results of a different sweep (other model, data, tasks or options); " +
+                $"set {nameof(SweepOptions.Force)} to start over or choose another {nameof(SweepOptions.OutDir)}");
+        var rows = o.Force ? [] : SweepFiles.Read(Path.Combine(o.OutDir, "results.json"))?.Rows ?? [];
 
         // 1. One similarity pass gives l*(n) for every n (cached in the output folder).
         SimilarityResult? similarity = null;
@@ -76,60 +50,123 @@ public static class SweepRunner
             if (similarity is null)
             {
                 var samples = SampleLoader.Load(o.DataPath, tok, o.Samples, o.SeqLen);
-                using var p = ProgressReporter.Start("similarity", samples.Count, "samples", NullProgressSink.Instance);
+                using var p = ProgressReporter.Start("similarity", samples.Count, "samples", sink, clock: null);
                 similarity = LayerSimilarity.Compute(model, samples, o.Batch, false, n => p.Advance(n));
                 SimilarityReport.Write(o.OutDir, similarity, o.ModelDir, o.DataPath, o.SeqLen);
             }
         }
 
-        // 2. Variants: the unpruned baseline, then each (n, strategy).
+        // 2. Every task's requests, built once for all variants.
+        var prepared = tasks.Select(t => t.Prepare(tok, o.Eval)).ToList();
+        var protocol = ResultsJson.Protocol(prepared);
+
+        // 3. Variants: the unpruned baseline, then each (n, strategy); healed copies after them.
         var variants = new List<PrunePlan?> { null };
         foreach (int n in ns)
             foreach (var s in o.Strategies)
-                variants.Add(s switch
-                {
-                    "similarity" => PrunePlan.FromSimilarity(similarity!, n),
-                    "deepest" => PrunePlan.Deepest(n, L),
-                    "shallowest" => PrunePlan.Shallowest(n, L),
-                    _ => PrunePlan.RandomBlock(n, L, o.Seed),
-                });
-        var done = rows.Select(r => Key((string)r!["strategy"]!, (int)r["n"]!, (bool)r["healed"]!)).ToHashSet();
+                variants.Add(Plan(s, n, L, similarity, o.Seed));
+        var done = rows.Select(r => r.Key).ToHashSet();
         var jobs = variants.Select(v => (plan: v, healed: false))
             .Concat(o.Heal is null ? [] : variants.Where(v => v is not null).Select(v => (plan: v, healed: true))).ToList();
-        using (var progress = ProgressReporter.Start("sweep", jobs.Count, "variants", NullProgressSink.Instance))
+        using (var bar = ProgressReporter.Start("sweep", jobs.Count, "variants", sink, clock: null))
         {
-            progress.Advance(jobs.Count(j => done.Contains(Key(j.plan, j.healed))));
+            bar.Advance(jobs.Count(j => done.Contains(Key(j.plan, j.healed))));
             foreach (var (plan, healed) in jobs)
             {
                 if (done.Contains(Key(plan, healed))) continue;
-                var row = new JsonObject
-                {
-                    ["n"] = plan?.BlockSize ?? 0, ["fraction"] = plan?.Fraction ?? 0.0, ["strategy"] = plan?.Strategy ?? "none",
-                    ["removed"] = new JsonArray((plan?.Removed ?? []).Select(i => (JsonNode?)i).ToArray()),
-                    ["healed"] = healed,
-                };
-                if (plan?.Distance is double d) row["angular_distance"] = d;
+                OrderedDictionary<string, double> metrics;
                 if (!healed)
-                    foreach (var (name, value) in Metrics(model, tok, o, plan?.Kept ?? Enumerable.Range(0, L).ToArray())) row[name] = value;
+                    metrics = Evaluate(prepared, model, plan?.Kept, sink);
                 else
                 {
                     using var healedModel = HealVariant(model, plan!, o);
-                    foreach (var (name, value) in Metrics(healedModel, tok, o, Enumerable.Range(0, healedModel.NumLayers).ToArray())) row[name] = value;
+                    metrics = Evaluate(prepared, healedModel, null, sink);
                 }
-                rows.Add(row);
-                WriteAtomically(resultsPath, new JsonObject { ["config"] = config.DeepClone(), ["rows"] = rows.DeepClone() }.ToJsonString(Indented));
-                WriteAtomically(Path.Combine(o.OutDir, "results.csv"), ToCsv(rows));
-                progress.Advance(1, $"{plan?.Strategy ?? "unpruned"} n={plan?.BlockSize ?? 0}{(healed ? " healed" : "")}");
+                rows.Add(new VariantRow
+                {
+                    Strategy = plan?.Strategy ?? "none",
+                    N = plan?.BlockSize ?? 0,
+                    Fraction = plan?.Fraction ?? 0.0,
+                    Removed = plan?.Removed ?? [],
+                    Healed = healed,
+                    AngularDistance = plan?.Distance,
+                    Metrics = metrics,
+                });
+                SweepFiles.Write(o.OutDir, new SweepResult(config, protocol, rows));
+                bar.Advance(1, $"{plan?.Strategy ?? "unpruned"} n={plan?.BlockSize ?? 0}{(healed ? " healed" : "")}");
             }
         }
 
-        // 3. Figures and the report.
-        WriteFigures(o, rows, L);
-        return new JsonObject { ["config"] = config, ["rows"] = rows };
+        // 4. Figures and the report.
+        var result = new SweepResult(config, protocol, rows);
+        WriteFigures(o, result, L, prepared);
+        return result;
     }
 
-    static string Key(PrunePlan? p, bool healed) => Key(p?.Strategy ?? "none", p?.BlockSize ?? 0, healed);
-    static string Key(string strategy, int n, bool healed) => $"{strategy}/{n}/{(healed ? "healed" : "raw")}";
+    /// <summary>True when <see cref="SweepOptions.OutDir"/> holds results.json of a sweep with another config (so
+    /// <see cref="Run"/> would refuse it without <see cref="SweepOptions.Force"/>).</summary>
+    public static bool HoldsOtherSweep(SweepOptions o, int layers)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        string path = Path.Combine(o.OutDir, "results.json");
+        if (!File.Exists(path)) return false;
+        JsonObject? previous;
+        try
+        {
+            previous = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
+        }
+        catch (JsonException)
+        {
+            return true;
+        }
+        var config = ConfigJson(o, BlockSizes(o, layers));
+        return !(previous?["config"] is JsonObject pc && JsonNode.DeepEquals(pc, config) && previous["rows"] is JsonArray);
+    }
+
+    /// <summary>The block sizes to sweep (sorted, distinct); <see cref="ArgumentException"/> naming the option when invalid.</summary>
+    public static List<int> BlockSizes(SweepOptions o, int layers)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        foreach (var s in o.Strategies)
+            if (!SweepOptions.KnownStrategies.Contains(s))
+                throw new ArgumentException($"unknown strategy '{s}' (supported: {string.Join(", ", SweepOptions.KnownStrategies)})",
+                    nameof(SweepOptions.Strategies));
+        o.Eval.Validate();
+        var sizes = o.Fractions is { } fr
+            ? fr.Select(f => PrunePlan.BlockSizeFromFraction(f, layers))
+            : o.Ns ?? Enumerable.Range(1, layers - 1);
+        var ns = sizes.Distinct().Order().ToList();
+        string param = o.Fractions is null ? nameof(SweepOptions.Ns) : nameof(SweepOptions.Fractions);
+        foreach (int n in ns)
+            if (n < 1 || n >= layers)
+                throw new ArgumentOutOfRangeException(param, n,
+                    $"block size {n} is out of range 1..{layers - 1} (the model has {layers} layers)");
+        return ns;
+    }
+
+    static PrunePlan Plan(string strategy, int n, int layers, SimilarityResult? similarity, int seed) => strategy switch
+    {
+        "similarity" => PrunePlan.FromSimilarity(similarity!, n),
+        "deepest" => PrunePlan.Deepest(n, layers),
+        "shallowest" => PrunePlan.Shallowest(n, layers),
+        _ => PrunePlan.RandomBlock(n, layers, seed),
+    };
+
+    static string Key(PrunePlan? p, bool healed) => VariantRow.KeyOf(p?.Strategy ?? "none", p?.BlockSize ?? 0, healed);
+
+    /// <summary>Every task's metrics (<see cref="MetricInfo.Column"/> → value) for the model running only
+    /// <paramref name="kept"/> (all layers when null).</summary>
+    static OrderedDictionary<string, double> Evaluate(List<IPreparedTask> tasks, CausalLM model, IReadOnlyList<int>? kept,
+        IProgressSink sink)
+    {
+        var metrics = new OrderedDictionary<string, double>();
+        foreach (var task in tasks)
+        {
+            var score = task.Score(model, kept, sink);
+            foreach (var m in task.Metrics) metrics[m.Column] = score.Values[m.Key];
+        }
+        return metrics;
+    }
 
     /// <summary>
     /// Writes the variant's pruned checkpoint and heals it under OUT/variants/STRATEGY-nN/ (both steps resumable: an
@@ -138,40 +175,47 @@ public static class SweepRunner
     static CausalLM HealVariant(CausalLM source, PrunePlan plan, SweepOptions o)
     {
         string dir = Path.Combine(o.OutDir, "variants", $"{plan.Strategy}-n{plan.BlockSize}");
-        string pruned = Path.Combine(dir, "pruned"), healed = Path.Combine(dir, "healed");
+        string pruned = Path.Combine(dir, "pruned");
+        string healed = Path.Combine(dir, "healed");
         if (!Directory.Exists(pruned)) CheckpointPruner.Write(source.Checkpoint, plan, pruned);
         if (!Directory.Exists(healed))
             Healer.Run(o.Heal! with { ModelDir = pruned, OutDir = healed, Resume = true, Device = source.Device, Dtype = source.Dtype });
         return CausalLM.Load(Path.Combine(healed, "merged"), source.Device, source.Dtype);
     }
 
-    /// <summary>Per task: loss → validation_loss; multiple choice → KIND_acc, KIND_acc_norm; gsm8k → gsm8k_exact_match_*.</summary>
-    static IEnumerable<(string, double)> Metrics(CausalLM model, ITextTokenizer tok, SweepOptions o, int[] kept)
+    /// <summary>The sweep's settings as results.json records them (a rerun resumes only when they are equal).</summary>
+    public static JsonObject ConfigJson(SweepOptions o, IReadOnlyList<int> ns)
     {
-        var eval = o.Eval with { Layers = kept.Length == model.NumLayers ? null : kept };
-        foreach (var spec in o.Tasks)
+        ArgumentNullException.ThrowIfNull(o);
+        return new JsonObject
         {
-            var score = Evaluator.Run(model, tok, spec, eval);
-            if (score.Name == Evaluator.LossKind) { yield return ("validation_loss", score.Values["validation_loss"]); continue; }
-            foreach (var (k, v) in score.Values.Where(kv => !kv.Key.EndsWith("_stderr")))
-                yield return ($"{score.Name}_{k}", v);
-        }
+            ["model"] = Path.GetFullPath(o.ModelDir),
+            ["data"] = Path.GetFullPath(o.DataPath),
+            ["samples"] = o.Samples,
+            ["seq_len"] = o.SeqLen,
+            ["tasks"] = new JsonArray(o.Tasks.Select(t => (JsonNode?)t).ToArray()),
+            ["strategies"] = new JsonArray(o.Strategies.Select(s => (JsonNode?)s).ToArray()),
+            ["n"] = new JsonArray(ns.Select(n => (JsonNode?)n).ToArray()),
+            ["seed"] = o.Seed,
+            ["limit"] = o.Eval.Limit,
+            ["max_chunks"] = o.Eval.MaxChunks,
+            ["heal"] = o.Heal is null ? null : HealJson(o.Heal),
+            ["indexing"] = "removed = 0-based layer indices of the source model; fraction = n / L",
+        };
     }
 
-    public static JsonObject ConfigJson(SweepOptions o, IReadOnlyList<int> ns) => new()
+    static JsonObject HealJson(HealOptions h) => new()
     {
-        ["model"] = Path.GetFullPath(o.ModelDir), ["data"] = Path.GetFullPath(o.DataPath), ["samples"] = o.Samples, ["seq_len"] = o.SeqLen,
-        ["tasks"] = new JsonArray(o.Tasks.Select(t => (JsonNode?)t).ToArray()),
-        ["strategies"] = new JsonArray(o.Strategies.Select(s => (JsonNode?)s).ToArray()),
-        ["n"] = new JsonArray(ns.Select(n => (JsonNode?)n).ToArray()), ["seed"] = o.Seed,
-        ["limit"] = o.Eval.Limit, ["max_chunks"] = o.Eval.MaxChunks,
-        ["heal"] = o.Heal is null ? null : new JsonObject
-        {
-            ["data"] = Path.GetFullPath(o.Heal.DataPath), ["steps"] = o.Heal.Steps, ["batch"] = o.Heal.Batch, ["seq_len"] = o.Heal.SeqLen,
-            ["rank"] = o.Heal.Rank, ["alpha"] = o.Heal.Alpha, ["dropout"] = o.Heal.Dropout, ["lr"] = o.Heal.LearningRate,
-            ["quant"] = o.Heal.Quant.ToString().ToLowerInvariant(), ["seed"] = o.Heal.Seed,
-        },
-        ["indexing"] = "removed = 0-based layer indices of the source model; fraction = n / L",
+        ["data"] = Path.GetFullPath(h.DataPath),
+        ["steps"] = h.Steps,
+        ["batch"] = h.Batch,
+        ["seq_len"] = h.SeqLen,
+        ["rank"] = h.Rank,
+        ["alpha"] = h.Alpha,
+        ["dropout"] = h.Dropout,
+        ["lr"] = h.LearningRate,
+        ["quant"] = h.Quant.ToString().ToLowerInvariant(),
+        ["seed"] = h.Seed,
     };
 
     static SimilarityResult? ReadSimilarity(string path)
@@ -181,83 +225,46 @@ public static class SweepRunner
             var j = JsonNode.Parse(File.ReadAllText(path))!;
             var m = j["matrix"]!.AsArray();
             var matrix = new double[m.Count, m.Count];
-            for (int a = 0; a < m.Count; a++) for (int b = 0; b < m.Count; b++) matrix[a, b] = (double)m[a]![b]!;
+            for (int a = 0; a < m.Count; a++)
+                for (int b = 0; b < m.Count; b++)
+                    matrix[a, b] = (double)m[a]![b]!;
             return new SimilarityResult { Matrix = matrix, Samples = (int)j["samples"]! };
         }
-        catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException or FormatException) { return null; }
-    }
-
-    static void WriteAtomically(string path, string text)
-    {
-        string tmp = path + ".tmp";
-        File.WriteAllText(tmp, text);
-        File.Move(tmp, path, overwrite: true);
-    }
-
-    static string ToCsv(JsonArray rows)
-    {
-        var metricNames = rows.SelectMany(r => r!.AsObject().Select(kv => kv.Key)).Distinct()
-            .Where(k => k is not ("n" or "fraction" or "strategy" or "removed" or "healed")).ToList();
-        var sb = new StringBuilder("strategy,n,fraction,removed,healed," + string.Join(",", metricNames) + "\n");
-        foreach (var r in rows)
+        catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException or FormatException)
         {
-            var removed = string.Join(" ", r!["removed"]!.AsArray().Select(x => (int)x!));
-            sb.Append(CultureInfo.InvariantCulture, $"{r["strategy"]},{r["n"]},{(double)r["fraction"]!:R},{removed},{r["healed"]}");
-            foreach (var m in metricNames) sb.Append(',').Append(r[m] is JsonValue v ? v.ToJsonString() : "");
-            sb.Append('\n');
+            return null;
         }
-        return sb.ToString();
     }
 
-    static void WriteFigures(SweepOptions o, JsonArray rows, int L)
+    /// <summary>One figure per metric (its direction, chance level and axis label from <see cref="MetricInfo"/>) and report.md.</summary>
+    static void WriteFigures(SweepOptions o, SweepResult result, int L, IReadOnlyList<IPreparedTask> tasks)
     {
         // Healed variants are their own series ("similarity+heal"), sharing the unpruned baseline.
-        static string Series(JsonNode r) => (string)r["strategy"]! + ((bool)r["healed"]! ? "+heal" : "");
         var strategies = o.Strategies.Concat(o.Heal is null ? [] : o.Strategies.Select(s => s + "+heal")).ToList();
-        var baseline = rows.First(r => (string)r!["strategy"]! == "none")!;
-        var sweepRows = new List<SweepRow>();
+        var baseline = result.Rows.First(r => r.Strategy == "none");
+        var reportRows = new List<SweepRow>();
         foreach (var s in strategies)
         {
-            sweepRows.Add(new SweepRow(s, 0, 0, MetricValues(baseline)));
-            foreach (var r in rows.Where(r => Series(r!) == s))
-                sweepRows.Add(new SweepRow(s, (int)r!["n"]!, (double)r["fraction"]!, MetricValues(r)));
+            reportRows.Add(new SweepRow(s, 0, 0, baseline.Metrics));
+            foreach (var r in result.Rows.Where(r => r.Series == s))
+                reportRows.Add(new SweepRow(s, r.N, r.Fraction, r.Metrics));
         }
-        var metricNames = MetricValues(baseline).Keys.Where(k => k != "angular_distance").ToList();
-        var specs = new List<MetricSpec>();
-        var chance = ChanceLevels(o);
-        foreach (var m in metricNames)
+        var metrics = tasks.SelectMany(t => t.Metrics).ToList();
+        string model = Path.GetFileName(Path.GetFullPath(o.ModelDir).TrimEnd('/'));
+        foreach (var m in metrics)
         {
-            bool isLoss = m == "validation_loss";
-            specs.Add(isLoss ? MetricSpec.Loss(m) : MetricSpec.Accuracy(m));
-            var series = strategies.Select(s => (s, (IReadOnlyList<(double, double)>)sweepRows.Where(r => r.Strategy == s && r.Metrics.ContainsKey(m))
-                .OrderBy(r => r.N).Select(r => (r.Fraction, r.Metrics[m])).ToList())).ToList();
-            Plots.MetricVsFraction(Path.Combine(o.OutDir, $"{m}.png"),
-                $"{Path.GetFileName(Path.GetFullPath(o.ModelDir).TrimEnd('/'))}: {m} vs fraction of {L} layers removed",
-                isLoss ? "validation loss (nats/token)" : m.Replace('_', ' '), series,
-                chance.TryGetValue(m, out var c) ? c : null, MetricValues(baseline)[m]);
+            var series = strategies.Select(s => (s, (IReadOnlyList<(double, double)>)reportRows
+                .Where(r => r.Strategy == s && r.Metrics.ContainsKey(m.Column))
+                .OrderBy(r => r.N).Select(r => (r.Fraction, r.Metrics[m.Column])).ToList())).ToList();
+            double? unpruned = baseline.Metrics.TryGetValue(m.Column, out var b) ? b : null;
+            Plots.MetricVsFraction(Path.Combine(o.OutDir, $"{m.Column}.png"),
+                $"{model}: {m.Column} vs fraction of {L} layers removed", m.AxisLabel, series, m.Chance, unpruned);
         }
-        File.WriteAllText(Path.Combine(o.OutDir, "report.md"), ReportWriter.Build(sweepRows, specs,
-            $"LayerPrune sweep: {Path.GetFileName(Path.GetFullPath(o.ModelDir).TrimEnd('/'))} ({L} layers)") +
-            "\nFigures: " + string.Join(", ", metricNames.Select(m => $"![{m}]({m}.png)")) +
-            (File.Exists(Path.Combine(o.OutDir, "similarity.png")) ? ", ![similarity](similarity.png)" : "") + "\n");
-    }
-
-    static Dictionary<string, double> MetricValues(JsonNode row) => row.AsObject()
-        .Where(kv => kv.Key is not ("n" or "fraction" or "strategy" or "removed" or "healed" or "angular_distance") && kv.Value is JsonValue)
-        .ToDictionary(kv => kv.Key, kv => (double)kv.Value!);
-
-    /// <summary>Chance accuracy of multiple-choice tasks: the mean over items of 1 / number of choices.</summary>
-    static Dictionary<string, double> ChanceLevels(SweepOptions o)
-    {
-        var result = new Dictionary<string, double>();
-        foreach (var spec in o.Tasks.Where(t => !t.StartsWith(Evaluator.LossKind + ":")))
-        {
-            var task = TaskSpec.Parse(spec);
-            if (task.IsGeneration) continue;
-            var docs = task.LoadDocs(o.Eval.Limit);
-            double chance = docs.Average(d => 1.0 / d.Continuations.Count);
-            result[$"{task.Kind}_acc"] = chance; result[$"{task.Kind}_acc_norm"] = chance;
-        }
-        return result;
+        string figures = string.Join(", ", metrics.Select(m => $"![{m.Column}]({m.Column}.png)"));
+        if (File.Exists(Path.Combine(o.OutDir, "similarity.png"))) figures += ", ![similarity](similarity.png)";
+        var report = ReportWriter.Build(reportRows, metrics.Select(m => m.Report).ToList(), $"LayerPrune sweep: {model} ({L} layers)")
+            + ReportWriter.ProtocolSection(tasks.Select(t => (t.Spec.Kind + ":" + Path.GetFileName(t.Spec.Path), t.Protocol)))
+            + "\nFigures: " + figures + "\n";
+        File.WriteAllText(Path.Combine(o.OutDir, "report.md"), report);
     }
 }

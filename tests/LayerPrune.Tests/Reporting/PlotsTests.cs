@@ -170,4 +170,32 @@ public sealed class PlotsTests : IDisposable
         Plots.MetricVsFraction(path, "nothing yet", "loss", [], null, 2.0);
         Assert.Equal((900, 700), PngSize(path));
     }
+
+    /// <summary>
+    /// Issue 12, defect 5: the "unpruned" label was drawn on the right axis, over its edge. Both reference-line labels
+    /// must lie inside the data area, for a baseline at the top of the range and one at the bottom.
+    /// </summary>
+    [Theory]
+    [InlineData(0.6, 0.25)]
+    [InlineData(0.25, 0.6)]
+    public void MetricVsFraction_ReferenceLabelsLieInsideTheDataArea(double baseline, double chance)
+    {
+        var plot = Plots.CreateMetricVsFraction("accuracy", "accuracy", Series(), chance, baseline);
+        plot.GetImage(Plots.DefaultWidth, Plots.DefaultHeight); // lays the figure out
+        var data = plot.RenderManager.LastRender.DataRect;
+        var labels = plot.GetPlottables().OfType<ScottPlot.Plottables.Text>().ToList();
+        Assert.Equal(["chance", "unpruned"], labels.Select(l => l.LabelText).Order());
+        foreach (var label in labels)
+        {
+            var anchor = plot.GetPixel(label.Location);
+            using var paint = ScottPlot.Paint.NewDisposablePaint();
+            var rect = label.LabelStyle.Measure(paint).Rect(label.LabelAlignment);
+            float left = anchor.X + rect.Left, right = anchor.X + rect.Right;
+            float top = anchor.Y + rect.Top, bottom = anchor.Y + rect.Bottom;
+            Assert.True(right - left > 10 && bottom - top > 5, $"{label.LabelText}: size {right - left}x{bottom - top}");
+            Assert.True(left >= data.Left && right <= data.Right && top >= data.Top && bottom <= data.Bottom,
+                $"{label.LabelText}: [{left}, {right}] x [{top}, {bottom}] outside the data area " +
+                $"[{data.Left}, {data.Right}] x [{data.Top}, {data.Bottom}]");
+        }
+    }
 }

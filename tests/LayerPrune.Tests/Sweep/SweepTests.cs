@@ -25,19 +25,19 @@ public class SweepTests(KjvModel kjv) : IClassFixture<KjvModel>
             OutDir = tmp["sweep"], Eval = new EvalOptions { MaxChunks = 128, Limit = 20, BatchSize = 16 },
         };
         var result = SweepRunner.Run(kjv.Model, kjv.Tokenizer, options);
-        var rows = result["rows"]!.AsArray();
+        var rows = result.Rows;
         Assert.Equal(5, rows.Count); // unpruned + 2 strategies × 2 sizes
-        JsonNode Row(string s, int n) => rows.Single(r => (string)r!["strategy"]! == s && (int)r["n"]! == n)!;
-        Assert.InRange((double)Row("none", 0)["validation_loss"]!, 2.9413 - 1e-3, 2.9413 + 1e-3);
+        VariantRow Row(string s, int n) => rows.Single(r => r.Strategy == s && r.N == n);
+        Assert.InRange(Row("none", 0).Metrics["validation_loss"], 2.9413 - 1e-3, 2.9413 + 1e-3);
         foreach (var (key, n) in new[] { ("n4", 4), ("n8", 8) })
         {
             var row = Row("similarity", n);
-            Assert.Equal(hf[key]!["drop"]!.AsArray().Select(x => (int)x!), row["removed"]!.AsArray().Select(x => (int)x!));
-            Assert.InRange((double)row["validation_loss"]! - (double)hf[key]!["val_loss_before_heal"]!, -1e-3, 1e-3);
-            Assert.Equal(n / 16.0, (double)row["fraction"]!);
+            Assert.Equal(hf[key]!["drop"]!.AsArray().Select(x => (int)x!), row.Removed);
+            Assert.InRange(row.Metrics["validation_loss"] - (double)hf[key]!["val_loss_before_heal"]!, -1e-3, 1e-3);
+            Assert.Equal(n / 16.0, row.Fraction);
         }
-        Assert.Equal([7, 8, 9, 10, 11, 12, 13, 14], Row("deepest", 8)["removed"]!.AsArray().Select(x => (int)x!));
-        Assert.True((double)Row("none", 0)["mc_acc"]! >= (double)Row("deepest", 8)["mc_acc"]!);
+        Assert.Equal([7, 8, 9, 10, 11, 12, 13, 14], Row("deepest", 8).Removed);
+        Assert.True(Row("none", 0).Metrics["mc_acc"] >= Row("deepest", 8).Metrics["mc_acc"]);
         foreach (var f in new[] { "results.json", "results.csv", "report.md", "similarity.png", "validation_loss.png", "mc_acc.png" })
             Assert.True(File.Exists(Path.Combine(options.OutDir, f)), f);
 
@@ -66,13 +66,13 @@ public class SweepTests(KjvModel kjv) : IClassFixture<KjvModel>
                 Quant = LayerPrune.Healing.BaseQuantization.None, SaveEvery = 3,
             },
         };
-        var rows = SweepRunner.Run(kjv.Model, kjv.Tokenizer, options)["rows"]!.AsArray();
+        var rows = SweepRunner.Run(kjv.Model, kjv.Tokenizer, options).Rows;
         Assert.Equal(3, rows.Count); // unpruned, deepest n=8, deepest n=8 healed
-        var raw = rows.Single(r => (string)r!["strategy"]! == "deepest" && !(bool)r["healed"]!)!;
-        var healed = rows.Single(r => (bool)r!["healed"]!)!;
-        Assert.Equal(raw["removed"]!.ToJsonString(), healed["removed"]!.ToJsonString());
-        Assert.True((double)healed["validation_loss"]! < (double)raw["validation_loss"]! - 0.05,
-            $"healing 6 steps should lower the loss: {raw["validation_loss"]} → {healed["validation_loss"]}");
+        var raw = rows.Single(r => r.Strategy == "deepest" && !r.Healed);
+        var healed = rows.Single(r => r.Healed);
+        Assert.Equal(raw.Removed, healed.Removed);
+        Assert.True(healed.Metrics["validation_loss"] < raw.Metrics["validation_loss"] - 0.05,
+            $"healing 6 steps should lower the loss: {raw.Metrics["validation_loss"]} → {healed.Metrics["validation_loss"]}");
         Assert.True(File.Exists(Path.Combine(options.OutDir, "variants", "deepest-n8", "healed", "merged", "model.safetensors")));
         Assert.Contains("deepest+heal", File.ReadAllText(Path.Combine(options.OutDir, "report.md")));
     }

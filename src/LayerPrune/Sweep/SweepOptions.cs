@@ -1,0 +1,63 @@
+using LayerPrune.Evaluation;
+using LayerPrune.Healing;
+
+namespace LayerPrune.Sweep;
+
+/// <summary>What <see cref="SweepRunner.Run"/> sweeps; the defaults here are the only ones (the CLI reads them).</summary>
+public sealed record SweepOptions
+{
+    /// <summary>Default of <see cref="Samples"/>.</summary>
+    public const int DefaultSamples = 64;
+
+    /// <summary>Default of <see cref="SeqLen"/>.</summary>
+    public const int DefaultSeqLen = 256;
+
+    /// <summary>Default of <see cref="Batch"/>.</summary>
+    public const int DefaultBatch = 8;
+
+    /// <summary>The strategies <see cref="Strategies"/> may name.</summary>
+    public static readonly string[] KnownStrategies = ["similarity", "deepest", "shallowest", "random"];
+
+    /// <summary>The source model's folder (recorded in the config; the model itself is passed to Run).</summary>
+    public required string ModelDir { get; init; }
+
+    /// <summary>Text of the similarity pass.</summary>
+    public required string DataPath { get; init; }
+
+    /// <summary>Similarity samples.</summary>
+    public int Samples { get; init; } = DefaultSamples;
+
+    /// <summary>Tokens per similarity sample.</summary>
+    public int SeqLen { get; init; } = DefaultSeqLen;
+
+    /// <summary>Sequences per similarity forward batch.</summary>
+    public int Batch { get; init; } = DefaultBatch;
+
+    /// <summary>Task specs (<see cref="TaskSpec"/>), e.g. "loss:val.txt", "mc:cloze.jsonl".</summary>
+    public required IReadOnlyList<string> Tasks { get; init; }
+
+    /// <summary>Strategies, from <see cref="KnownStrategies"/>.</summary>
+    public IReadOnlyList<string> Strategies { get; init; } = ["similarity", "deepest", "shallowest"];
+
+    /// <summary>Block sizes to evaluate; null = every n from 1 to L−1.</summary>
+    public IReadOnlyList<int>? Ns { get; init; }
+
+    /// <summary>Fractions of the layers instead of <see cref="Ns"/>.</summary>
+    public IReadOnlyList<double>? Fractions { get; init; }
+
+    /// <summary>Seed of the random strategy.</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Output folder (results.json/.csv, report.md, figures); rerunning the same sweep resumes it.</summary>
+    public required string OutDir { get; init; }
+
+    /// <summary>Evaluation settings of every task (the validation-loss protocol is <see cref="EvalOptions.Default"/>'s).</summary>
+    public EvalOptions Eval { get; init; } = EvalOptions.Default;
+
+    /// <summary>Discard the results of a different sweep found in <see cref="OutDir"/>.</summary>
+    public bool Force { get; init; }
+
+    /// <summary>When set, every pruned variant is also written as a checkpoint, healed (QLoRA) with these settings
+    /// (ModelDir/OutDir are filled per variant) and evaluated again as a row with "healed": true.</summary>
+    public HealOptions? Heal { get; init; }
+}

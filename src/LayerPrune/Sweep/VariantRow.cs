@@ -1,0 +1,173 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace LayerPrune.Sweep;
+
+/// <summary>
+/// One evaluated variant of a sweep (a row of results.json / results.csv). JSON and CSV exist only when written:
+/// <see cref="ToJson"/>, <see cref="FromJson"/> and <see cref="SweepFiles.ToCsv"/>. To add a field: a property here
+/// and one line in each of ToJson, FromJson (and <see cref="FixedKeys"/>) and <see cref="ExtraColumns"/> (or the CSV's
+/// fixed columns).
+/// </summary>
+public sealed record VariantRow
+{
+    /// <summary>The keys that are fields, not metrics.</summary>
+    public static readonly IReadOnlySet<string> FixedKeys =
+        new HashSet<string> { "n", "fraction", "strategy", "removed", "healed", "angular_distance" };
+
+    /// <summary>Strategy; "none" for the unpruned model.</summary>
+    public required string Strategy { get; init; }
+
+    /// <summary>Layers removed.</summary>
+    public int N { get; init; }
+
+    /// <summary>n / L.</summary>
+    public double Fraction { get; init; }
+
+    /// <summary>0-based layer indices of the source model that were removed.</summary>
+    public IReadOnlyList<int> Removed { get; init; } = [];
+
+    /// <summary>Whether the variant was healed before evaluation.</summary>
+    public bool Healed { get; init; }
+
+    /// <summary>The similarity strategy's angular distance of the removed block; null for other strategies.</summary>
+    public double? AngularDistance { get; init; }
+
+    /// <summary>Metric column (e.g. "validation_loss", "mc_acc") → value, in task order.</summary>
+    public IReadOnlyDictionary<string, double> Metrics { get; init; } = new OrderedDictionary<string, double>();
+
+    /// <summary>The plot/report series: the strategy, with "+heal" for healed variants.</summary>
+    public string Series => Strategy + (Healed ? "+heal" : "");
+
+    /// <summary>Identifies the variant within a sweep (resume skips rows whose key is done).</summary>
+    public string Key => KeyOf(Strategy, N, Healed);
+
+    /// <summary>The key of a (strategy, n, healed) variant.</summary>
+    public static string KeyOf(string strategy, int n, bool healed) => $"{strategy}/{n}/{(healed ? "healed" : "raw")}";
+
+    /// <summary>The CSV/JSON columns after the fixed ones: angular_distance (when set), then the metrics.</summary>
+    public IEnumerable<(string Name, double Value)> ExtraColumns()
+    {
+        if (AngularDistance is double d) yield return ("angular_distance", d);
+        foreach (var (k, v) in Metrics) yield return (k, v);
+    }
+
+    /// <summary>The results.json form: n, fraction, strategy, removed, healed, angular_distance?, metrics (NaN → null).</summary>
+    public JsonObject ToJson()
+    {
+        var o = new JsonObject
+        {
+            ["n"] = N,
+            ["fraction"] = Fraction,
+            ["strategy"] = Strategy,
+            ["removed"] = new JsonArray(Removed.Select(i => (JsonNode?)i).ToArray()),
+            ["healed"] = Healed,
+        };
+        foreach (var (k, v) in ExtraColumns()) o[k] = double.IsFinite(v) ? v : null;
+        return o;
+    }
+
+    /// <summary>Reads a row written by <see cref="ToJson"/>; every other numeric key is a metric (null → NaN).</summary>
+    public static VariantRow FromJson(JsonObject o)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        var metrics = new OrderedDictionary<string, double>();
+        foreach (var (k, v) in o)
+            if (!FixedKeys.Contains(k)) metrics[k] = v is null ? double.NaN : (double)v;
+        return new VariantRow
+        {
+            Strategy = (string)o["strategy"]!,
+            N = (int)o["n"]!,
+            Fraction = (double)o["fraction"]!,
+            Removed = o["removed"]!.AsArray().Select(x => (int)x!).ToArray(),
+            Healed = (bool)o["healed"]!,
+            AngularDistance = o["angular_distance"] is JsonNode d ? (double)d : null,
+            Metrics = metrics,
+        };
+    }
+}
+
+/// <summary>The result of a sweep: its config, what each task measured, and the rows.</summary>
+/// <param name="Config">The sweep's settings as recorded in results.json (compared on resume).</param>
+/// <param name="Protocol">Per task spec: what exactly was measured (chunks, seq_len, tokens; items, num_fewshot).</param>
+/// <param name="Rows">The variants, unpruned first, in evaluation order.</param>
+public sealed record SweepResult(JsonObject Config, JsonObject Protocol, IReadOnlyList<VariantRow> Rows)
+{
+    /// <summary>The row of (strategy, n, healed); throws when absent.</summary>
+    public VariantRow Row(string strategy, int n, bool healed = false) =>
+        Rows.Single(r => r.Strategy == strategy && r.N == n && r.Healed == healed);
+
+    /// <summary>The results.json document: { config, protocol, rows }.</summary>
+    public JsonObject ToJson() => new()
+    {
+        ["config"] = Config.DeepClone(),
+        ["protocol"] = Protocol.DeepClone(),
+        ["rows"] = new JsonArray(Rows.Select(r => (JsonNode?)r.ToJson()).ToArray()),
+    };
+}
+
+/// <summary>results.json / results.csv: written atomically (temp file + rename).</summary>
+public static class SweepFiles
+{
+    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>Writes OUT/results.json and OUT/results.csv.</summary>
+    public static void Write(string outDir, SweepResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        WriteAtomically(Path.Combine(outDir, "results.json"), result.ToJson().ToJsonString(Indented));
+        WriteAtomically(Path.Combine(outDir, "results.csv"), ToCsv(result.Rows));
+    }
+
+    /// <summary>The rows of a results.json document and its config; null when the file is absent.</summary>
+    public static (JsonObject? Config, List<VariantRow> Rows)? Read(string path)
+    {
+        if (!File.Exists(path)) return null;
+        JsonObject? doc;
+        try
+        {
+            doc = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
+        }
+        catch (JsonException e)
+        {
+            throw new LayerPruneException($"{path}: not valid JSON ({e.Message})", e);
+        }
+        if (doc?["rows"] is not JsonArray rows) return (doc?["config"] as JsonObject, []);
+        try
+        {
+            return (doc["config"] as JsonObject, rows.Select(r => VariantRow.FromJson(r!.AsObject())).ToList());
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException)
+        {
+            throw new LayerPruneException($"{path}: a row is not a sweep result ({e.Message})", e);
+        }
+    }
+
+    /// <summary>strategy,n,fraction,removed,healed, then every extra column in order of first appearance.</summary>
+    public static string ToCsv(IReadOnlyList<VariantRow> rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        var extra = rows.SelectMany(r => r.ExtraColumns().Select(c => c.Name)).Distinct().ToList();
+        var sb = new StringBuilder("strategy,n,fraction,removed,healed," + string.Join(",", extra) + "\n");
+        foreach (var r in rows)
+        {
+            var removed = string.Join(" ", r.Removed);
+            string healed = r.Healed ? "true" : "false";
+            sb.Append(CultureInfo.InvariantCulture, $"{r.Strategy},{r.N},{r.Fraction:R},{removed},{healed}");
+            var values = r.ExtraColumns().ToDictionary(c => c.Name, c => c.Value);
+            foreach (var m in extra)
+                sb.Append(',').Append(values.TryGetValue(m, out var v) && double.IsFinite(v) ? JsonValue.Create(v).ToJsonString() : "");
+            sb.Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    static void WriteAtomically(string path, string text)
+    {
+        string tmp = path + ".tmp";
+        File.WriteAllText(tmp, text);
+        File.Move(tmp, path, overwrite: true);
+    }
+}
