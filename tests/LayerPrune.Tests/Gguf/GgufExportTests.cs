@@ -1,31 +1,48 @@
+using LayerPrune.Checkpoints;
 using LayerPrune.Gguf;
 using LayerPrune.Modeling;
+using LayerPrune.Pruning;
 using LayerPrune.Tests.Integration;
+using LayerPrune.Tests.Modeling;
 using LayerPrune.Tokenization;
+using LLama.Native;
 using static TorchSharp.torch;
 
 namespace LayerPrune.Tests.Gguf;
 
-/// <summary>Exported GGUF files run in llama.cpp (LLamaSharp) exactly like LayerPrune's engine runs the HF checkpoint.</summary>
-public class GgufExportTests : IDisposable
+/// <summary>The kjv sample exported once (f32) for the tests of this class, in a temp folder.</summary>
+public sealed class KjvGguf : IDisposable
 {
-    /// <summary>Max |llama.cpp − LayerPrune| over the last position's logits, f32 export (the issue's bound).</summary>
+    public string Tmp { get; } = Directory.CreateTempSubdirectory("lp-gguf-kjv-").FullName;
+    public string F32 => Path.Combine(Tmp, "kjv-f32.gguf");
+    public KjvGguf() => GgufExporter.Export(KjvModel.Dir, F32, new GgufExportOptions { Type = GgufOutputType.F32 });
+    public void Dispose() => Directory.Delete(Tmp, recursive: true);
+}
+
+/// <summary>
+/// Exported GGUF files run in llama.cpp (LLamaSharp 0.30.0) like LayerPrune's engine runs the HF checkpoint:
+/// same greedy continuation and last-position logits within <see cref="LogitTolerance"/> (f32 export).
+/// </summary>
+public class GgufExportTests(KjvGguf kjv) : IClassFixture<KjvGguf>, IDisposable
+{
+    /// <summary>Max |llama.cpp − LayerPrune| over the prompt's last-position logits for an f32 export (issue 16).</summary>
     const double LogitTolerance = 1e-3;
+    /// <summary>Greedy tokens compared (issue 16: at least 32).</summary>
+    const int NewTokens = 32;
+    const string KjvPrompt = "In the beginning God created";
 
     readonly string _tmp = Directory.CreateTempSubdirectory("lp-gguf-").FullName;
     public void Dispose() => Directory.Delete(_tmp, recursive: true);
 
     static (int[] Tokens, float[] PromptLogits) Ours(string dir, IReadOnlyList<int> prompt, int newTokens)
     {
-        var sw = System.Diagnostics.Stopwatch.StartNew();
         using var model = CausalLM.Load(dir);
         float[] logits;
         using (no_grad())
         using (var ids = tensor(prompt.Select(x => (long)x).ToArray(), [1, prompt.Count]))
-        using (var l = model.Forward(ids))
+        using (var l = model.Forward(ids, options: new ForwardOptions { LastPositionOnly = true }))
             logits = l[0, -1].to(ScalarType.Float32).data<float>().ToArray();
         var r = TextGenerator.Generate(model, prompt, new GenerationOptions { MaxNewTokens = newTokens, Greedy = true, StopAtEos = false });
-        Console.WriteLine($"ours greedy {newTokens}: {sw.Elapsed.TotalSeconds:F2}s");
         return (r.TokenIds[r.PromptLength..], logits);
     }
 
@@ -37,19 +54,101 @@ public class GgufExportTests : IDisposable
         return m;
     }
 
+    /// <summary>Runs both engines and asserts equal greedy tokens and logits within tolerance.</summary>
+    static void AssertSameAsLlamaCpp(string hfDir, string gguf, IReadOnlyList<int> prompt, int newTokens, string label)
+    {
+        var (ours, ourLogits) = Ours(hfDir, prompt, newTokens);
+        var (theirs, theirLogits) = LlamaCpp.Greedy(gguf, prompt, newTokens);
+        double diff = MaxAbsDiff(ourLogits, theirLogits);
+        Console.WriteLine($"{label}: max |Δlogit| = {diff:E2} (logit range ±{ourLogits.Max(Math.Abs):F2}); greedy {newTokens} tokens equal: {ours.SequenceEqual(theirs)}");
+        Assert.Equal(ours, theirs);
+        Assert.True(diff <= LogitTolerance, $"{label}: max |Δlogit| {diff:E3} > {LogitTolerance}");
+    }
+
     [Fact]
     public void Kjv_F32_Export_Matches_LlamaCpp()
     {
-        string gguf = Path.Combine(_tmp, "kjv.gguf");
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        GgufExporter.Export(KjvModel.Dir, gguf, new GgufExportOptions { Type = GgufOutputType.F32 });
-        Console.WriteLine($"export: {sw.Elapsed.TotalSeconds:F2}s");
-        var prompt = TokenizerLoader.Load(KjvModel.Dir).Encode("In the beginning God created");
-        var (ours, ourLogits) = Ours(KjvModel.Dir, prompt, 32);
-        var (theirs, theirLogits) = LlamaCpp.Greedy(gguf, prompt, 32);
-        double diff = MaxAbsDiff(ourLogits, theirLogits);
-        Console.WriteLine($"kjv f32: max |Δlogit| = {diff:E3}; ours {string.Join(",", ours)}; llama.cpp {string.Join(",", theirs)}");
-        Assert.Equal(ours, theirs);
-        Assert.True(diff <= LogitTolerance, $"max |Δlogit| {diff:E3} > {LogitTolerance}");
+        var tok = TokenizerLoader.Load(KjvModel.Dir);
+        var prompt = tok.Encode(KjvPrompt);
+        // llama.cpp's own SentencePiece tokenizer, from the exported vocabulary, gives the same ids.
+        Assert.Equal(prompt, LlamaCpp.Tokenize(kjv.F32, KjvPrompt, addBos: true));
+        AssertSameAsLlamaCpp(KjvModel.Dir, kjv.F32, prompt, NewTokens, "kjv f32");
+    }
+
+    [Fact]
+    public void Kjv_Pruned_6_13_Export_Equals_Gguf_Prune_And_Matches_LlamaCpp()
+    {
+        string prunedDir = Path.Combine(_tmp, "kjv-pruned");
+        var plan = PrunePlan.FromLayerSpec("6-13", 16);
+        using (var ckpt = Checkpoint.Open(KjvModel.Dir)) CheckpointPruner.Write(ckpt, plan, prunedDir);
+        string exported = Path.Combine(_tmp, "pruned-export.gguf"), pruned = Path.Combine(_tmp, "pruned-gguf.gguf");
+        GgufExporter.Export(prunedDir, exported, new GgufExportOptions { Type = GgufOutputType.F32 });
+        GgufPruner.Prune(kjv.F32, PrunePlan.FromJsonFile(Path.Combine(prunedDir, "prune_plan.json"), 16), pruned, force: false);
+
+        var a = GgufFile.Open(exported);
+        var b = GgufFile.Open(pruned);
+        Assert.Equal(8, (int)b.Get("llama.block_count")!.AsLong());
+        Assert.Equal(a.Tensors.Select(t => (t.Name, t.Type, string.Join(",", t.Dims))), b.Tensors.Select(t => (t.Name, t.Type, string.Join(",", t.Dims))));
+        foreach (var (ta, tb) in a.Tensors.Zip(b.Tensors)) Assert.True(a.ReadTensorBytes(ta).AsSpan().SequenceEqual(b.ReadTensorBytes(tb)), ta.Name);
+        // Metadata equal except the name (the pruned folder's).
+        Assert.Equal(a.Metadata.Where(kv => kv.Key != "general.name").Select(kv => (kv.Key, Show(kv.Value))),
+                     b.Metadata.Where(kv => kv.Key != "general.name").Select(kv => (kv.Key, Show(kv.Value))));
+
+        var prompt = TokenizerLoader.Load(KjvModel.Dir).Encode(KjvPrompt);
+        AssertSameAsLlamaCpp(prunedDir, pruned, prompt, NewTokens, "kjv pruned 6-13 (GGUF prune)");
+    }
+
+    static string Show(GgufValue v) => v.Value is Array arr ? $"{v.ElementType}:{string.Join("\u0001", arr.Cast<object>())}" : $"{v.Type}:{v}";
+
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("llama_pruned_3_6")]
+    [InlineData("llama3rope")]
+    [InlineData("qwen2")]
+    [InlineData("qwen2_pruned_3_6")]
+    [InlineData("phi")]
+    [InlineData("phi_pruned_3_6")]
+    public void Golden_F32_Export_Matches_LlamaCpp(string fixture)
+    {
+        string dir = Path.Combine(TestPaths.Fixtures, "golden", fixture), gguf = Path.Combine(_tmp, fixture + ".gguf");
+        var r = GgufExporter.Export(dir, gguf, new GgufExportOptions { Type = GgufOutputType.F32 });
+        Assert.NotNull(r.Note); // no tokenizer: minimal vocabulary
+        using var golden = new GoldenFixture(fixture.Replace("_pruned_3_6", ""));
+        AssertSameAsLlamaCpp(dir, gguf, golden.TwoSamples()[0], NewTokens, $"golden {fixture} f32");
+    }
+
+    [Fact]
+    public void Golden_Mistral_Export_Needs_Flag_And_Matches_LlamaCpp_Within_Its_Window()
+    {
+        string dir = Path.Combine(TestPaths.Fixtures, "golden", "mistral"), gguf = Path.Combine(_tmp, "mistral.gguf");
+        var e = Assert.Throws<LayerPruneException>(() => GgufExporter.Export(dir, gguf, new GgufExportOptions { Type = GgufOutputType.F32 }));
+        Assert.Contains("sliding_window 8", e.Message);
+        Assert.False(File.Exists(gguf));
+        GgufExporter.Export(dir, gguf, new GgufExportOptions { Type = GgufOutputType.F32, IgnoreSlidingWindow = true });
+        using var golden = new GoldenFixture("mistral");
+        // The fixture's window is 8 positions: prompt 4 + 4 new tokens stay inside it.
+        AssertSameAsLlamaCpp(dir, gguf, golden.TwoSamples()[0][..4], 4, "golden mistral f32 (within the window)");
+    }
+
+    [Fact]
+    public void Q8_0_Export_Is_Byte_Identical_To_LlamaCpp_Quantization()
+    {
+        string ours = Path.Combine(_tmp, "kjv-q8_0.gguf"), theirs = Path.Combine(_tmp, "kjv-q8_0-llamacpp.gguf");
+        GgufExporter.Export(KjvModel.Dir, ours, new GgufExportOptions { Type = GgufOutputType.Q8_0 });
+        LlamaCpp.Quantize(kjv.F32, theirs, LLamaFtype.MOSTLY_Q8_0);
+        var a = GgufFile.Open(ours);
+        var b = GgufFile.Open(theirs);
+        var bt = b.Tensors.ToDictionary(t => t.Name);
+        Assert.Equal(a.Tensors.Select(t => t.Name).Order(), bt.Keys.Order());
+        Assert.Contains(a.Tensors, t => t.Type == GgmlType.Q8_0);
+        foreach (var t in a.Tensors)
+        {
+            Assert.True(t.Type == bt[t.Name].Type, $"{t.Name}: ours {t.Type}, llama.cpp {bt[t.Name].Type}");
+            Assert.True(a.ReadTensorBytes(t).AsSpan().SequenceEqual(b.ReadTensorBytes(bt[t.Name])), $"{t.Name} ({t.Type}) bytes differ");
+        }
+        var prompt = TokenizerLoader.Load(KjvModel.Dir).Encode(KjvPrompt);
+        var (mine, _) = LlamaCpp.Greedy(ours, prompt, NewTokens);
+        var (reference, _) = LlamaCpp.Greedy(theirs, prompt, NewTokens);
+        Assert.Equal(reference, mine);
     }
 }

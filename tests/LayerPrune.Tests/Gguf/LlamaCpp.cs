@@ -30,11 +30,10 @@ public static class LlamaCpp
         // f32 KV cache (llama.cpp's default is f16) and no flash attention: llama.cpp computes in f32 throughout.
         var p = new ModelParams(gguf)
         {
-            ContextSize = 256, BatchSize = 256, GpuLayerCount = 0, Threads = 2,
+            ContextSize = 256, BatchSize = 256, GpuLayerCount = 0, Threads = 1, BatchThreads = 1,
             TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32,
             FlashAttention = false,
         };
-        var sw = System.Diagnostics.Stopwatch.StartNew();
         lock (Gate)
         {
             using var weights = LLamaWeights.LoadFromFile(p);
@@ -55,7 +54,6 @@ public static class LlamaCpp
                 Decode(ctx, batch);
                 logits = ctx.NativeHandle.GetLogitsIth(0).ToArray();
             }
-            Console.WriteLine($"llama.cpp greedy {newTokens}: {sw.Elapsed.TotalSeconds:F2}s");
             return (tokens.ToArray(), first);
         }
     }
@@ -66,7 +64,7 @@ public static class LlamaCpp
         Init();
         lock (Gate)
         {
-            if (!LLamaQuantizer.Quantize(input, output, type, nthread: 2)) throw new InvalidOperationException($"llama.cpp failed to quantize {input}");
+            if (!LLamaQuantizer.Quantize(input, output, type, nthread: 1, allowRequantize: false, quantizeOutputTensor: true)) throw new InvalidOperationException($"llama.cpp failed to quantize {input}");
         }
     }
 
