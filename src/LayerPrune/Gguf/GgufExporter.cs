@@ -66,6 +66,9 @@ public static class GgufExporter
             tensors.Insert(1, new GgufTensorToWrite("rope_freqs.weight", [factors.Length], GgmlType.F32,
                 s => s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(factors.AsSpan()))));
         }
+        int fallback = o.Type == GgufOutputType.Q8_0 ? tensors.Count(t => t.Dims.Length >= 2 && t.Type == GgmlType.F16) : 0;
+        if (fallback > 0)
+            note = (note is null ? "" : note + "; ") + $"{fallback} matrices have rows that are not whole Q8_0 blocks of {Q8Block}: stored as F16";
         GgufWriter.Write(outPath, metadata, tensors, o.Force);
         return new GgufExportResult(Path.GetFullPath(outPath), arch, c.NumLayers, tensors.Count, new FileInfo(outPath).Length, note);
     }

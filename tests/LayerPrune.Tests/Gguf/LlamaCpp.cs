@@ -15,7 +15,8 @@ public static class LlamaCpp
         lock (Gate)
         {
             if (_initialized) return;
-            NativeLibraryConfig.All.WithLogCallback((level, message) => { }); // llama.cpp logs every tensor load otherwise
+            NativeLibraryConfig.All.WithLogCallback((level, message) => { if (Environment.GetEnvironmentVariable("LP_LLAMA_LOG") == "1") Console.Write(message); }); // llama.cpp logs every tensor load otherwise
+            NativeApi.llama_empty_call(); // loads the native library (LLamaQuantizer alone does not)
             _initialized = true;
         }
     }
