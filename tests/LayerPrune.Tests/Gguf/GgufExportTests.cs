@@ -209,4 +209,24 @@ public class GgufExportTests(KjvGguf kjv) : IClassFixture<KjvGguf>, IDisposable
     }
 
     static string InfoCommandSize(long bytes) => $"{bytes / 1048576.0:F1} MiB";
+
+    /// <summary>16-bit exports: llama.cpp's logits stay within these bounds of LayerPrune's f32 logits (measured, golden llama).</summary>
+    [Theory]
+    [InlineData(GgufOutputType.F16, 2e-3)]
+    [InlineData(GgufOutputType.BF16, 2e-2)]
+    public void Golden_16bit_Export_Runs_In_LlamaCpp(GgufOutputType type, double tolerance)
+    {
+        string dir = Path.Combine(TestPaths.Fixtures, "golden", "llama"), gguf = Path.Combine(_tmp, $"llama-{type}.gguf");
+        GgufExporter.Export(dir, gguf, new GgufExportOptions { Type = type });
+        var f = GgufFile.Open(gguf);
+        var expected = type == GgufOutputType.F16 ? GgmlType.F16 : GgmlType.BF16;
+        Assert.All(f.Tensors, t => Assert.Equal(t.Dims.Length == 1 ? GgmlType.F32 : expected, t.Type));
+        using var golden = new GoldenFixture("llama");
+        var prompt = golden.TwoSamples()[0];
+        var (_, ourLogits) = Ours(dir, prompt, 1);
+        var (_, theirLogits) = LlamaCpp.Greedy(gguf, prompt, 1);
+        double diff = MaxAbsDiff(ourLogits, theirLogits);
+        Console.WriteLine($"golden llama {type}: max |Δlogit| vs f32 engine = {diff:E2}");
+        Assert.True(diff <= tolerance, $"{type}: max |Δlogit| {diff:E3} > {tolerance}");
+    }
 }
