@@ -69,15 +69,15 @@ public static class LlamaCpp
         }
     }
 
-    /// <summary>llama.cpp's tokenization of <paramref name="text"/> with the GGUF's vocabulary.</summary>
-    public static int[] Tokenize(string gguf, string text, bool addBos)
+    /// <summary>llama.cpp's tokenization of <paramref name="text"/> (<paramref name="special"/>: parse special-token text) with the GGUF's vocabulary.</summary>
+    public static int[] Tokenize(string gguf, string text, bool addBos, bool special = false, bool vocabOnly = false)
     {
         Init();
-        var p = new ModelParams(gguf) { ContextSize = 64, GpuLayerCount = 0 };
+        var p = new ModelParams(gguf) { ContextSize = 64, GpuLayerCount = 0, VocabOnly = vocabOnly };
         lock (Gate)
         {
             using var weights = LLamaWeights.LoadFromFile(p);
-            return weights.Tokenize(text, addBos, special: false, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
+            return weights.Tokenize(text, addBos, special, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
         }
     }
 
