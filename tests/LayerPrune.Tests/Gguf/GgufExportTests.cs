@@ -229,4 +229,22 @@ public class GgufExportTests(KjvGguf kjv) : IClassFixture<KjvGguf>, IDisposable
         Console.WriteLine($"golden llama {type}: max |Δlogit| vs f32 engine = {diff:E2}");
         Assert.True(diff <= tolerance, $"{type}: max |Δlogit| {diff:E3} > {tolerance}");
     }
+
+    /// <summary>The README's LLamaSharp snippet (StatelessExecutor, greedy) continues the prompt with LayerPrune's greedy text.</summary>
+    [Fact]
+    public async Task Readme_LLamaSharp_Snippet_Generates_Our_Greedy_Text()
+    {
+        LlamaCpp.Init();
+        var p = new LLama.Common.ModelParams(kjv.F32) { ContextSize = 512, Threads = 1, BatchThreads = 1 };
+        using var weights = LLama.LLamaWeights.LoadFromFile(p);
+        var executor = new LLama.StatelessExecutor(weights, p);
+        var greedy = new LLama.Common.InferenceParams { MaxTokens = 32, SamplingPipeline = new LLama.Sampling.GreedySamplingPipeline() };
+        var text = new System.Text.StringBuilder();
+        await foreach (var piece in executor.InferAsync(KjvPrompt, greedy)) text.Append(piece);
+
+        var tok = TokenizerLoader.Load(KjvModel.Dir);
+        var (ours, _) = Ours(KjvModel.Dir, tok.Encode(KjvPrompt), 32);
+        Console.WriteLine($"LLamaSharp: '{text}'; ours: '{tok.Decode(ours)}'");
+        Assert.Equal(tok.Decode(ours), text.ToString());
+    }
 }

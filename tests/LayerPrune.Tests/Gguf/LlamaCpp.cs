@@ -10,7 +10,8 @@ public static class LlamaCpp
     static readonly object Gate = new();
     static bool _initialized;
 
-    static void Init()
+    /// <summary>Loads the native library once, with llama.cpp's logging silenced (LP_LLAMA_LOG=1 shows it).</summary>
+    public static void Init()
     {
         lock (Gate)
         {
