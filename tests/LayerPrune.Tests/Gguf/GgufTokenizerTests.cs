@@ -44,3 +44,27 @@ public class GgufTokenizerTests : IDisposable
         Assert.Equal(ours, theirs);
     }
 }
+
+/// <summary>The GGUF writer is atomic: a failure mid-write leaves neither a partial file nor a temp file, and an existing output intact.</summary>
+public class GgufWriterTests : IDisposable
+{
+    readonly string _tmp = Directory.CreateTempSubdirectory("lp-gguf-w-").FullName;
+    public void Dispose() => Directory.Delete(_tmp, recursive: true);
+
+    [Fact]
+    public void Failed_Write_Leaves_Existing_Output_And_No_Temp_File()
+    {
+        string path = Path.Combine(_tmp, "out.gguf");
+        var meta = new List<KeyValuePair<string, GgufValue>> { new("general.architecture", GgufValue.Str("llama")) };
+        var ok = new GgufTensorToWrite("a", [4], GgmlType.F32, s => s.Write(new byte[16]));
+        GgufWriter.Write(path, meta, [ok]);
+        byte[] before = File.ReadAllBytes(path);
+        var failing = new GgufTensorToWrite("b", [4], GgmlType.F32, s => { s.Write(new byte[8]); throw new IOException("disk full"); });
+        Assert.Throws<IOException>(() => GgufWriter.Write(path, meta, [ok, failing], force: true));
+        Assert.Equal(before, File.ReadAllBytes(path));
+        Assert.Equal(["out.gguf"], Directory.GetFiles(_tmp).Select(Path.GetFileName));
+        var f = GgufFile.Open(path);
+        Assert.Equal(new byte[16], f.ReadTensorBytes(f.Tensors.Single()));
+        Assert.Equal(0, f.DataStart % GgufFile.DefaultAlignment);
+    }
+}
