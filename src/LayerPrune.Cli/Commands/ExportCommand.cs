@@ -12,8 +12,10 @@ public static class ExportCommand
     {
         var model = Cli.ModelOption();
         var format = new Option<string>("--format") { Description = "Output format (gguf)", DefaultValueFactory = _ => "gguf" };
-        var output = new Option<string>("--out", "-o") { Description = "Output file, e.g. model.gguf (written atomically)", Required = true };
-        var type = new Option<string>("--type") { Description = "Weight type: f32 | f16 | bf16 | q8_0 (norms and biases stay f32)", DefaultValueFactory = _ => "f16" };
+        var output = new Option<string>("--out", "-o")
+            { Description = "Output file, e.g. model.gguf (written atomically)", Required = true };
+        var type = new Option<string>("--type")
+            { Description = "Weight type: f32 | f16 | bf16 | q8_0 (norms and biases stay f32)", DefaultValueFactory = _ => "f16" };
         var force = new Option<bool>("--force") { Description = "Replace an existing --out file" };
         var ignoreWindow = new Option<bool>("--ignore-sliding-window")
             { Description = "Export a sliding-window model although llama.cpp will attend over the full context" };
@@ -45,7 +47,11 @@ public static class ExportCommand
                     ["type"] = t.ToLowerInvariant(), ["bytes"] = r.Bytes,
                 });
             }
-            else Console.Out.WriteLine($"wrote {r.Path} ({r.Architecture}, {r.Layers} layers, {r.Tensors} tensors, {InfoCommand.Human(r.Bytes)})");
+            else
+            {
+                string size = InfoCommand.Human(r.Bytes);
+                Console.Out.WriteLine($"wrote {r.Path} ({r.Architecture}, {r.Layers} layers, {r.Tensors} tensors, {size})");
+            }
             return 0;
         });
     }

@@ -68,7 +68,10 @@ public static class GgufExporter
         }
         int fallback = o.Type == GgufOutputType.Q8_0 ? tensors.Count(t => t.Dims.Length >= 2 && t.Type == GgmlType.F16) : 0;
         if (fallback > 0)
-            note = (note is null ? "" : note + "; ") + $"{fallback} matrices have rows that are not whole Q8_0 blocks of {Q8Block}: stored as F16";
+        {
+            string fallbackNote = $"{fallback} matrices have rows that are not whole Q8_0 blocks of {Q8Block}: stored as F16";
+            note = note is null ? fallbackNote : $"{note}; {fallbackNote}";
+        }
         GgufWriter.Write(outPath, metadata, tensors, o.Force);
         return new GgufExportResult(Path.GetFullPath(outPath), arch, c.NumLayers, tensors.Count, new FileInfo(outPath).Length, note);
     }

@@ -90,7 +90,13 @@ public sealed class GgufFile
     GgufFile(string path, uint version, List<KeyValuePair<string, GgufValue>> metadata, List<GgufTensorInfo> tensors,
              long dataStart, int alignment, long length)
     {
-        Path = path; Version = version; Metadata = metadata; Tensors = tensors; DataStart = dataStart; Alignment = alignment; FileLength = length;
+        Path = path;
+        Version = version;
+        Metadata = metadata;
+        Tensors = tensors;
+        DataStart = dataStart;
+        Alignment = alignment;
+        FileLength = length;
     }
 
     /// <summary>The value of <paramref name="key"/> or null.</summary>
@@ -124,7 +130,8 @@ public sealed class GgufFile
         var (block, bytes) = BlockLayout(type);
         long rows = dims.Skip(1).Aggregate(1L, (a, b) => checked(a * b));
         long ne0 = dims.Length == 0 ? 1 : dims[0];
-        if (ne0 % block != 0) throw new LayerPruneException($"a {type} tensor's first dimension {ne0} is not a multiple of its block size {block}");
+        if (ne0 % block != 0)
+            throw new LayerPruneException($"a {type} tensor's first dimension {ne0} is not a multiple of its block size {block}");
         return checked(rows * (ne0 / block) * bytes);
     }
 
@@ -163,7 +170,8 @@ public sealed class GgufFile
         if (metadata.FirstOrDefault(kv => kv.Key == "general.alignment").Value is { } a)
         {
             long al = a.AsLong();
-            if (al <= 0 || al > 1 << 20 || (al & (al - 1)) != 0) throw new LayerPruneException($"{path}: general.alignment {al} is not a power of two");
+            if (al <= 0 || al > 1 << 20 || (al & (al - 1)) != 0)
+                throw new LayerPruneException($"{path}: general.alignment {al} is not a power of two");
             alignment = (int)al;
         }
         var tensors = new List<GgufTensorInfo>((int)tensorCount);
@@ -176,11 +184,14 @@ public sealed class GgufFile
             for (int d = 0; d < nDims; d++)
             {
                 ulong v = r.ReadUInt64();
-                dims[d] = v <= (ulong)length * 8 ? (long)v : throw new LayerPruneException($"{path}: tensor '{name}' dimension {v} is implausible: corrupt file");
+                if (v > (ulong)length * 8)
+                    throw new LayerPruneException($"{path}: tensor '{name}' dimension {v} is implausible: corrupt file");
+                dims[d] = (long)v;
             }
             var type = (GgmlType)r.ReadUInt32();
             ulong offset = r.ReadUInt64();
-            if (offset > (ulong)length) throw new LayerPruneException($"{path}: tensor '{name}' offset {offset} is beyond the end of the file");
+            if (offset > (ulong)length)
+                throw new LayerPruneException($"{path}: tensor '{name}' offset {offset} is beyond the end of the file");
             tensors.Add(new GgufTensorInfo(name, dims, type, (long)offset));
         }
         long dataStart = Align(fs.Position, alignment);
@@ -189,11 +200,14 @@ public sealed class GgufFile
             long bytes;
             try { bytes = t.ByteLength; }
             catch (LayerPruneException e) { throw new LayerPruneException($"{path}: tensor '{t.Name}': {e.Message}"); }
-            if (t.Offset % alignment != 0) throw new LayerPruneException($"{path}: tensor '{t.Name}' offset {t.Offset} is not aligned to {alignment}");
+            if (t.Offset % alignment != 0)
+                throw new LayerPruneException($"{path}: tensor '{t.Name}' offset {t.Offset} is not aligned to {alignment}");
             if (dataStart + t.Offset + bytes > length)
-                throw new LayerPruneException($"{path}: tensor '{t.Name}' ({bytes} bytes at data offset {t.Offset}) extends beyond the end of the file: truncated?");
+                throw new LayerPruneException(
+                    $"{path}: tensor '{t.Name}' ({bytes} bytes at data offset {t.Offset}) extends beyond the end of the file: truncated?");
         }
-        if (tensors.Select(t => t.Name).Distinct().Count() != tensors.Count) throw new LayerPruneException($"{path}: duplicate tensor names");
+        if (tensors.Select(t => t.Name).Distinct().Count() != tensors.Count)
+            throw new LayerPruneException($"{path}: duplicate tensor names");
         return new GgufFile(path, version, metadata, tensors, dataStart, alignment, length);
     }
 
@@ -212,7 +226,8 @@ public sealed class GgufFile
         var elem = (GgufValueType)r.ReadUInt32();
         ulong n = r.ReadUInt64();
         if (elem == GgufValueType.Array) throw new LayerPruneException($"{path}: metadata '{key}' is a nested array (not supported)");
-        if (n > (ulong)length) throw new LayerPruneException($"{path}: metadata '{key}' array length {n} exceeds the file size: corrupt file");
+        if (n > (ulong)length)
+            throw new LayerPruneException($"{path}: metadata '{key}' array length {n} exceeds the file size: corrupt file");
         var arr = System.Array.CreateInstance(ScalarClrType(elem, path, key), (int)n);
         for (int i = 0; i < (int)n; i++) arr.SetValue(ReadScalar(r, elem, path, length, key), i);
         return GgufValue.Array(elem, arr);
@@ -222,7 +237,8 @@ public sealed class GgufFile
     {
         GgufValueType.UInt8 => r.ReadByte(), GgufValueType.Int8 => r.ReadSByte(), GgufValueType.UInt16 => r.ReadUInt16(),
         GgufValueType.Int16 => r.ReadInt16(), GgufValueType.UInt32 => r.ReadUInt32(), GgufValueType.Int32 => r.ReadInt32(),
-        GgufValueType.Float32 => r.ReadSingle(), GgufValueType.Bool => r.ReadByte() != 0, GgufValueType.String => ReadString(r, path, length),
+        GgufValueType.Float32 => r.ReadSingle(), GgufValueType.Bool => r.ReadByte() != 0,
+        GgufValueType.String => ReadString(r, path, length),
         GgufValueType.UInt64 => r.ReadUInt64(), GgufValueType.Int64 => r.ReadInt64(), GgufValueType.Float64 => r.ReadDouble(),
         _ => throw new LayerPruneException($"{path}: metadata '{key}' has unknown value type {(uint)type}"),
     };

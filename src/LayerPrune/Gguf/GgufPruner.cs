@@ -33,7 +33,8 @@ public static partial class GgufPruner
         var metadata = new List<KeyValuePair<string, GgufValue>>();
         foreach (var (key, value) in src.Metadata)
         {
-            if (key == $"{arch}.block_count") metadata.Add(new(key, new GgufValue(value.Type, Convert.ChangeType(kept.Length, value.Value.GetType()))));
+            if (key == $"{arch}.block_count")
+                metadata.Add(new(key, new GgufValue(value.Type, Convert.ChangeType(kept.Length, value.Value.GetType()))));
             else if (key.StartsWith(arch + ".", StringComparison.Ordinal) && value.Type == GgufValueType.Array && value.Count == layers)
             {
                 var items = (Array)value.Value;
@@ -51,7 +52,8 @@ public static partial class GgufPruner
             if (BlockTensor().Match(t.Name) is { Success: true } m)
             {
                 int layer = int.Parse(m.Groups[1].Value);
-                if (layer >= layers) throw new LayerPruneException($"{inPath}: tensor '{t.Name}' belongs to a block beyond {arch}.block_count = {layers}");
+                if (layer >= layers)
+                    throw new LayerPruneException($"{inPath}: tensor '{t.Name}' belongs to a block beyond {arch}.block_count = {layers}");
                 if (!newIndex.TryGetValue(layer, out int n)) continue;
                 name = $"blk.{n}.{m.Groups[2].Value}";
             }

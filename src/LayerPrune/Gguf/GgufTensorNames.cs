@@ -131,13 +131,15 @@ public static class GgufTensorNames
         if (c.Rope.Type == "llama3" && arch != "llama")
             throw new LayerPruneException($"{c.Path}: RoPE type llama3 is only supported by llama.cpp's llama architecture, not {arch}");
         if (c.Rope.PartialRotaryFactor < 1 && c.Family != ArchitectureFamily.Phi)
-            throw new LayerPruneException($"{c.Path}: partial_rotary_factor {c.Rope.PartialRotaryFactor} cannot be represented in llama.cpp's {arch} architecture");
+            throw new LayerPruneException(
+                $"{c.Path}: partial_rotary_factor {c.Rope.PartialRotaryFactor} cannot be represented in llama.cpp's {arch} architecture");
         if (c.Family == ArchitectureFamily.Phi && c.Rope.Type != "default")
             throw new LayerPruneException($"{c.Path}: RoPE type {c.Rope.Type} is not supported for phi2 export");
         int? window = c.SlidingWindows.FirstOrDefault(w => w is not null);
         if (window is not null && !ignoreSlidingWindow)
             throw new LayerPruneException($"{c.Path}: sliding_window {window} cannot be represented in llama.cpp's {arch} architecture " +
-                $"(llama.cpp would attend beyond {window} tokens); pass --ignore-sliding-window to export anyway, as llama.cpp's own converter does");
+                $"(llama.cpp would attend beyond {window} tokens); pass --ignore-sliding-window to export anyway, " +
+                "as llama.cpp's own converter does");
     }
 
     /// <summary>

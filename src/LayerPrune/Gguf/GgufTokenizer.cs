@@ -83,7 +83,9 @@ public static class GgufTokenizer
 
     static void Minimal(ModelConfig c, List<KeyValuePair<string, GgufValue>> kv)
     {
-        if (c.VocabSize < 259) throw new LayerPruneException($"{c.Path}: no tokenizer and vocab_size {c.VocabSize} < 259 (too small for a minimal vocabulary)");
+        if (c.VocabSize < 259)
+            throw new LayerPruneException(
+                $"{c.Path}: no tokenizer and vocab_size {c.VocabSize} < 259 (too small for a minimal vocabulary)");
         var tokens = new string[c.VocabSize];
         var types = new int[c.VocabSize];
         var scores = new float[c.VocabSize];
@@ -136,7 +138,8 @@ public static class GgufTokenizer
         {
             using (var doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(modelDir, "vocab.json"))))
                 foreach (var e in doc.RootElement.EnumerateObject()) vocab[e.Name] = e.Value.GetInt32();
-            merges.AddRange(File.ReadLines(Path.Combine(modelDir, "merges.txt")).Where((l, i) => l.Length > 0 && !(i == 0 && l.StartsWith("#version"))));
+            var lines = File.ReadLines(Path.Combine(modelDir, "merges.txt"));
+            merges.AddRange(lines.Where((l, i) => l.Length > 0 && !(i == 0 && l.StartsWith("#version"))));
             added.AddRange(TokenizerConfig.Read(modelDir).AddedTokensDecoder);
             pre = c.Family == ArchitectureFamily.Qwen2 ? "qwen2" : "gpt-2";
         }
@@ -163,11 +166,13 @@ public static class GgufTokenizer
     static string PreTokenizer(string preJson, ModelConfig c, string file)
     {
         if (c.Family == ArchitectureFamily.Qwen2) return "qwen2";
-        if (preJson.Contains("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}", StringComparison.Ordinal))
+        const string Llama3Split = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}";
+        if (preJson.Contains(Llama3Split, StringComparison.Ordinal))
             return "llama-bpe";
         if (preJson.Contains("\"ByteLevel\"", StringComparison.Ordinal) && !preJson.Contains("\"Split\"", StringComparison.Ordinal))
             return "gpt-2";
-        throw new LayerPruneException($"{file}: BPE pre-tokenizer not recognised (LayerPrune knows GPT-2, Llama-3 and Qwen2); llama.cpp would tokenize differently");
+        throw new LayerPruneException(
+            $"{file}: BPE pre-tokenizer not recognised (LayerPrune knows GPT-2, Llama-3 and Qwen2); llama.cpp would tokenize differently");
     }
 
     static string? ChatTemplate(string modelDir)

@@ -74,7 +74,8 @@ public static class GgufWriter
         {
             var t = tensors[i];
             long before = fs.Position;
-            if (before - dataStart != offsets[i]) throw new InvalidOperationException($"{path}: '{t.Name}' starts at {before - dataStart}, expected {offsets[i]}");
+            if (before - dataStart != offsets[i])
+                throw new InvalidOperationException($"{path}: '{t.Name}' starts at {before - dataStart}, expected {offsets[i]}");
             t.WriteData(fs);
             if (fs.Position - before != t.ByteLength)
                 throw new InvalidOperationException($"{path}: '{t.Name}' wrote {fs.Position - before} bytes, expected {t.ByteLength}");

@@ -66,7 +66,8 @@ public static class LlamaCpp
         Init();
         lock (Gate)
         {
-            if (!LLamaQuantizer.Quantize(input, output, type, nthread: 1, allowRequantize: false, quantizeOutputTensor: true)) throw new InvalidOperationException($"llama.cpp failed to quantize {input}");
+            if (!LLamaQuantizer.Quantize(input, output, type, nthread: 1, allowRequantize: false, quantizeOutputTensor: true))
+                throw new InvalidOperationException($"llama.cpp failed to quantize {input}");
         }
     }
 
