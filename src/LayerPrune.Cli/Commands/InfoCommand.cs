@@ -14,8 +14,11 @@ public static class InfoCommand
         var cmd = new Command("info", "Architecture, layers, parameters, storage dtype and memory of a model (reads only headers)") { model, json };
         return cmd.WithAction(p =>
         {
-            using var ckpt = Checkpoint.Open(p.GetValue(model)!);
-            var info = Describe(ckpt);
+            string path = p.GetValue(model)!;
+            // GGUF files (issue 16) are described from their header.
+            bool gguf = path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(path);
+            using var ckpt = gguf ? null : Checkpoint.Open(path);
+            var info = gguf ? DescribeGguf(LayerPrune.Gguf.GgufFile.Open(path)) : Describe(ckpt!);
             if (p.GetValue(json)) { Cli.PrintJson(info); return 0; }
             var table = new Table().AddColumn("property").AddColumn("value");
             foreach (var (k, v) in info) table.AddRow(Markup.Escape(k), Markup.Escape(v?.ToJsonString().Trim('"') ?? "null"));
@@ -57,6 +60,35 @@ public static class InfoCommand
         if (File.Exists(plan) && JsonNode.Parse(File.ReadAllText(plan)) is JsonObject pj)
             o["pruned_from"] = $"{pj["source_model"]} ({pj["original_layers"]} layers, removed {pj["removed"]?.ToJsonString()})";
         return o;
+    }
+
+    /// <summary>A GGUF file's architecture, layers, dimensions, tensor types and size.</summary>
+    public static JsonObject DescribeGguf(LayerPrune.Gguf.GgufFile f)
+    {
+        string arch = f.Architecture;
+        long? Key(string k) => f.Get($"{arch}.{k}") is { Type: not LayerPrune.Gguf.GgufValueType.Array } v ? v.AsLong() : null;
+        var types = f.Tensors.GroupBy(t => t.Type).OrderByDescending(g => g.Count()).Select(g => $"{g.Key}×{g.Count()}");
+        return new JsonObject
+        {
+            ["model"] = Path.GetFullPath(f.Path),
+            ["format"] = $"GGUF v{f.Version}",
+            ["architecture"] = arch,
+            ["name"] = f.Get("general.name")?.Value as string,
+            ["layers"] = f.BlockCount,
+            ["hidden_size"] = Key("embedding_length"),
+            ["intermediate_size"] = Key("feed_forward_length"),
+            ["attention_heads"] = Key("attention.head_count"),
+            ["kv_heads"] = Key("attention.head_count_kv"),
+            ["context_length"] = Key("context_length"),
+            ["vocab_size"] = f.Get("tokenizer.ggml.tokens")?.Count ?? Key("vocab_size"),
+            ["tokenizer"] = f.Get("tokenizer.ggml.model")?.Value as string,
+            ["parameters"] = f.Tensors.Sum(t => t.NumElements),
+            ["tensors"] = f.Tensors.Count,
+            ["tensor_types"] = string.Join(", ", types),
+            ["file_type"] = f.Get("general.file_type")?.AsLong(),
+            ["storage_bytes"] = f.FileLength,
+            ["storage"] = Human(f.FileLength),
+        };
     }
 
     public static string Human(long bytes) => bytes switch

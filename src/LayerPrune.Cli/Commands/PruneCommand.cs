@@ -12,6 +12,7 @@ public static class PruneCommand
         var model = Cli.ModelOption();
         var output = new Option<string>("--out", "-o") { Description = "Folder for the pruned checkpoint (written atomically)", Required = true };
         var layers = new Option<string?>("--layers") { Description = "Explicit 0-based layers to remove: 6-9 or 3,5,7 (inclusive ranges)" };
+        var planFile = new Option<string?>("--plan") { Description = "prune_plan.json of an earlier prune: remove the same layers" };
         var n = new Option<int?>("--n") { Description = "Number of layers to remove" };
         var fraction = new Option<double?>("--fraction") { Description = "Fraction of layers to remove (rounded)" };
         var strategy = new Option<string>("--strategy") { Description = "similarity (the paper: least-changing block, needs --data) | deepest (n deepest except the final layer) | shallowest | random", DefaultValueFactory = _ => "similarity" };
@@ -21,14 +22,27 @@ public static class PruneCommand
         var json = Cli.JsonOption();
         var data = new SimilarityDataOptions();
         var cmd = new Command("prune", "Write a pruned Hugging Face checkpoint (kept layers renumbered, bytes copied verbatim) plus prune_plan.json and mergekit.yaml")
-            { model, output, layers, n, fraction, strategy, seed, force, maxShard, json };
+            { model, output, layers, planFile, n, fraction, strategy, seed, force, maxShard, json };
         data.AddTo(cmd);
         return cmd.WithAction(p =>
         {
             string dir = p.GetValue(model)!;
             string? spec = p.GetValue(layers);
-            int given = (spec is null ? 0 : 1) + (p.GetValue(n) is null ? 0 : 1) + (p.GetValue(fraction) is null ? 0 : 1);
-            Cli.Require(given == 1, "give exactly one of --layers, --n or --fraction");
+            string? planPath = p.GetValue(planFile);
+            int given = (spec is null ? 0 : 1) + (planPath is null ? 0 : 1) + (p.GetValue(n) is null ? 0 : 1) + (p.GetValue(fraction) is null ? 0 : 1);
+            Cli.Require(given == 1, "give exactly one of --layers, --plan, --n or --fraction");
+            // ---- GGUF input (issue 16): an explicit plan only; blocks removed and renumbered byte for byte ----
+            if (dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+            {
+                Cli.Require(spec is not null || planPath is not null, "a .gguf model needs an explicit plan: --layers or --plan");
+                int blocks = LayerPrune.Gguf.GgufFile.Open(dir).BlockCount;
+                var gplan = spec is not null ? PrunePlan.FromLayerSpec(spec, blocks) : PrunePlan.FromJsonFile(Cli.ExistingFile(planPath!, "--plan"), blocks);
+                var r = LayerPrune.Gguf.GgufPruner.Prune(dir, gplan, p.GetValue(output)!, p.GetValue(force));
+                if (p.GetValue(json)) { var o = gplan.ToJson(); o["out"] = r.Path; Cli.PrintJson(o); }
+                else Console.Out.WriteLine($"removed blocks {string.Join(",", gplan.Removed)}; {r.KeptLayers} of {r.OriginalLayers} kept → {r.Path}");
+                return 0;
+            }
+            // ---- end GGUF input ----
             long? shardBytes = p.GetValue(maxShard) is { } s ? ParseSize(s) : null;
             string strat = p.GetValue(strategy)!;
             Cli.Require(strat is "similarity" or "deepest" or "shallowest" or "random", $"--strategy {strat}: expected similarity, deepest, shallowest or random");
@@ -37,6 +51,7 @@ public static class PruneCommand
             OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir); // before any slow work
             PrunePlan plan;
             if (spec is not null) plan = PrunePlan.FromLayerSpec(spec, L);
+            else if (planPath is not null) plan = PrunePlan.FromJsonFile(Cli.ExistingFile(planPath, "--plan"), L);
             else
             {
                 int count = p.GetValue(n) ?? PrunePlan.BlockSizeFromFraction(p.GetValue(fraction)!.Value, L);

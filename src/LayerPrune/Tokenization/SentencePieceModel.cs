@@ -59,6 +59,8 @@ internal sealed class SentencePieceModel
     public string IdToPiece(int id) => _pieces[id];
     public float Score(int id) => _scores[id];
     public bool IsNormal(int id) => _types[id] == Normal;
+    /// <summary>The piece's sentencepiece_model.proto type (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte).</summary>
+    public int PieceType(int id) => _types[id];
     public bool TryGetId(string piece, out int id) => _pieceToId.TryGetValue(piece, out id);
     public bool IsControl(int id) => id >= 0 && id < _types.Length && _types[id] == Control;
 
