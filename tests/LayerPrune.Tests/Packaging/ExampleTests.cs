@@ -1,8 +1,9 @@
 using LayerPrune.Tests.Pruning;
+using Xunit.Abstractions;
 
 namespace LayerPrune.Tests.Packaging;
 
-public class ExampleTests
+public class ExampleTests(ITestOutputHelper log)
 {
     /// <summary>samples/csharp (docs/library.md) run as its own process on the embedded model, from an empty folder.</summary>
     [Fact]
@@ -18,8 +19,10 @@ public class ExampleTests
             outDir,
             "8",
         ];
-        var (code, stdout, stderr) = ProcessRunner.Run("dotnet", args, tmp.Path, new Dictionary<string, string?>(), TimeSpan.FromMinutes(15));
+        var noEnv = new Dictionary<string, string?>();
+        var (code, stdout, stderr) = ProcessRunner.Run("dotnet", args, tmp.Path, noEnv, TimeSpan.FromMinutes(15));
         Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        log.WriteLine(stdout);
         ExampleOutput.Parse(stdout).AssertMatchesHfForEightLayers(outDir);
     }
 }

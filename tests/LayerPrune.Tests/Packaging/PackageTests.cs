@@ -36,8 +36,13 @@ public class PackageTests(ITestOutputHelper log)
         File.WriteAllText(tmp["nuget.config"], NugetConfig(feed, globalPackages));
         var clock = Stopwatch.StartNew();
 
-        Dotnet(["pack", "LayerPrune.sln", "-c", Configuration, "--no-build", "-o", feed, $"-p:PackageVersion={version}"],
-               TestPaths.RepoRoot, new Dictionary<string, string?>());
+        // --no-build: the packages hold this build's assemblies; the generated .nuspec files go to tmp, not obj/.
+        string[] pack =
+        [
+            "pack", "LayerPrune.sln", "-c", Configuration, "--no-build", "-o", feed,
+            $"-p:PackageVersion={version}", $"-p:NuspecOutputPath={tmp["nuspec"]}/",
+        ];
+        Dotnet(pack, TestPaths.RepoRoot, new Dictionary<string, string?>());
         log.WriteLine($"pack: {clock.Elapsed.TotalSeconds:F0} s");
         string tool = Path.Combine(feed, $"LayerPrune.Tool.{version}.nupkg");
         string library = Path.Combine(feed, $"LayerPrune.{version}.nupkg");
@@ -89,7 +94,11 @@ public class PackageTests(ITestOutputHelper log)
         using (var zip = ZipFile.OpenRead(library))
         {
             var names = zip.Entries.Select(e => e.FullName).ToHashSet();
-            foreach (var file in new[] { "README.md", "buildTransitive/LayerPrune.targets", "lib/net10.0/LayerPrune.Core.dll", "lib/net10.0/LayerPrune.Core.xml" })
+            string[] files =
+            [
+                "README.md", "buildTransitive/LayerPrune.targets", "lib/net10.0/LayerPrune.Core.dll", "lib/net10.0/LayerPrune.Core.xml",
+            ];
+            foreach (var file in files)
                 Assert.Contains(file, names);
             using var nuspec = new StreamReader(zip.Entries.Single(e => e.FullName.EndsWith(".nuspec")).Open());
             string text = nuspec.ReadToEnd();
