@@ -18,10 +18,9 @@ var samples = SampleLoader.Load(text, tokenizer, samples: 64, seqLen: 256);
 var similarity = LayerSimilarity.Compute(model, samples);                           // d(x_l, x_l+n) for every l, n
 var plan = PrunePlan.FromSimilarity(similarity, n);                                 // the block that changes least
 var chunks = TokenChunks.FromLines(TextCorpus.Read(text), tokenizer, seqLen: 256, maxChunks: 128);
-var before = LossEvaluator.Evaluate(model, chunks);
-var after = LossEvaluator.Evaluate(model, chunks, layers: plan.Kept);               // the pruned model, in memory
+var loss = LossEvaluator.Evaluate(model, chunks, layers: plan.Kept);                // the pruned model, in memory
 CheckpointPruner.Write(model.Checkpoint, plan, outDir);                             // HF checkpoint + prune_plan.json
 
 Console.WriteLine($"removed layers: {string.Join(",", plan.Removed)} (angular distance {plan.Distance:F4})");
-Console.WriteLine($"validation loss: {before.ValidationLoss:F5} -> {after.ValidationLoss:F5}");
+Console.WriteLine($"validation loss without them: {loss.ValidationLoss:F5} ({loss.Tokens} predictions)");
 Console.WriteLine($"wrote {Path.GetFullPath(outDir)}");
