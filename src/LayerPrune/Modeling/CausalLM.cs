@@ -60,6 +60,9 @@ public sealed class CausalLM : IDisposable
         _layers = new DecoderLayer?[c.NumLayers];
         if (!offload) for (int i = 0; i < c.NumLayers; i++) _layers[i] = LoadLayer(i);
         else ValidateLayerTensors();
+        // Weights converted to the compute dtype no longer need the file pages they were read from: unmap them
+        // (weights used in place keep their mapping alive). Without this a bf16 checkpoint run in fp32 stays resident twice.
+        ckpt.ReleaseMappings();
     }
 
     public static CausalLM Load(string dir, Device? device = null, ScalarType dtype = ScalarType.Float32, bool offload = false)
