@@ -38,6 +38,15 @@ public static class EfficiencyBench
             var (pruned, prunedMemory) = EfficiencyMeter.LoadMeasured(tmp, device, dtype, opts);
             using var _pruned = pruned;
             string removed = $"{plan.Removed.First()}-{plan.Removed.Last()}";
+            if (args.Contains("--pair"))
+            {
+                // Only the two 8-layer variants, checkpoint first: is the in-memory skip slower, independent of target order?
+                var pair = EfficiencyMeter.Measure([
+                    new EfficiencyTarget("checkpoint", pruned), new EfficiencyTarget("skip in memory", full, plan.Kept)], opts);
+                foreach (var x in pair) o.WriteLine($"  {x.Label,-28} decode {Rate(x.DecodeTokensPerSecond)}, prefill {Rate(x.PrefillTokensPerSecond)}");
+                o.WriteLine($"  checkpoint / skip decode {pair[0].DecodeTokensPerSecond.Median / pair[1].DecodeTokensPerSecond.Median:F3}");
+                return;
+            }
             var results = EfficiencyMeter.Measure([
                 new EfficiencyTarget("unpruned", full, null, fullMemory),
                 new EfficiencyTarget($"skip {removed} in memory", full, plan.Kept),

@@ -15,4 +15,5 @@ root.Subcommands.Add(SimilarityCommand.Create());
 root.Subcommands.Add(PruneCommand.Create());
 root.Subcommands.Add(SweepCommand.Create());
 root.Subcommands.Add(HealCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 return Cli.Run(root, args);

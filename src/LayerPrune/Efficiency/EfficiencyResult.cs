@@ -158,6 +158,15 @@ public sealed record EfficiencyComparison(
     double DecodeSpeedup, double PrefillSpeedup, double IdealLayerSpeedup, double? LayerDecodeSpeedup, double? IdealDecodeSpeedup,
     long WeightBytesSaved, double WeightSavedFraction, long? ResidentBytesSaved)
 {
+    /// <summary>snake_case fields; the measured-share ones are null without a zero-layer run.</summary>
+    public JsonObject ToJson() => new()
+    {
+        ["decode_speedup"] = DecodeSpeedup, ["prefill_speedup"] = PrefillSpeedup, ["ideal_layer_speedup"] = IdealLayerSpeedup,
+        ["layer_decode_speedup"] = LayerDecodeSpeedup, ["ideal_decode_speedup"] = IdealDecodeSpeedup,
+        ["weight_bytes_saved"] = WeightBytesSaved, ["weight_saved_fraction"] = WeightSavedFraction,
+        ["resident_bytes_saved"] = ResidentBytesSaved,
+    };
+
     /// <summary>Compares <paramref name="variant"/> with <paramref name="reference"/>; <paramref name="fixedCost"/> is a zero-layer run.</summary>
     public static EfficiencyComparison Of(EfficiencyResult reference, EfficiencyResult variant, EfficiencyResult? fixedCost = null)
     {
