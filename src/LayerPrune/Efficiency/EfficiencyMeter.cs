@@ -37,8 +37,9 @@ public sealed record EfficiencyTarget(string Label, CausalLM Model, IReadOnlyLis
 
 /// <summary>
 /// Process memory that appeared while a model was loaded and each of its weights read once, in bytes:
-/// VmRSS after minus VmRSS before, split into anonymous pages (converted weights, allocator) and file pages
-/// (memory-mapped weights used in place). <paramref name="Peak"/> is VmHWM during the load minus VmRSS before
+/// resident anonymous pages (converted weights, allocator) plus resident file pages (memory-mapped weights used in place),
+/// after minus before. Resident shared memory (RssShmem: on .NET the double-mapped JIT code, which grows when methods are
+/// recompiled in the background) is left out; it is in VmRSS. <paramref name="Peak"/> is VmHWM during the load minus VmRSS before
 /// (null where the peak counter could not be reset).
 /// </summary>
 public sealed record ResidentMemory(long Bytes, long Anonymous, long File, long? Peak);
@@ -69,7 +70,7 @@ public static class EfficiencyMeter
             var after = ProcessMemory.Read();
             var memory = before is null || after is null
                 ? new ResidentMemory(0, 0, 0, null)
-                : new ResidentMemory(after.Rss - before.Rss, after.Anonymous - before.Anonymous, after.File - before.File,
+                : new ResidentMemory(after.Anonymous + after.File - before.Anonymous - before.File, after.Anonymous - before.Anonymous, after.File - before.File,
                     peakReset ? after.Peak - before.Rss : null);
             return (model, memory);
         }

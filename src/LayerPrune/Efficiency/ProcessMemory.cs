@@ -77,13 +77,30 @@ public static class ProcessMemory
     [DllImport("libc", EntryPoint = "mallopt")]
     static extern int mallopt(int param, int value);
 
-    /// <summary>Runs finalizers of unreachable managed objects (TorchSharp tensors not disposed) so that RSS reflects live data.</summary>
+    /// <summary>
+    /// Makes RSS reflect live data: runs finalizers of unreachable managed objects (TorchSharp tensors not disposed), has the
+    /// GC decommit its free memory, then returns glibc's free heap pages to the system (malloc_trim). Without the trim, blocks freed earlier stay resident and a
+    /// later allocation reusing them does not grow RSS: a load would appear smaller than it is.
+    /// </summary>
     public static void Settle()
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        GC.Collect();
+        // Aggressive: the GC also decommits its free memory now (by default it does so gradually, in the background,
+        // which would shrink RSS during a later measured load).
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        try
+        {
+            malloc_trim(0);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            // not glibc: nothing to trim
+        }
     }
+
+    [DllImport("libc", EntryPoint = "malloc_trim")]
+    static extern int malloc_trim(nuint pad);
 
     /// <summary>"VmRSS:	  123456 kB" → 123456 × 1024.</summary>
     static long Kilobytes(string line)
