@@ -75,6 +75,16 @@ public static class EfficiencyBench
             o.WriteLine($"  {x.Label,-28} {x.LayersRun.Length,3} layers: prefill {Rate(x.PrefillTokensPerSecond)}, decode {Rate(x.DecodeTokensPerSecond)}; "
                 + $"weights {MiB(x.WeightBytes)}, KV cache {MiB(x.KvCacheBytes)}{resident}");
         }
+        Compare(o, plan, r, flopIdeal, cpuTime: false);
+        o.WriteLine("  the same, from tokens per CPU-second of the process (the work itself; robust to other processes competing for the cores):");
+        Compare(o, plan, r, flopIdeal, cpuTime: true);
+    }
+
+    static void Compare(TextWriter o, PrunePlan plan, IReadOnlyList<EfficiencyResult> all, double flopIdeal, bool cpuTime)
+    {
+        var r = cpuTime ? all.Select(x => x.OnCpuTime()).ToList() : all.ToList();
+        foreach (var x in cpuTime ? r : [])
+            o.WriteLine($"  {x.Label,-28} {x.LayersRun.Length,3} layers: prefill {Rate(x.PrefillTokensPerSecond)}, decode {Rate(x.DecodeTokensPerSecond)} per CPU-second");
         var (unpruned, skip, ckpt, zero) = (r[0], r[1], r[2], r[3]);
         var c = EfficiencyComparison.Of(unpruned, skip, zero);
         double ratioLayers = c.LayerDecodeSpeedup!.Value / c.IdealLayerSpeedup;
@@ -89,6 +99,7 @@ public static class EfficiencyBench
         double same = ckpt.DecodeTokensPerSecond.Median / skip.DecodeTokensPerSecond.Median;
         double noise = Math.Max(ckpt.DecodeTokensPerSecond.RelativeRange, skip.DecodeTokensPerSecond.RelativeRange);
         o.WriteLine($"  checkpoint / in-memory skip decode: {same:F3} (repeat range up to {noise:P0}); prefill {ckpt.PrefillTokensPerSecond.Median / skip.PrefillTokensPerSecond.Median:F3}");
+        if (cpuTime) return;
         long removedBytes = c.WeightBytesSaved;
         o.WriteLine($"  removed layers' weight bytes {MiB(removedBytes)} = checkpoint weights saved {MiB(unpruned.WeightBytes - ckpt.WeightBytes)}");
         if (unpruned.Resident is { } a && ckpt.Resident is { } b)

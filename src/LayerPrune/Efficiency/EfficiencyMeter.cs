@@ -94,16 +94,20 @@ public static class EfficiencyMeter
         var prompts = targets.Select(t => Prompt(t.Model, o)).ToArray();
         var prefill = targets.Select(_ => new List<double>()).ToArray();
         var decode = targets.Select(_ => new List<double>()).ToArray();
+        var prefillCpu = targets.Select(_ => new List<double>()).ToArray();
+        var decodeCpu = targets.Select(_ => new List<double>()).ToArray();
         var kvBytes = new long[targets.Count];
         for (int round = 0; round < o.Warmup + o.Repeats; round++)
         {
             for (int j = 0; j < targets.Count; j++)
             {
                 int t = (round + j) % targets.Count;
-                var (p, d) = TimeOnce(targets[t].Model, layers[t], prompts[t], o.DecodeTokens, out kvBytes[t]);
+                var time = TimeOnce(targets[t].Model, layers[t], prompts[t], o.DecodeTokens, out kvBytes[t]);
                 if (round < o.Warmup) continue;
-                prefill[t].Add(o.PromptLength / p);
-                decode[t].Add(o.DecodeTokens / d);
+                prefill[t].Add(o.PromptLength / time.Prefill);
+                decode[t].Add(o.DecodeTokens / time.Decode);
+                prefillCpu[t].Add(o.PromptLength / time.PrefillCpu);
+                decodeCpu[t].Add(o.DecodeTokens / time.DecodeCpu);
             }
         }
         var machine = MachineInfo.Current();
@@ -112,7 +116,7 @@ public static class EfficiencyMeter
             t.Label, Path.GetFullPath(t.Model.Checkpoint.Directory), t.Model.NumLayers, layers[i].ToArray(),
             t.Model.Device.ToString(), t.Model.Dtype.ToString(), o.PromptLength, o.DecodeTokens, o.Warmup, o.Repeats,
             Spread.Of(prefill[i]), Spread.Of(decode[i]), WeightBytes(t.Model, layers[i]), kvBytes[i],
-            t.Resident, process, machine)).ToList();
+            t.Resident, process, machine, Spread.Of(prefillCpu[i]), Spread.Of(decodeCpu[i]))).ToList();
     }
 
     /// <summary>
@@ -175,22 +179,36 @@ public static class EfficiencyMeter
 
     /// <summary>
     /// One prefill over the prompt and <paramref name="decodeTokens"/> greedy steps with the KV cache (as TextGenerator),
-    /// each ending in the argmax read back to the host (a synchronisation point on CUDA). Returns the seconds of each phase.
+    /// each ending in the argmax read back to the host (a synchronisation point on CUDA). Returns the wall-clock seconds of
+    /// each phase and the CPU seconds the process used in it.
     /// </summary>
-    static (double prefill, double decode) TimeOnce(CausalLM model, IReadOnlyList<int> layers, long[] prompt, int decodeTokens, out long kvBytes)
+    static PhaseTimes TimeOnce(CausalLM model, IReadOnlyList<int> layers, long[] prompt, int decodeTokens, out long kvBytes)
     {
+        var process = System.Diagnostics.Process.GetCurrentProcess();
         using var _ = no_grad();
         // Zero layers (embedding + head only): no cache slots, nothing to cache.
         using var cache = layers.Count > 0 ? new KvCache(layers.Count) : null;
         var forward = new ForwardOptions { Layers = layers, LastPositionOnly = true };
+        double cpu0 = Cpu(process);
         var sw = Stopwatch.StartNew();
         long next = Step(model, prompt, cache, forward);
         double prefill = sw.Elapsed.TotalSeconds;
+        double cpu1 = Cpu(process);
         sw.Restart();
         for (int step = 0; step < decodeTokens; step++) next = Step(model, [next], cache, forward);
         double decode = sw.Elapsed.TotalSeconds;
+        double cpu2 = Cpu(process);
         kvBytes = cache?.Bytes ?? 0;
-        return (prefill, decode);
+        return new PhaseTimes(prefill, decode, cpu1 - cpu0, cpu2 - cpu1);
+    }
+
+    /// <summary>Seconds of wall clock and of process CPU time of one round's two phases.</summary>
+    readonly record struct PhaseTimes(double Prefill, double Decode, double PrefillCpu, double DecodeCpu);
+
+    static double Cpu(System.Diagnostics.Process process)
+    {
+        process.Refresh();
+        return process.TotalProcessorTime.TotalSeconds;
     }
 
     static long Step(CausalLM model, long[] ids, KvCache? cache, ForwardOptions forward)

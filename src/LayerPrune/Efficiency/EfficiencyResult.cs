@@ -51,14 +51,25 @@ public sealed record Spread(double Median, double Min, double Max, IReadOnlyList
 /// <param name="Resident">Resident memory attributed to the model's load, when it was measured.</param>
 /// <param name="Process">Process-wide counters at the end (VmHWM: the peak since start or the last reset, for everything the process held).</param>
 /// <param name="Machine">CPU model, SIMD flags, cores, libtorch threads.</param>
+/// <param name="PrefillTokensPerCpuSecond">PromptLength / CPU seconds the process used in the prefill, per round: the cost
+/// of the work itself, much less sensitive than wall-clock speed to other processes competing for the cores (on CPU).</param>
+/// <param name="DecodeTokensPerCpuSecond">Same for decoding.</param>
 public sealed record EfficiencyResult(
     string Label, string Model, int ModelLayers, int[] LayersRun, string Device, string Dtype,
     int PromptLength, int DecodeTokens, int Warmup, int Repeats,
     Spread PrefillTokensPerSecond, Spread DecodeTokensPerSecond,
-    long WeightBytes, long KvCacheBytes, ResidentMemory? Resident, MemorySnapshot? Process, MachineInfo Machine)
+    long WeightBytes, long KvCacheBytes, ResidentMemory? Resident, MemorySnapshot? Process, MachineInfo Machine,
+    Spread? PrefillTokensPerCpuSecond = null, Spread? DecodeTokensPerCpuSecond = null)
 {
     /// <summary>Median seconds per decoded token.</summary>
     public double DecodeSecondsPerToken => 1 / DecodeTokensPerSecond.Median;
+
+    /// <summary>This result with the CPU-time rates in place of the wall-clock ones (for <see cref="EfficiencyComparison"/>).</summary>
+    public EfficiencyResult OnCpuTime() => this with
+    {
+        PrefillTokensPerSecond = PrefillTokensPerCpuSecond ?? throw new InvalidOperationException($"{Label}: no CPU-time rates"),
+        DecodeTokensPerSecond = DecodeTokensPerCpuSecond ?? throw new InvalidOperationException($"{Label}: no CPU-time rates"),
+    };
 
     /// <summary>
     /// The numbers a sweep row carries for this variant against the unpruned <paramref name="reference"/> measured in the
@@ -92,6 +103,8 @@ public sealed record EfficiencyResult(
             ["prompt_length"] = PromptLength, ["decode_tokens"] = DecodeTokens, ["warmup"] = Warmup, ["repeats"] = Repeats,
             ["prefill_tokens_per_second"] = PrefillTokensPerSecond.ToJson(),
             ["decode_tokens_per_second"] = DecodeTokensPerSecond.ToJson(),
+            ["prefill_tokens_per_cpu_second"] = PrefillTokensPerCpuSecond?.ToJson(),
+            ["decode_tokens_per_cpu_second"] = DecodeTokensPerCpuSecond?.ToJson(),
             ["weight_bytes"] = WeightBytes, ["kv_cache_bytes"] = KvCacheBytes,
             ["cpu_model"] = Machine.CpuModel,
             ["cpu_flags"] = new JsonArray(Machine.CpuFlags.Select(f => (JsonNode?)f).ToArray()),
@@ -132,7 +145,9 @@ public sealed record EfficiencyResult(
             o["device"]!.GetValue<string>(), o["dtype"]!.GetValue<string>(),
             Int(o, "prompt_length"), Int(o, "decode_tokens"), Int(o, "warmup"), Int(o, "repeats"),
             Spread.FromJson(o["prefill_tokens_per_second"]!.AsObject()), Spread.FromJson(o["decode_tokens_per_second"]!.AsObject()),
-            Long(o, "weight_bytes"), Long(o, "kv_cache_bytes"), resident, process, machine);
+            Long(o, "weight_bytes"), Long(o, "kv_cache_bytes"), resident, process, machine,
+            o["prefill_tokens_per_cpu_second"] is JsonObject pc ? Spread.FromJson(pc) : null,
+            o["decode_tokens_per_cpu_second"] is JsonObject dc ? Spread.FromJson(dc) : null);
     }
 
     static long Long(JsonObject o, string key) => o[key]?.GetValue<long>() ?? 0;
@@ -167,9 +182,18 @@ public sealed record EfficiencyComparison(
         ["resident_bytes_saved"] = ResidentBytesSaved,
     };
 
-    /// <summary>Compares <paramref name="variant"/> with <paramref name="reference"/>; <paramref name="fixedCost"/> is a zero-layer run.</summary>
-    public static EfficiencyComparison Of(EfficiencyResult reference, EfficiencyResult variant, EfficiencyResult? fixedCost = null)
+    /// <summary>
+    /// Compares <paramref name="variant"/> with <paramref name="reference"/>; <paramref name="fixedCost"/> is a zero-layer run.
+    /// <paramref name="cpuTime"/>: from tokens per CPU-second instead of wall-clock tokens/s (all three must have them).
+    /// </summary>
+    public static EfficiencyComparison Of(EfficiencyResult reference, EfficiencyResult variant, EfficiencyResult? fixedCost = null, bool cpuTime = false)
     {
+        if (cpuTime)
+        {
+            reference = reference.OnCpuTime();
+            variant = variant.OnCpuTime();
+            fixedCost = fixedCost?.OnCpuTime();
+        }
         double tRef = reference.DecodeSecondsPerToken, tVar = variant.DecodeSecondsPerToken;
         double idealLayers = (double)reference.LayersRun.Length / Math.Max(1, variant.LayersRun.Length);
         double? layerSpeedup = null, idealStep = null;
