@@ -5,8 +5,12 @@ using ScottPlot;
 
 namespace LayerPrune.Efficiency;
 
-/// <summary>One sweep variant's efficiency: the strategy, n layers removed (fraction = n / L) and its measurement.</summary>
-public sealed record EfficiencyRow(string Strategy, int N, double Fraction, EfficiencyResult Result);
+/// <summary>
+/// One sweep variant's efficiency: the strategy, n layers removed (fraction = n / L) and its measurement.
+/// <paramref name="Reference"/>: the unpruned model timed interleaved with this variant (one
+/// <see cref="EfficiencyMeter.Measure"/> call); speed-ups use it when given, else the report's reference.
+/// </summary>
+public sealed record EfficiencyRow(string Strategy, int N, double Fraction, EfficiencyResult Result, EfficiencyResult? Reference = null);
 
 /// <summary>
 /// The efficiency part of a sweep report: a markdown table and a figure of decode speed-up and memory saved against the
@@ -39,7 +43,7 @@ public static class EfficiencyReport
         sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         sb.AppendLine(Line("unpruned", 0, 0, r, r));
         foreach (var row in rows.OrderBy(x => x.Strategy, StringComparer.Ordinal).ThenBy(x => x.N))
-            sb.AppendLine(Line(row.Strategy, row.N, row.Fraction, row.Result, r));
+            sb.AppendLine(Line(row.Strategy, row.N, row.Fraction, row.Result, row.Reference ?? r));
         if (plotFile is not null)
         {
             sb.AppendLine();
@@ -80,7 +84,7 @@ public static class EfficiencyReport
         for (int i = 0; i < strategies.Count; i++)
         {
             var pts = rows.Where(x => x.Strategy == strategies[i]).OrderBy(x => x.Fraction)
-                .Select(x => (x.Fraction, EfficiencyComparison.Of(reference, x.Result).DecodeSpeedup)).Prepend((0.0, 1.0)).ToArray();
+                .Select(x => (x.Fraction, EfficiencyComparison.Of(x.Reference ?? reference, x.Result).DecodeSpeedup)).Prepend((0.0, 1.0)).ToArray();
             var sc = plot.Add.Scatter(pts.Select(p => p.Item1).ToArray(), pts.Select(p => p.Item2).ToArray(), palette.GetColor(i));
             sc.LegendText = $"decode speed-up, {strategies[i]}";
             sc.LineWidth = 2;
@@ -113,7 +117,7 @@ public static class EfficiencyReport
         plot.Legend.FontName = Plots.FontName;
         plot.Legend.FontSize = 13;
         plot.Axes.SetLimitsX(-0.02, 1.02);
-        double top = rows.Count == 0 ? 2 : rows.Max(x => Math.Max(EfficiencyComparison.Of(reference, x.Result).DecodeSpeedup,
+        double top = rows.Count == 0 ? 2 : rows.Max(x => Math.Max(EfficiencyComparison.Of(x.Reference ?? reference, x.Result).DecodeSpeedup,
             (double)reference.LayersRun.Length / Math.Max(1, reference.LayersRun.Length - x.N)));
         plot.Axes.SetLimitsY(0, top * 1.08, plot.Axes.Left);
         return plot;

@@ -43,6 +43,15 @@ public sealed class EfficiencyReportTests : IDisposable
     }
 
     [Fact]
+    public void A_row_with_its_own_interleaved_reference_is_compared_with_that_reference()
+    {
+        var own = Result(16, 50, 500, 16 << 20, 4 << 20);
+        var row = new EfficiencyRow("deepest", 8, 0.5, Result(8, 95, 1000, 9 << 20, 2 << 20), own);
+        string line = EfficiencyReport.Section(Unpruned, [row]).Split('\n').Single(l => l.StartsWith("| deepest", StringComparison.Ordinal));
+        Assert.StartsWith("| deepest | 8 | 0.5 | 95.0 (85.5–114.0) | 1.90 | 2.00 | 1000.0 | 2.00 |", line);
+    }
+
+    [Fact]
     public void Plot_writes_a_png()
     {
         string path = Path.Combine(_dir, "sub", EfficiencyReport.PlotFile);
