@@ -1,10 +1,16 @@
 using LayerPrune.Bench;
 
 // Benchmarks print ratios against a baseline measured in the same run (never a bare time).
-// Usage: dotnet run -c Release --project bench/LayerPrune.Bench -- [all|forward|similarity|prefix|nf4|heal] [--model DIR]
+// Usage: dotnet run -c Release --project bench/LayerPrune.Bench -- [all|forward|similarity|prefix|nf4|heal|efficiency] [--model DIR]
+//        ... -- tinyllama-init --out DIR   (writes the 2.2 GB TinyLlama-shaped random checkpoint for `efficiency --model DIR --dtype bf16`)
 string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
 string model = args.SkipWhile(a => a != "--model").Skip(1).FirstOrDefault() ?? BenchPaths.Sample("kjv-llama-16l");
 var o = Console.Out;
+if (which is "tinyllama-init")
+{
+    EfficiencyBench.WriteTinyLlama(o, args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault() ?? throw new ArgumentException("tinyllama-init needs --out DIR"));
+    return 0;
+}
 o.WriteLine($"LayerPrune benchmarks on {Environment.ProcessorCount} cores, TorchSharp threads {TorchSharp.torch.get_num_threads()}, model {model}");
 if (which is "all" or "forward") ModelBenchmarks.Forward(o, model);
 if (which is "profile") ProfileBench.Run(o, model);
@@ -12,4 +18,5 @@ if (which is "all" or "similarity") ModelBenchmarks.Similarity(o, model);
 if (which is "all" or "prefix") ModelBenchmarks.PrefixReuse(o, model);
 if (which is "all" or "nf4") Nf4Benchmarks.Run(o);
 if (which is "all" or "heal") HealBenchmarks.Run(o);
+if (which is "all" or "efficiency") EfficiencyBench.Run(o, model, args);
 return 0;

@@ -16,4 +16,5 @@ root.Subcommands.Add(PruneCommand.Create());
 root.Subcommands.Add(SweepCommand.Create());
 root.Subcommands.Add(HealCommand.Create());
 root.Subcommands.Add(ExportCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 return Cli.Run(root, args);

@@ -86,5 +86,8 @@ public sealed class Checkpoint : IDisposable
     public long StorageBytes => WeightMap.Keys.Sum(n => Info(n).ByteLength);
     public long ParameterCount => WeightMap.Keys.Sum(n => Info(n).NumElements);
 
+    /// <summary>Unmaps every file region no loaded tensor views (e.g. after converting bf16 weights to fp32); see <see cref="SafeTensorsFile.ReleaseMappings"/>.</summary>
+    public void ReleaseMappings() { foreach (var f in Files.Values) f.ReleaseMappings(); }
+
     public void Dispose() { foreach (var f in Files.Values) f.Dispose(); }
 }

@@ -145,7 +145,13 @@ public sealed class SafeTensorsFile : IDisposable
         }
     }
 
-    public void Dispose() { foreach (var m in _mappings.Values) m.Dispose(); _mappings.Clear(); }
+    /// <summary>
+    /// Drops this file's mapping handles. Tensors still viewing a mapping keep it alive; a mapping no tensor views any
+    /// more is unmapped (its pages leave the process's resident set). A later <see cref="Load"/> maps the file again.
+    /// </summary>
+    public void ReleaseMappings() { foreach (var m in _mappings.Values) m.Dispose(); _mappings.Clear(); }
+
+    public void Dispose() => ReleaseMappings();
 }
 
 /// <summary>A tensor to write: its name, safetensors dtype, shape and a writer of exactly its bytes.</summary>

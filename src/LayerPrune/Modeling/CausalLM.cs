@@ -82,6 +82,9 @@ public sealed class CausalLM : Module
         Add("model", Model);
         Add(Architecture.LmHeadName, LmHead);
         if (offload) ValidateLayerTensors();
+        // Weights converted to the compute dtype no longer need the file pages they were read from: unmap them
+        // (weights used in place keep their mapping alive). Without this a bf16 checkpoint run in fp32 stays resident twice.
+        ckpt.ReleaseMappings();
     }
 
     /// <summary>

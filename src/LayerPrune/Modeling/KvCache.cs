@@ -11,6 +11,8 @@ public sealed class KvCache : IDisposable
     public int Layers => _keys.Length;
     /// <summary>Number of cached positions.</summary>
     public long Length => _keys[0]?.shape[2] ?? 0;
+    /// <summary>Bytes held by the cached keys and values of every slot.</summary>
+    public long Bytes => _keys.Concat(_values).Sum(t => t is null ? 0 : t.NumberOfElements * t.ElementSize);
 
     /// <summary>Appends this step's k, v [B, kvH, T, D] for layer slot <paramref name="i"/> and returns the full k, v.</summary>
     public (Tensor k, Tensor v) Append(int i, Tensor k, Tensor v)
