@@ -3,6 +3,17 @@ using LayerPrune.Bench;
 // Benchmarks print ratios against a baseline measured in the same run (never a bare time).
 // Usage: dotnet run -c Release --project bench/LayerPrune.Bench -- [all|forward|similarity|prefix|nf4|heal] [--model DIR]
 string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
+if (which == "shape")
+{
+    // shape NAME --out DIR [--max-shard-gb G]: a random-init checkpoint of a real model shape (bench/shapes/NAME.json).
+    string shape = args.Length > 1 ? args[1] : throw new ArgumentException("usage: shape NAME --out DIR (" + string.Join(", ", RandomCheckpoint.Shapes) + ")");
+    string outDir = args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault() ?? throw new ArgumentException("shape: --out DIR is required");
+    double shardGb = double.Parse(args.SkipWhile(a => a != "--max-shard-gb").Skip(1).FirstOrDefault() ?? "5");
+    var sw = System.Diagnostics.Stopwatch.StartNew();
+    long bytes = RandomCheckpoint.Write(shape, outDir, (long)(shardGb * 1e9));
+    Console.WriteLine($"{shape}: {bytes / 1e9:F2} GB of bf16 weights written to {outDir} in {sw.Elapsed.TotalSeconds:F0} s");
+    return 0;
+}
 string model = args.SkipWhile(a => a != "--model").Skip(1).FirstOrDefault() ?? BenchPaths.Sample("kjv-llama-16l");
 var o = Console.Out;
 o.WriteLine($"LayerPrune benchmarks on {Environment.ProcessorCount} cores, TorchSharp threads {TorchSharp.torch.get_num_threads()}, model {model}");
