@@ -4,6 +4,17 @@ using LayerPrune.Bench;
 // Usage: dotnet run -c Release --project bench/LayerPrune.Bench -- [all|forward|similarity|prefix|nf4|heal|efficiency] [--model DIR]
 //        ... -- tinyllama-init --out DIR   (writes the 2.2 GB TinyLlama-shaped random checkpoint for `efficiency --model DIR --dtype bf16`)
 string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
+if (which == "shape")
+{
+    // shape NAME --out DIR [--max-shard-gb G]: a random-init checkpoint of a real model shape (bench/shapes/NAME.json).
+    string shape = args.Length > 1 ? args[1] : throw new ArgumentException("usage: shape NAME --out DIR (" + string.Join(", ", RandomCheckpoint.Shapes) + ")");
+    string outDir = args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault() ?? throw new ArgumentException("shape: --out DIR is required");
+    double shardGb = double.Parse(args.SkipWhile(a => a != "--max-shard-gb").Skip(1).FirstOrDefault() ?? "5");
+    var sw = System.Diagnostics.Stopwatch.StartNew();
+    long bytes = RandomCheckpoint.Write(shape, outDir, (long)(shardGb * 1e9));
+    Console.WriteLine($"{shape}: {bytes / 1e9:F2} GB of bf16 weights written to {outDir} in {sw.Elapsed.TotalSeconds:F0} s");
+    return 0;
+}
 string model = args.SkipWhile(a => a != "--model").Skip(1).FirstOrDefault() ?? BenchPaths.Sample("kjv-llama-16l");
 var o = Console.Out;
 if (which is "tinyllama-init")

@@ -61,8 +61,13 @@ public sealed class Linear : Module
         Tensor y;
         if (Quantized is not null)
         {
-            using var w = Quantized.Dequantize(x.dtype);
-            y = nn.functional.linear(x, w, Bias);
+            // Dequantized again in backward instead of being saved (QLoRA memory: one layer's weight at a time).
+            y = QuantizedMatmul.Apply(x, Quantized);
+            if (Bias is not null)
+            {
+                using var noBias = y;
+                y = noBias + Bias;
+            }
         }
         else y = nn.functional.linear(x, Weight!, Bias);
         if (Adapter is null) return y;

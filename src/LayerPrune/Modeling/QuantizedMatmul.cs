@@ -1,0 +1,38 @@
+using static TorchSharp.torch;
+using static TorchSharp.torch.autograd;
+
+namespace LayerPrune.Modeling;
+
+/// <summary>
+/// y = x Wᵀ for a frozen quantized W that is dequantized in forward and again in backward, never saved for backward:
+/// what bitsandbytes' 4-bit matmul (MatMul4Bit) does. Plain <c>linear(x, Dequantize())</c> would keep every layer's
+/// dequantized weight alive until backward (a full-precision copy of the model during training).
+/// Gradient only for x (W is frozen): dL/dx = dL/dy · W.
+/// </summary>
+public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
+{
+    /// <summary>The name autograd shows for this node.</summary>
+    public override string Name => "QuantizedMatmul";
+
+    /// <summary>x [..., in] · Wᵀ → [..., out], differentiable in x.</summary>
+    public static Tensor Apply(Tensor x, IQuantizedWeight weight) => apply(x, weight);
+
+    /// <inheritdoc/>
+    public override Tensor forward(AutogradContext ctx, params object[] vars)
+    {
+        var x = (Tensor)vars[0];
+        var weight = (IQuantizedWeight)vars[1];
+        ctx.save_data("weight", weight);
+        using var w = weight.Dequantize(x.dtype); // [out, in]
+        return nn.functional.linear(x, w);
+    }
+
+    /// <inheritdoc/>
+    public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
+    {
+        var weight = (IQuantizedWeight)ctx.get_data("weight");
+        using var w = weight.Dequantize(gradOutput.dtype); // [out, in]
+        // One entry per argument of apply: the weight (not a tensor) gets none.
+        return [gradOutput.matmul(w), null!];                 // [..., out] · [out, in] → [..., in]
+    }
+}

@@ -1,0 +1,61 @@
+using LayerPrune.Checkpoints;
+using LayerPrune.Planning;
+using static TorchSharp.torch;
+
+namespace LayerPrune.Tests.Modeling;
+
+public class MemoryPlannerTests
+{
+    static ModelConfig Shape(string name) =>
+        ModelConfig.Parse(File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "bench", "shapes", name + ".json")), name);
+
+    [Fact]
+    public void Llama2_7bInFp32NeedsItsParametersTimesFourAndIsStreamedOn24Gb()
+    {
+        var c = Shape("llama-2-7b");
+        var request = new MemoryRequest { Config = c, ComputeDtype = ScalarType.Float32, Workload = Workload.Similarity,
+                                          BatchSize = 4, SeqLen = 64, StorageDtype = "BF16", CanOffload = true };
+        var resident = MemoryPlanner.Estimate(request, offload: false);
+        // 6,738,415,616 parameters (Llama-2-7B) minus the 32 × 2 × 4096 + 4096 norm weights the estimate leaves out.
+        long linearAndEmbedding = 6_738_415_616L - (32 * 2 + 1) * 4096;
+        Assert.Equal(linearAndEmbedding * 4, resident.Weights);
+        var plan = MemoryPlanner.Plan(request, availableBytes: 24_000_000_000);
+        Assert.True(plan.Offload);
+        Assert.NotNull(plan.Notice);
+        Assert.True(plan.Estimate.Required < 3_000_000_000, $"streamed estimate {plan.Estimate.Required}");
+    }
+
+    [Fact]
+    public void Bf16WeightsStoredInBf16AreMappedNotCopied()
+    {
+        var c = Shape("tinyllama-1.1b");
+        var request = new MemoryRequest { Config = c, ComputeDtype = ScalarType.BFloat16, Workload = Workload.Evaluate,
+                                          StorageDtype = "BF16" };
+        var e = MemoryPlanner.Estimate(request, offload: false);
+        Assert.Equal(0, e.Weights);
+        Assert.Equal((1_100_048_384L - (22 * 2 + 1) * 2048) * 2, e.MappedWeights);
+        Assert.False(MemoryPlanner.Plan(request, availableBytes: 24_000_000_000).Offload);
+    }
+
+    [Fact]
+    public void RefusalNamesBytesAndTheParameterThatMakesItFit()
+    {
+        var c = Shape("llama-2-7b");
+        var request = new MemoryRequest { Config = c, ComputeDtype = ScalarType.Float32, Workload = Workload.Generate,
+                                          StorageDtype = "BF16", CanOffload = false };
+        var e = Assert.Throws<MemoryPlanException>(() => MemoryPlanner.Plan(request, availableBytes: 24_000_000_000));
+        Assert.Equal("dtype", e.FixParameter);
+        Assert.Equal(24_000_000_000, e.AvailableBytes);
+        Assert.True(e.NeededBytes > 26_000_000_000);
+        Assert.Contains("24.00 GB is available", e.Message);
+    }
+
+    [Fact]
+    public void CpuFlagsAreParsedFromCpuinfo()
+    {
+        var flags = CpuFeatures.Parse("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu avx2\n");
+        Assert.True(CpuFeatures.HasNativeBf16(flags));
+        Assert.False(CpuFeatures.HasNativeBf16(CpuFeatures.Parse("flags : fpu avx2 avx512f\n")));
+        Assert.True(CpuFeatures.HasNativeBf16(CpuFeatures.Parse("flags : amx_tile amx_bf16\n")));
+    }
+}
