@@ -120,46 +120,6 @@ public static class EfficiencyBench
         return (head + c.NumLayers * perLayer) / (head + kept.Length * perLayer);
     }
 
-    /// <summary>Issue 19's TinyLlama-shaped random checkpoint: TinyLlama-1.1B's config with random bf16 weights (N(0, 0.02²), norms 1).</summary>
-    public static void WriteTinyLlama(TextWriter o, string outDir)
-    {
-        if (Directory.Exists(outDir) || File.Exists(outDir)) throw new LayerPruneException($"--out {outDir}: already exists");
-        const int H = 2048, I = 5632, L = 22, heads = 32, kv = 4, V = 32000, D = H / heads;
-        var config = new JsonObject
-        {
-            ["architectures"] = new JsonArray("LlamaForCausalLM"), ["model_type"] = "llama", ["hidden_act"] = "silu",
-            ["hidden_size"] = H, ["intermediate_size"] = I, ["num_hidden_layers"] = L, ["num_attention_heads"] = heads,
-            ["num_key_value_heads"] = kv, ["vocab_size"] = V, ["max_position_embeddings"] = 2048, ["rms_norm_eps"] = 1e-5,
-            ["rope_theta"] = 10000.0, ["tie_word_embeddings"] = false, ["bos_token_id"] = 1, ["eos_token_id"] = 2,
-            ["torch_dtype"] = "bfloat16", ["attention_bias"] = false, ["mlp_bias"] = false,
-        };
-        var shapes = new List<(string name, long[] shape)> { ("model.embed_tokens.weight", [V, H]), ("model.norm.weight", [H]), ("lm_head.weight", [V, H]) };
-        for (int i = 0; i < L; i++)
-        {
-            string p = $"model.layers.{i}.";
-            shapes.AddRange([
-                (p + "input_layernorm.weight", [H]), (p + "post_attention_layernorm.weight", [H]),
-                (p + "self_attn.q_proj.weight", [heads * D, H]), (p + "self_attn.k_proj.weight", [kv * D, H]),
-                (p + "self_attn.v_proj.weight", [kv * D, H]), (p + "self_attn.o_proj.weight", [H, heads * D]),
-                (p + "mlp.gate_proj.weight", [I, H]), (p + "mlp.up_proj.weight", [I, H]), (p + "mlp.down_proj.weight", [H, I]),
-            ]);
-        }
-        string tmp = outDir.TrimEnd('/') + ".tmp";
-        Directory.CreateDirectory(tmp);
-        File.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
-        var tensors = shapes.Select((s, index) => new TensorToWrite(s.name, "BF16", s.shape, s.shape.Aggregate(2L, (a, b) => a * b), stream =>
-        {
-            using var scope = NewDisposeScope();
-            using var generator = new Generator((ulong)index + 1);
-            var t = s.name.EndsWith("norm.weight", StringComparison.Ordinal)
-                ? ones(s.shape, ScalarType.BFloat16)
-                : (randn(s.shape, generator: generator) * 0.02).to(ScalarType.BFloat16);
-            stream.Write(t.bytes);
-        }));
-        SafeTensorsWriter.Write(Path.Combine(tmp, Checkpoint.SingleFile), tensors);
-        Directory.Move(tmp, outDir);
-        o.WriteLine($"wrote {outDir}: TinyLlama-1.1B shape, random bf16, {new FileInfo(Path.Combine(outDir, Checkpoint.SingleFile)).Length / 1e9:F2} GB");
-    }
 
     static string Rate(Spread s) => $"{s.Median:F1} tok/s [{s.Min:F1}–{s.Max:F1}]";
     static string MiB(long bytes) => $"{bytes / (double)(1 << 20):F2} MiB";

@@ -2,7 +2,8 @@ using LayerPrune.Bench;
 
 // Benchmarks print ratios against a baseline measured in the same run (never a bare time).
 // Usage: dotnet run -c Release --project bench/LayerPrune.Bench -- [all|forward|similarity|prefix|nf4|heal|efficiency] [--model DIR]
-//        ... -- tinyllama-init --out DIR   (writes the 2.2 GB TinyLlama-shaped random checkpoint for `efficiency --model DIR --dtype bf16`)
+//        ... -- shape NAME --out DIR   (a random-init checkpoint of a real shape in bench/shapes/, e.g. tinyllama-1.1b for
+//                                        `efficiency --model DIR --dtype bf16`)
 string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
 if (which == "shape")
 {
@@ -17,11 +18,6 @@ if (which == "shape")
 }
 string model = args.SkipWhile(a => a != "--model").Skip(1).FirstOrDefault() ?? BenchPaths.Sample("kjv-llama-16l");
 var o = Console.Out;
-if (which is "tinyllama-init")
-{
-    EfficiencyBench.WriteTinyLlama(o, args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault() ?? throw new ArgumentException("tinyllama-init needs --out DIR"));
-    return 0;
-}
 o.WriteLine($"LayerPrune benchmarks on {Environment.ProcessorCount} cores, TorchSharp threads {TorchSharp.torch.get_num_threads()}, model {model}");
 if (which is "all" or "forward") ModelBenchmarks.Forward(o, model);
 if (which is "profile") ProfileBench.Run(o, model);
