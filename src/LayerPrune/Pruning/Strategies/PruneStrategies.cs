@@ -72,12 +72,19 @@ public static class PruneStrategies
                 var r = LossRankStrategy.Run(Calibration(inputs), inputs.ProtectLast, inputs.Progress);
                 return r.Plan;
             }
-            case "deepest": return n => WithRule(PrunePlan.Deepest(n, L), "the n deepest layers except the final one (L-1-n .. L-2)");
-            case "shallowest": return n => Shallowest(n, L, inputs.ProtectLast);
-            case "random": return n => RandomBlock(n, L, inputs.Seed, inputs.ProtectLast);
+            case "deepest" or "shallowest" or "random": return n => Rule(name, n, L, inputs.Seed, inputs.ProtectLast);
             default: throw new ArgumentException($"unknown strategy '{name}' (known: {string.Join(", ", Names)})", nameof(name));
         }
     }
+
+    /// <summary>The rules that need no measurement: deepest, shallowest, random (seeded).</summary>
+    public static PrunePlan Rule(string name, int n, int layers, int seed = 0, bool protectLast = false) => name switch
+    {
+        "deepest" => WithRule(PrunePlan.Deepest(n, layers), "the n deepest layers except the final one (L-1-n .. L-2)"),
+        "shallowest" => Shallowest(n, layers, protectLast),
+        "random" => RandomBlock(n, layers, seed, protectLast),
+        _ => throw new ArgumentException($"'{name}' is not a rule (deepest, shallowest, random)", nameof(name)),
+    };
 
     static (SimilarityResult, SelectionCost) MeasureSimilarity(StrategyInputs inputs, SimilarityMetric metric)
     {
