@@ -45,7 +45,7 @@ public sealed class GreedyStrategy
             double bestLoss = double.PositiveInfinity;
             foreach (int c in kept.Where(removable.Contains).ToList())
             {
-                double l = loss.Loss(kept.Where(i => i != c).ToList());
+                double l = loss.LossWithout(kept, kept.IndexOf(c));
                 p.Advance(1, $"round {r + 1}: without {c}");
                 if (l < bestLoss) { bestLoss = l; best = c; }
             }

@@ -32,7 +32,7 @@ public sealed class LossRankStrategy
         var without = Enumerable.Repeat(double.NaN, L).ToArray();
         foreach (int c in removable)
         {
-            without[c] = loss.Loss(Enumerable.Range(0, L).Where(i => i != c).ToList());
+            without[c] = loss.LossWithout(Enumerable.Range(0, L).ToList(), c);
             p.Advance(1, $"without {c}");
         }
         return new LossRankStrategy { LossWithout = without, BaseLoss = baseLoss, CalibrationChunks = loss.Chunks, ProtectLast = protectLast, Cost = loss.Cost };

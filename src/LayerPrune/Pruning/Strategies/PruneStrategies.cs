@@ -64,12 +64,14 @@ public static class PruneStrategies
             }
             case GreedyStrategy.Name:
             {
-                var g = GreedyStrategy.Run(Calibration(inputs), maxN, inputs.ProtectLast, inputs.Progress);
+                using var loss = Calibration(inputs);
+                var g = GreedyStrategy.Run(loss, maxN, inputs.ProtectLast, inputs.Progress);
                 return g.Plan;
             }
             case LossRankStrategy.Name:
             {
-                var r = LossRankStrategy.Run(Calibration(inputs), inputs.ProtectLast, inputs.Progress);
+                using var loss = Calibration(inputs);
+                var r = LossRankStrategy.Run(loss, inputs.ProtectLast, inputs.Progress);
                 return r.Plan;
             }
             case "deepest" or "shallowest" or "random": return n => Rule(name, n, L, inputs.Seed, inputs.ProtectLast);
