@@ -15,8 +15,9 @@ namespace LayerPrune.Tests.Ablations;
 /// <summary>
 /// The strategies on the embedded real model. Calibration (greedy, loss-rank, similarity) uses chunks of train.txt;
 /// the judged loss is the validation protocol (validation.txt, 256-token chunks). The acceptance run
-/// (n = 1…8, 128 validation chunks, 32 calibration chunks) is set by LAYERPRUNE_FULL_ABLATIONS=1; CI runs n = 1…3
-/// with 8 calibration and 32 validation chunks.
+/// (n = 1…8, 128 validation chunks, 32 calibration chunks, 64 similarity samples; loss-rank checked on all 16 layers)
+/// is set by LAYERPRUNE_FULL_ABLATIONS=1; CI runs n = 1…3 with 4 calibration, 16 validation chunks and 16 similarity
+/// samples, and checks loss-rank on 3 layers.
 /// </summary>
 public class KjvStrategyTests(KjvModel kjv, ITestOutputHelper output) : IClassFixture<KjvModel>
 {
@@ -28,12 +29,14 @@ public class KjvStrategyTests(KjvModel kjv, ITestOutputHelper output) : IClassFi
     public void GreedyIsNoWorseThanTheBestOfSimilarityAndDeepest()
     {
         int maxN = Full ? 8 : 3;
-        var validation = kjv.ValidationChunks(Full ? 128 : 32);
-        var calibration = Calibration(Full ? 32 : 8);
+        var validation = kjv.ValidationChunks(Full ? 128 : 16);
+        var calibration = Calibration(Full ? 32 : 4);
         var clock = Stopwatch.StartNew();
-        var greedy = GreedyStrategy.Run(new CalibrationLoss(kjv.Model, calibration), maxN);
-        output.WriteLine($"greedy to n={maxN} on {calibration.Count} chunks: {clock.Elapsed.TotalSeconds:F1}s, cost {greedy.Costs[^1]}");
-        var similarity = LayerSimilarity.Compute(kjv.Model, Calibration(64));
+        using var loss = new CalibrationLoss(kjv.Model, calibration);
+        var greedy = GreedyStrategy.Run(loss, maxN);
+        output.WriteLine($"greedy to n={maxN} on {calibration.Count} chunks: {clock.Elapsed.TotalSeconds:F1}s wall, cost {greedy.Costs[^1]}, " +
+                         $"process CPU {Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds:F0}s");
+        var similarity = LayerSimilarity.Compute(kjv.Model, Calibration(Full ? 64 : 16));
         for (int n = 1; n <= maxN; n++)
         {
             var g = greedy.Plan(n);
@@ -49,19 +52,21 @@ public class KjvStrategyTests(KjvModel kjv, ITestOutputHelper output) : IClassFi
             Assert.Equal((long)evaluations * calibration.Count, (long)g.Selection["cost"]!["forward_passes"]!);
         }
         // Rounds are nested and each round's loss is that of the plan it produces.
-        double round2 = new CalibrationLoss(kjv.Model, calibration).Loss(greedy.Plan(2).Kept);
+        double round2 = loss.Loss(greedy.Plan(2).Kept);
         Assert.Equal(greedy.Rounds[1].Loss, round2, 12);
     }
 
     [Fact]
     public void LossRankLossesAreWhatEvalReportsForEachSingleLayerPrunedCheckpoint()
     {
-        const int chunks = 4;
+        int chunks = Full ? 16 : 4;
         var calibration = kjv.ValidationChunks(chunks);
         var clock = Stopwatch.StartNew();
-        var rank = LossRankStrategy.Run(new CalibrationLoss(kjv.Model, calibration));
+        using var loss = new CalibrationLoss(kjv.Model, calibration);
+        var rank = LossRankStrategy.Run(loss);
         output.WriteLine($"loss-rank on {chunks} chunks: {clock.Elapsed.TotalSeconds:F1}s; losses {string.Join(", ", rank.LossWithout.Select(v => v.ToString("F4")))}");
         Assert.Equal(17L * chunks, rank.Cost.ForwardPasses);
+        output.WriteLine($"cost {rank.Cost}; process CPU {System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds:F0}s");
         using var tmp = new TempDir();
         using var source = Checkpoint.Open(KjvModel.Dir);
         int[] layers = Full ? Enumerable.Range(0, 16).ToArray() : [0, rank.Ranking[0], 15];
