@@ -25,17 +25,28 @@ public static class PruneCommand
                           "final layer) | shallowest | random",
             DefaultValueFactory = _ => "similarity",
         };
-        var metric = new Option<string>("--metric") { Description = "Metric of --strategy similarity: angular | bi | cka", DefaultValueFactory = _ => "angular" };
+        var metric = new Option<string>("--metric")
+        {
+            Description = "Metric of --strategy similarity: angular | bi | cka", DefaultValueFactory = _ => "angular",
+        };
         var protectLast = SimilarityDataOptions.ProtectLastOption();
-        var calibration = new Option<string?>("--calibration") { Description = "Data whose loss greedy and loss-rank minimise (.txt, .jsonl text or pre-tokenized; default: --data)" };
-        var calibrationChunks = new Option<int>("--calibration-chunks") { Description = "Chunks of --seq-len tokens of --calibration", DefaultValueFactory = _ => 32 };
+        var calibration = new Option<string?>("--calibration")
+        {
+            Description = "Data whose loss greedy and loss-rank minimise (.txt, .jsonl text or pre-tokenized; default: --data)",
+        };
+        var calibrationChunks = new Option<int>("--calibration-chunks")
+        {
+            Description = "Chunks of --seq-len tokens of --calibration", DefaultValueFactory = _ => 32,
+        };
         var seed = new Option<int>("--seed") { Description = "Seed of --strategy random", DefaultValueFactory = _ => 0 };
         var force = new Option<bool>("--force") { Description = "Replace an existing --out folder (never the input)" };
         var maxShard = new Option<string?>("--max-shard-size") { Description = "Shard the output: e.g. 5GB, 500MB (default: keep the input's sharding)" };
         var json = Cli.JsonOption();
         var data = new SimilarityDataOptions();
         var cmd = new Command("prune", "Write a pruned Hugging Face checkpoint (kept layers renumbered, bytes copied verbatim) plus prune_plan.json and mergekit.yaml")
-            { model, output, layers, n, fraction, strategy, metric, protectLast, calibration, calibrationChunks, seed, force, maxShard, json };
+            {
+                model, output, layers, n, fraction, strategy, metric, protectLast, calibration, calibrationChunks, seed, force, maxShard, json,
+            };
         data.AddTo(cmd);
         return cmd.WithAction(p =>
         {
@@ -46,7 +57,8 @@ public static class PruneCommand
             long? shardBytes = p.GetValue(maxShard) is { } s ? ParseSize(s) : null;
             string strat = p.GetValue(strategy)!;
             Cli.Require(PruneStrategies.Names.Contains(strat), $"--strategy {strat}: expected one of {string.Join(", ", PruneStrategies.Names)}");
-            var chosenMetric = SimilarityMetrics.Parse(p.GetValue(metric)!) ?? throw LayerPruneException.Usage($"--metric {p.GetValue(metric)}: expected angular, bi or cka");
+            var chosenMetric = SimilarityMetrics.Parse(p.GetValue(metric)!)
+                ?? throw LayerPruneException.Usage($"--metric {p.GetValue(metric)}: expected angular, bi or cka");
             Cli.Require(p.GetValue(calibrationChunks) >= 1, $"--calibration-chunks {p.GetValue(calibrationChunks)}: must be at least 1");
             using var ckpt = Checkpoint.Open(dir);
             int L = ckpt.Config.NumLayers;
@@ -61,7 +73,8 @@ public static class PruneCommand
                 Cli.Require(count <= max, $"--n {count}: with --protect-last at most {max} (the model has {L} layers)");
                 plan = strat is "deepest" or "shallowest" or "random"
                     ? PruneStrategies.Rule(strat, count, L, p.GetValue(seed), p.GetValue(protectLast))
-                    : Measured(p, data, dir, strat, chosenMetric, p.GetValue(calibration), p.GetValue(calibrationChunks), p.GetValue(protectLast), count);
+                    : Measured(p, data, dir, strat, chosenMetric, p.GetValue(calibration), p.GetValue(calibrationChunks),
+                               p.GetValue(protectLast), count);
             }
             CheckpointPruner.Write(ckpt, plan, p.GetValue(output)!, p.GetValue(force), shardBytes);
             var planJson = plan.ToJson();
@@ -79,17 +92,20 @@ public static class PruneCommand
         bool needsCalibration = PruneStrategies.NeedsCalibration(strategy);
         string path = needsCalibration && calibration is not null
             ? Cli.ExistingFile(calibration, "--calibration")
-            : data.RequireData(p, needsCalibration ? $"with --strategy {strategy} (or give --calibration)" : $"with --strategy {strategy} (or use --strategy deepest)");
+            : data.RequireData(p, needsCalibration
+                ? $"with --strategy {strategy} (or give --calibration)"
+                : $"with --strategy {strategy} (or use --strategy deepest)");
         Cli.Require(p.GetValue(data.Batch) >= 1, $"--batch {p.GetValue(data.Batch)}: must be at least 1");
-        Cli.Require(!(needsCalibration && p.GetValue(data.Offload)), $"--offload: not supported with --strategy {strategy} (it runs many loss passes)");
+        Cli.Require(!(needsCalibration && p.GetValue(data.Offload)),
+                    $"--offload: not supported with --strategy {strategy} (it runs many loss passes)");
         using var model = Cli.LoadModel(p, dir, p.GetValue(data.Offload));
         int seqLen = p.GetValue(data.SeqLen);
         var inputs = new StrategyInputs
         {
             Model = model, Metric = metric, ProtectLast = protectLast, BatchSize = p.GetValue(data.Batch), Progress = ProgressReporter.Sink,
             SimilaritySamples = () => SimilarityDataOptions.LoadSamples(path, dir, model.Config.VocabSize, p.GetValue(data.Samples), seqLen),
-            CalibrationChunks = () => PreTokenized.LossChunks(path, PreTokenized.IsPreTokenized(path) ? null : Cli.LoadTokenizer(dir), seqLen, chunks,
-                                                              model.Config.VocabSize),
+            CalibrationChunks = () =>
+                PreTokenized.LossChunks(path, PreTokenized.IsPreTokenized(path) ? null : Cli.LoadTokenizer(dir), seqLen, chunks, model.Config.VocabSize),
         };
         return PruneStrategies.Prepare(strategy, inputs, count)(count);
     }

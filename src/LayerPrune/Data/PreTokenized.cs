@@ -31,13 +31,15 @@ public static class PreTokenized
         foreach (var (line, row) in JsonLines.Read(path))
         {
             if (row[Field] is not JsonArray arr)
-                throw new LayerPruneException($"{path}:{line}: missing array field \"{Field}\" (pre-tokenized rows look like {{\"{Field}\": [1, 523, 88]}})");
+                throw new LayerPruneException(
+                    $"{path}:{line}: missing array field \"{Field}\" (pre-tokenized rows look like {{\"{Field}\": [1, 523, 88]}})");
             if (arr.Count == 0) throw new LayerPruneException($"{path}:{line}: \"{Field}\" is empty");
             var ids = new int[arr.Count];
             for (int i = 0; i < arr.Count; i++)
             {
                 if (arr[i] is not JsonValue v || !v.TryGetValue<long>(out long id) || id is < 0 or > int.MaxValue)
-                    throw new LayerPruneException($"{path}:{line}: \"{Field}\"[{i}] must be a non-negative integer, got {arr[i]?.ToJsonString() ?? "null"}");
+                    throw new LayerPruneException(
+                        $"{path}:{line}: \"{Field}\"[{i}] must be a non-negative integer, got {arr[i]?.ToJsonString() ?? "null"}");
                 if (vocabSize is int V && id >= V)
                     throw new LayerPruneException($"{path}:{line}: \"{Field}\"[{i}] = {id} is outside the model's vocabulary (size {V})");
                 ids[i] = (int)id;
@@ -81,9 +83,13 @@ public static class PreTokenized
     /// </summary>
     public static List<int[]> LossChunks(string path, ITextTokenizer? tok, int seqLen, int? maxChunks = null, int? vocabSize = null)
     {
-        var chunks = IsPreTokenized(path)
-            ? Chunks(path, seqLen, maxChunks, vocabSize)
-            : TokenChunks.FromLines(TextCorpus.Read(path), tok ?? throw new ArgumentNullException(nameof(tok), $"{path} is text: a tokenizer is needed"), seqLen, maxChunks);
+        if (IsPreTokenized(path)) return NonEmpty(Chunks(path, seqLen, maxChunks, vocabSize), path, seqLen);
+        ArgumentNullException.ThrowIfNull(tok);
+        return NonEmpty(TokenChunks.FromLines(TextCorpus.Read(path), tok, seqLen, maxChunks), path, seqLen);
+    }
+
+    static List<int[]> NonEmpty(List<int[]> chunks, string path, int seqLen)
+    {
         if (chunks.Count == 0) throw new LayerPruneException($"{path}: no chunks (shorter than one sequence of {seqLen} tokens)");
         return chunks;
     }

@@ -20,7 +20,8 @@ public static class BlockInfluenceStrategy
     /// <param name="cost">What the similarity pass cost (recorded in the plan).</param>
     public static PrunePlan Plan(SimilarityResult s, int n, bool protectLast, SelectionCost cost)
     {
-        var bi = s.BlockInfluence ?? throw new ArgumentException("the similarity result holds no block influence (compute it with blockInfluence: true)", nameof(s));
+        var bi = s.BlockInfluence
+            ?? throw new ArgumentException("the similarity result holds no block influence (compute it with blockInfluence: true)", nameof(s));
         Candidates.CheckN(n, s.Layers, protectLast);
         var ranking = Ranking(bi, protectLast);
         var selection = new JsonObject
