@@ -1,7 +1,11 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using LayerPrune.Checkpoints;
+using LayerPrune.Data;
 using LayerPrune.Pruning;
+using LayerPrune.Pruning.Strategies;
+using LayerPrune.Reporting;
+using LayerPrune.Similarity;
 
 namespace LayerPrune.Cli.Commands;
 
@@ -15,14 +19,36 @@ public static class PruneCommand
         var planFile = new Option<string?>("--plan") { Description = "prune_plan.json of an earlier prune: remove the same layers" };
         var n = new Option<int?>("--n") { Description = "Number of layers to remove" };
         var fraction = new Option<double?>("--fraction") { Description = "Fraction of layers to remove (rounded)" };
-        var strategy = new Option<string>("--strategy") { Description = "similarity (the paper: least-changing block, needs --data) | deepest (n deepest except the final layer) | shallowest | random", DefaultValueFactory = _ => "similarity" };
+        var strategy = new Option<string>("--strategy")
+        {
+            Description = "similarity (the paper: least-changing block, needs --data) | bi (ShortGPT: n lowest Block Influence) | greedy (SLEB: n rounds " +
+                          "of lowest calibration loss) | loss-rank (Shortened-LLaMA: n lowest single-removal losses) | deepest (n deepest except the " +
+                          "final layer) | shallowest | random",
+            DefaultValueFactory = _ => "similarity",
+        };
+        var metric = new Option<string>("--metric")
+        {
+            Description = "Metric of --strategy similarity: angular | bi | cka", DefaultValueFactory = _ => "angular",
+        };
+        var protectLast = SimilarityDataOptions.ProtectLastOption();
+        var calibration = new Option<string?>("--calibration")
+        {
+            Description = "Data whose loss greedy and loss-rank minimise (.txt, .jsonl text or pre-tokenized; default: --data)",
+        };
+        var calibrationChunks = new Option<int>("--calibration-chunks")
+        {
+            Description = "Chunks of --seq-len tokens of --calibration", DefaultValueFactory = _ => 32,
+        };
         var seed = new Option<int>("--seed") { Description = "Seed of --strategy random", DefaultValueFactory = _ => 0 };
         var force = new Option<bool>("--force") { Description = "Replace an existing --out folder (never the input)" };
         var maxShard = new Option<string?>("--max-shard-size") { Description = "Shard the output: e.g. 5GB, 500MB (default: keep the input's sharding)" };
         var json = Cli.JsonOption();
         var data = new SimilarityDataOptions();
         var cmd = new Command("prune", "Write a pruned Hugging Face checkpoint (kept layers renumbered, bytes copied verbatim) plus prune_plan.json and mergekit.yaml")
-            { model, output, layers, planFile, n, fraction, strategy, seed, force, maxShard, json };
+            {
+                model, output, layers, planFile, n, fraction, strategy, metric, protectLast, calibration, calibrationChunks, seed, force,
+                maxShard, json,
+            };
         data.AddTo(cmd);
         return cmd.WithAction(p =>
         {
@@ -45,7 +71,10 @@ public static class PruneCommand
             // ---- end GGUF input ----
             long? shardBytes = p.GetValue(maxShard) is { } s ? ParseSize(s) : null;
             string strat = p.GetValue(strategy)!;
-            Cli.Require(strat is "similarity" or "deepest" or "shallowest" or "random", $"--strategy {strat}: expected similarity, deepest, shallowest or random");
+            Cli.Require(PruneStrategies.Names.Contains(strat), $"--strategy {strat}: expected one of {string.Join(", ", PruneStrategies.Names)}");
+            var chosenMetric = SimilarityMetrics.Parse(p.GetValue(metric)!)
+                ?? throw LayerPruneException.Usage($"--metric {p.GetValue(metric)}: expected angular, bi or cka");
+            Cli.Require(p.GetValue(calibrationChunks) >= 1, $"--calibration-chunks {p.GetValue(calibrationChunks)}: must be at least 1");
             using var ckpt = Checkpoint.Open(dir);
             int L = ckpt.Config.NumLayers;
             OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir); // before any slow work
@@ -56,29 +85,49 @@ public static class PruneCommand
             {
                 int count = p.GetValue(n) ?? PrunePlan.BlockSizeFromFraction(p.GetValue(fraction)!.Value, L);
                 if (count < 1 || count >= L) throw LayerPruneException.Usage($"--n {count}: must be between 1 and {L - 1} (the model has {L} layers)");
-                plan = strat switch
-                {
-                    "deepest" => PrunePlan.Deepest(count, L),
-                    "shallowest" => PrunePlan.Shallowest(count, L),
-                    "random" => PrunePlan.RandomBlock(count, L, p.GetValue(seed)),
-                    _ => Similar(p, data, dir, count),
-                };
+                int max = p.GetValue(protectLast) && strat != "deepest" ? L - 2 : L - 1;
+                Cli.Require(count <= max, $"--n {count}: with --protect-last at most {max} (the model has {L} layers)");
+                plan = strat is "deepest" or "shallowest" or "random"
+                    ? PruneStrategies.Rule(strat, count, L, p.GetValue(seed), p.GetValue(protectLast))
+                    : Measured(p, data, dir, strat, chosenMetric, p.GetValue(calibration), p.GetValue(calibrationChunks),
+                               p.GetValue(protectLast), count);
             }
             CheckpointPruner.Write(ckpt, plan, p.GetValue(output)!, p.GetValue(force), shardBytes);
             var planJson = plan.ToJson();
             planJson["out"] = Path.GetFullPath(p.GetValue(output)!);
             if (p.GetValue(json)) Cli.PrintJson(planJson);
-            else Console.Out.WriteLine($"removed layers {string.Join(",", plan.Removed)} ({plan.Strategy}{(plan.Distance is double d ? $", angular distance {d:F4}" : "")}); {plan.Kept.Length} of {L} layers kept → {Path.GetFullPath(p.GetValue(output)!)}");
+            else Console.Out.WriteLine($"removed layers {string.Join(",", plan.Removed)} ({plan.Strategy}{(plan.Distance is double d ? $", angular distance {d:F4}" : "")}{Cost(plan)}); {plan.Kept.Length} of {L} layers kept → {Path.GetFullPath(p.GetValue(output)!)}");
             return 0;
         });
     }
 
-    static PrunePlan Similar(ParseResult p, SimilarityDataOptions data, string dir, int count)
+    /// <summary>The strategies that measure the model: similarity and bi (a similarity pass on --data), greedy and loss-rank (calibration loss).</summary>
+    static PrunePlan Measured(ParseResult p, SimilarityDataOptions data, string dir, string strategy, SimilarityMetric metric,
+                              string? calibration, int chunks, bool protectLast, int count)
     {
-        data.RequireData(p, "with --strategy similarity (or use --strategy deepest)");
+        bool needsCalibration = PruneStrategies.NeedsCalibration(strategy);
+        string path = needsCalibration && calibration is not null
+            ? Cli.ExistingFile(calibration, "--calibration")
+            : data.RequireData(p, needsCalibration
+                ? $"with --strategy {strategy} (or give --calibration)"
+                : $"with --strategy {strategy} (or use --strategy deepest)");
+        Cli.Require(p.GetValue(data.Batch) >= 1, $"--batch {p.GetValue(data.Batch)}: must be at least 1");
+        Cli.Require(!(needsCalibration && p.GetValue(data.Offload)),
+                    $"--offload: not supported with --strategy {strategy} (it runs many loss passes)");
         using var model = Cli.LoadModel(p, dir, p.GetValue(data.Offload));
-        return PrunePlan.FromSimilarity(data.Measure(p, model, dir, blockInfluence: false), count);
+        int seqLen = p.GetValue(data.SeqLen);
+        var inputs = new StrategyInputs
+        {
+            Model = model, Metric = metric, ProtectLast = protectLast, BatchSize = p.GetValue(data.Batch), Progress = Cli.Progress,
+            SimilaritySamples = () => SimilarityDataOptions.LoadSamples(path, dir, model.Config.VocabSize, p.GetValue(data.Samples), seqLen),
+            CalibrationChunks = () =>
+                PreTokenized.LossChunks(path, PreTokenized.IsPreTokenized(path) ? null : Cli.LoadTokenizer(dir), seqLen, chunks, model.Config.VocabSize),
+        };
+        return PruneStrategies.Prepare(strategy, inputs, count)(count);
     }
+
+    static string Cost(PrunePlan plan) =>
+        plan.Selection?["cost"]?["forward_passes"] is JsonNode f && (long)f > 0 ? $", chosen with {(long)f} forward passes" : "";
 
     public static long ParseSize(string s)
     {

@@ -4,7 +4,9 @@ using LayerPrune.Similarity;
 namespace LayerPrune.Pruning;
 
 /// <summary>Which layers go (0-based original indices) and why. Kept layers are renumbered 0… in order.</summary>
-public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Removed, double? Distance = null, string? Source = null)
+/// <param name="Selection">How the strategy chose and what the choice cost (written as prune_plan.json's "selection").</param>
+public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Removed, double? Distance = null, string? Source = null,
+                               JsonObject? Selection = null)
 {
     public int[] Kept => Enumerable.Range(0, OriginalLayers).Except(Removed).ToArray();
     public int BlockSize => Removed.Length;
@@ -127,6 +129,7 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
         ["kept"] = new JsonArray(Kept.Select(i => (JsonNode?)i).ToArray()),
         ["old_to_new"] = new JsonObject(Kept.Select((old, @new) => KeyValuePair.Create(old.ToString(), (JsonNode?)@new))),
         ["angular_distance"] = Distance,
+        ["selection"] = Selection?.DeepClone(),
     };
 
     /// <summary>The same cut as mergekit passthrough slices (layer_range is half-open [start, end)).</summary>

@@ -9,7 +9,11 @@ namespace LayerPrune.Similarity;
 /// <summary>similarity.json / similarity.csv / similarity.png for a result.</summary>
 public static class SimilarityReport
 {
-    public static JsonObject ToJson(SimilarityResult r, string model, string data, int seqLen)
+    /// <summary>similarity.json: the angular matrix and its l*(n); the all-token matrices, the chosen metric's blocks and the bootstrap when present.</summary>
+    /// <param name="metric">The metric the block choice ("chosen") is made by.</param>
+    /// <param name="protectLast">Whether "chosen" keeps the final layer.</param>
+    public static JsonObject ToJson(SimilarityResult r, string model, string data, int seqLen, SimilarityMetric metric = SimilarityMetric.Angular,
+                                    bool protectLast = false, SimilarityBootstrap? bootstrap = null)
     {
         int n = r.Layers + 1;
         var json = new JsonObject
@@ -29,8 +33,36 @@ public static class SimilarityReport
                 ["values"] = new JsonArray(bi.Select(v => (JsonNode?)v).ToArray()),
                 ["lowest_first"] = new JsonArray(bi.Select((v, i) => (v, i)).OrderBy(x => x.v).Select(x => (JsonNode?)x.i).ToArray()),
             };
+        if (r.BlockInfluenceMatrix is { } bim)
+            json["bi_matrix"] = MatrixSection(bim, r, SimilarityMetric.BlockInfluence,
+                "matrix[a][b] = mean over all non-padding tokens of 1 - cos(x_a, x_b) (a distance; its superdiagonal is block_influence)");
+        if (r.CkaDistance is { } cka)
+            json["cka"] = MatrixSection(cka, r, SimilarityMetric.Cka,
+                "matrix[a][b] = 1 - linear CKA(x_a, x_b) (Kornblith et al. 2019), the examples being all non-padding tokens: holds 1 - CKA, a distance (0 = identical up to rotation and isotropic scale)");
+        json["chosen"] = new JsonObject
+        {
+            ["metric"] = SimilarityMetrics.Name(metric),
+            ["protect_last"] = protectLast,
+            ["best"] = BestArray(r.BestAll(metric, protectLast)),
+        };
+        if (bootstrap is not null) json["bootstrap"] = bootstrap.ToJson();
         return json;
     }
+
+    static JsonObject MatrixSection(double[,] m, SimilarityResult r, SimilarityMetric metric, string definition) => new()
+    {
+        ["definition"] = definition,
+        ["matrix"] = MatrixJson(m),
+        ["best"] = BestArray(r.BestAll(metric)),
+    };
+
+    static JsonArray MatrixJson(double[,] m) => new(Enumerable.Range(0, m.GetLength(0))
+        .Select(a => (JsonNode?)new JsonArray(Enumerable.Range(0, m.GetLength(1)).Select(b => (JsonNode?)m[a, b]).ToArray())).ToArray());
+
+    static JsonArray BestArray(IEnumerable<BestBlock> best) => new(best.Select(b => (JsonNode?)new JsonObject
+    {
+        ["n"] = b.N, ["start"] = b.Start, ["end_exclusive"] = b.EndExclusive, ["distance"] = b.Distance,
+    }).ToArray());
 
     public static string ToCsv(SimilarityResult r)
     {
@@ -42,12 +74,25 @@ public static class SimilarityReport
         return sb.ToString();
     }
 
-    /// <summary>Writes the three files into <paramref name="dir"/> (which must exist).</summary>
-    public static void Write(string dir, SimilarityResult r, string model, string data, int seqLen)
+    /// <summary>Writes similarity.json, .csv and .png into <paramref name="dir"/> (which must exist), plus similarity_bi.png and
+    /// similarity_cka.png for the all-token matrices that were computed; the bootstrap's unstable choices are marked on similarity.png.</summary>
+    public static void Write(string dir, SimilarityResult r, string model, string data, int seqLen, SimilarityMetric metric = SimilarityMetric.Angular,
+                             bool protectLast = false, SimilarityBootstrap? bootstrap = null)
     {
-        File.WriteAllText(Path.Combine(dir, "similarity.json"), ToJson(r, model, data, seqLen).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(Path.Combine(dir, "similarity.json"),
+            ToJson(r, model, data, seqLen, metric, protectLast, bootstrap).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         File.WriteAllText(Path.Combine(dir, "similarity.csv"), ToCsv(r));
-        Plots.SimilarityHeatmap(r.Matrix, Path.Combine(dir, "similarity.png"),
-            $"{Path.GetFileName(Path.GetFullPath(model).TrimEnd('/'))}: angular distance of blocks ({r.Samples} samples)");
+        string name = Path.GetFileName(Path.GetFullPath(model).TrimEnd('/'));
+        if (bootstrap is null)
+            Plots.SimilarityHeatmap(r.Matrix, Path.Combine(dir, "similarity.png"), $"{name}: angular distance of blocks ({r.Samples} samples)");
+        else
+            SimilarityFigures.HeatmapWithBootstrap(r.Matrix, bootstrap, Path.Combine(dir, "similarity.png"),
+                $"{name}: angular distance of blocks ({r.Samples} samples, {bootstrap.Resamples} bootstrap resamples)");
+        if (r.BlockInfluenceMatrix is { } bi)
+            SimilarityFigures.Heatmap(bi, Path.Combine(dir, "similarity_bi.png"), $"{name}: all-token 1 - cos of blocks ({r.Samples} samples)",
+                                      "mean over tokens of 1 - cos(x_l, x_{l+n})");
+        if (r.CkaDistance is { } cka)
+            SimilarityFigures.Heatmap(cka, Path.Combine(dir, "similarity_cka.png"), $"{name}: 1 - linear CKA of blocks ({r.Samples} samples)",
+                                      "1 - CKA(x_l, x_{l+n})");
     }
 }
