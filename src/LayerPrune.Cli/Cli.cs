@@ -52,6 +52,8 @@ public static class Cli
         ["EvalDataPath"] = "--eval-data",
         ["OutDir"] = "--out",
         ["outDir"] = "--out",
+        ["outPath"] = "--out",
+        ["planPath"] = "--plan",
     };
 
     /// <summary>The flag of a library parameter: "MicroBatch" → "--micro-batch", "n" → "--n" (names already flags stay).</summary>

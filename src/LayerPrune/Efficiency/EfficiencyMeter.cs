@@ -21,10 +21,10 @@ public sealed record EfficiencyOptions
     /// <summary>Throws a usage error naming the parameter when a value is out of range.</summary>
     public void Validate()
     {
-        if (PromptLength < 1) throw LayerPruneException.Usage($"--prompt-length {PromptLength}: must be at least 1");
-        if (DecodeTokens < 1) throw LayerPruneException.Usage($"--decode-tokens {DecodeTokens}: must be at least 1");
-        if (Warmup < 0) throw LayerPruneException.Usage($"--warmup {Warmup}: must be 0 or more");
-        if (Repeats < 1) throw LayerPruneException.Usage($"--repeats {Repeats}: must be at least 1");
+        if (PromptLength < 1) throw LayerPruneException.Invalid(nameof(PromptLength), PromptLength, "must be at least 1");
+        if (DecodeTokens < 1) throw LayerPruneException.Invalid(nameof(DecodeTokens), DecodeTokens, "must be at least 1");
+        if (Warmup < 0) throw LayerPruneException.Invalid(nameof(Warmup), Warmup, "must be 0 or more");
+        if (Repeats < 1) throw LayerPruneException.Invalid(nameof(Repeats), Repeats, "must be at least 1");
     }
 }
 

@@ -152,12 +152,12 @@ public static class GgufExporter
     /// <summary>The output must not replace one of the model's own files.</summary>
     static void CheckOutput(string outPath, string modelDir, bool force)
     {
-        if (string.IsNullOrWhiteSpace(outPath)) throw LayerPruneException.Usage("--out: must not be empty");
+        if (string.IsNullOrWhiteSpace(outPath)) throw LayerPruneException.Invalid(nameof(outPath), null, "must not be empty");
         string full = OutputFolder.Canonical(outPath);
-        if (Directory.Exists(full)) throw LayerPruneException.Usage($"--out {outPath}: is a folder, not a file");
-        if (File.Exists(full) && !force) throw LayerPruneException.Usage($"--out {outPath}: already exists (use --force to replace it)");
+        if (Directory.Exists(full)) throw LayerPruneException.Invalid(nameof(outPath), outPath, "is a folder, not a file");
+        if (File.Exists(full) && !force) throw LayerPruneException.Invalid(nameof(outPath), outPath, "already exists (use `force` to replace it)");
         string dir = OutputFolder.Canonical(modelDir);
         if (File.Exists(full) && Path.GetDirectoryName(full) == dir && !full.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
-            throw LayerPruneException.Usage($"--out {outPath}: would replace a file of the input model {modelDir}");
+            throw LayerPruneException.Invalid(nameof(outPath), outPath, $"would replace a file of the input model {modelDir}");
     }
 }

@@ -25,7 +25,7 @@ public static partial class GgufPruner
         if (plan.OriginalLayers != layers)
             throw LayerPruneException.Usage($"{inPath}: the plan is for {plan.OriginalLayers} layers but {arch}.block_count is {layers}");
         if (OutputFolder.Canonical(outPath) == OutputFolder.Canonical(inPath))
-            throw LayerPruneException.Usage($"--out {outPath}: must not be the input file");
+            throw LayerPruneException.Invalid(nameof(outPath), outPath, "must not be the input file");
         var kept = plan.Kept;
         var newIndex = new Dictionary<int, int>();
         for (int i = 0; i < kept.Length; i++) newIndex[kept[i]] = i;

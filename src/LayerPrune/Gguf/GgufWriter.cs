@@ -16,22 +16,22 @@ public sealed record GgufTensorToWrite(string Name, long[] Dims, GgmlType Type, 
 public static class GgufWriter
 {
     /// <summary>
-    /// Writes <paramref name="path"/> (replacing it only when <paramref name="force"/>); an interrupted write leaves
+    /// Writes <paramref name="outPath"/> (replacing it only when <paramref name="force"/>); an interrupted write leaves
     /// at most a ".NAME.tmp-GUID" sibling, never a partial file under the final name.
     /// </summary>
-    public static void Write(string path, IReadOnlyList<KeyValuePair<string, GgufValue>> metadata,
+    public static void Write(string outPath, IReadOnlyList<KeyValuePair<string, GgufValue>> metadata,
                              IReadOnlyList<GgufTensorToWrite> tensors, bool force = false, int alignment = GgufFile.DefaultAlignment)
     {
-        string full = Path.GetFullPath(path);
-        if (File.Exists(full) && !force) throw LayerPruneException.Usage($"--out {path}: already exists (use --force to replace it)");
-        if (Directory.Exists(full)) throw LayerPruneException.Usage($"--out {path}: is a folder, not a file");
+        string full = Path.GetFullPath(outPath);
+        if (File.Exists(full) && !force) throw LayerPruneException.Invalid(nameof(outPath), outPath, "already exists (use `force` to replace it)");
+        if (Directory.Exists(full)) throw LayerPruneException.Invalid(nameof(outPath), outPath, "is a folder, not a file");
         string dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
         string temp = Path.Combine(dir, $".{Path.GetFileName(full)}.tmp-{Guid.NewGuid():N}");
         try
         {
             using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-                WriteTo(fs, metadata, tensors, alignment, path);
+                WriteTo(fs, metadata, tensors, alignment, outPath);
             File.Move(temp, full, overwrite: true);
         }
         finally

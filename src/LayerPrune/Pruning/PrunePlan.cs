@@ -48,15 +48,15 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
     }
 
     /// <summary>A prune_plan.json written by `layerprune prune` (its "removed" layers) for a model of <paramref name="layers"/> layers.</summary>
-    public static PrunePlan FromJsonFile(string path, int layers)
+    public static PrunePlan FromJsonFile(string planPath, int layers)
     {
-        var root = JsonInput.ReadObject(path);
+        var root = JsonInput.ReadObject(planPath);
         if (root["original_layers"] is JsonValue ov && ov.TryGetValue<int>(out int original) && original != layers)
-            throw LayerPruneException.Usage($"--plan {path}: the plan is for a {original}-layer model but the model has {layers} layers");
+            throw LayerPruneException.Invalid(nameof(planPath), planPath, $"the plan is for a {original}-layer model but the model has {layers} layers");
         if (root["removed"] is not JsonArray removed || removed.Count == 0)
-            throw LayerPruneException.Usage($"--plan {path}: no \"removed\" list of layer indices");
+            throw LayerPruneException.Invalid(nameof(planPath), planPath, "no \"removed\" list of layer indices");
         var spec = string.Join(",", removed.Select(n => n is JsonValue v && v.TryGetValue<int>(out int i) ? i.ToString()
-            : throw LayerPruneException.Usage($"--plan {path}: \"removed\" must list integer layer indices")));
+            : throw LayerPruneException.Invalid(nameof(planPath), planPath, "\"removed\" must list integer layer indices")));
         return FromLayerSpec(spec, layers) with { Strategy = "plan" };
     }
 
