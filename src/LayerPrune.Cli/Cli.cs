@@ -83,6 +83,11 @@ public static class Cli
                 Console.Error.WriteLine($"error: {OneLine(e.Message)}");
                 return e.ExitCode;
             }
+            catch (IOException e) when (!parse.GetValue(Verbose) && DiskFull.Is(e))
+            {
+                Console.Error.WriteLine($"error: {OneLine(DiskFull.Explain(e).Message)}");
+                return 1;
+            }
             catch (Exception e) when (!parse.GetValue(Verbose) && e is not OperationCanceledException)
             {
                 Console.Error.WriteLine($"error: {e.GetType().Name}: {OneLine(e.Message)} (run with --verbose for details)");

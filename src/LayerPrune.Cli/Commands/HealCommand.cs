@@ -82,6 +82,10 @@ public static class HealCommand
                 Console.Error.WriteLine($"interrupted: checkpoint kept in {Healer.PartialDir(o.OutDir)}; continue with --resume");
                 return 130;
             }
+            catch (IOException io) when (DiskFull.Is(io))
+            {
+                throw DiskFull.Explain(io, o.OutDir, KeepOnlyResumableState(o.OutDir));
+            }
             finally { Console.CancelKeyPress -= onCancel; }
             var summary = JsonNode.Parse(File.ReadAllText(Path.Combine(result.OutDir, "heal_summary.json")))!;
             if (p.GetValue(json)) { Cli.PrintJson(summary); return 0; }
@@ -90,5 +94,14 @@ public static class HealCommand
                 (result.MergedValLoss is double m ? $", merged val loss {m:F4}" : "") + $" → {result.OutDir}");
             return 0;
         });
+    }
+
+    /// <summary>After a failed write: OUT.partial stays only if it holds a checkpoint to resume from. Says what was kept.</summary>
+    static string KeepOnlyResumableState(string outDir)
+    {
+        string partial = Healer.PartialDir(outDir);
+        if (Healer.HasCheckpoint(outDir)) return $"the last checkpoint is kept in {partial}: continue with --resume";
+        if (Directory.Exists(partial)) Directory.Delete(partial, recursive: true);
+        return "nothing was kept";
     }
 }

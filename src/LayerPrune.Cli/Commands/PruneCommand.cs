@@ -34,7 +34,8 @@ public static class PruneCommand
             Cli.Require(strat is "similarity" or "deepest" or "shallowest" or "random", $"--strategy {strat}: expected similarity, deepest, shallowest or random");
             using var ckpt = Checkpoint.Open(dir);
             int L = ckpt.Config.NumLayers;
-            OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir); // before any slow work
+            // Before any slow work: checks --out and holds its lock until the commit (a concurrent run fails at once).
+            using var outDir = OutputFolder.Begin(p.GetValue(output)!, p.GetValue(force), "--out", dir);
             PrunePlan plan;
             if (spec is not null) plan = PrunePlan.FromLayerSpec(spec, L);
             else
@@ -49,7 +50,7 @@ public static class PruneCommand
                     _ => Similar(p, data, dir, count),
                 };
             }
-            CheckpointPruner.Write(ckpt, plan, p.GetValue(output)!, p.GetValue(force), shardBytes);
+            CheckpointPruner.Write(ckpt, plan, outDir, shardBytes);
             var planJson = plan.ToJson();
             planJson["out"] = Path.GetFullPath(p.GetValue(output)!);
             if (p.GetValue(json)) Cli.PrintJson(planJson);

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Text.Json.Nodes;
 using LayerPrune.Evaluation;
 using LayerPrune.Sweep;
 using Spectre.Console;
@@ -75,12 +76,30 @@ public static class SweepCommand
             };
             var tok = Cli.LoadTokenizer(modelDir);
             using var lm = Cli.LoadModel(p, modelDir);
-            var result = SweepRunner.Run(lm, tok, options);
+            bool existed = Directory.Exists(options.OutDir);
+            JsonObject result;
+            try { result = SweepRunner.Run(lm, tok, options); }
+            catch (IOException e) when (DiskFull.Is(e))
+            {
+                throw DiskFull.Explain(e, options.OutDir, KeepOnlyResumableState(options.OutDir, existed));
+            }
             if (p.GetValue(json)) { Cli.PrintJson(result); return 0; }
             Console.Out.WriteLine(File.ReadAllText(Path.Combine(options.OutDir, "report.md")));
             Console.Error.WriteLine($"wrote {Path.GetFullPath(options.OutDir)}: results.json, results.csv, report.md, *.png");
             return 0;
         });
+    }
+
+    /// <summary>After a failed write: half-written *.tmp files go; a folder this run created goes too unless it holds finished rows.</summary>
+    static string KeepOnlyResumableState(string outDir, bool existedBefore)
+    {
+        if (!Directory.Exists(outDir)) return "nothing was kept";
+        foreach (var tmp in Directory.EnumerateFiles(outDir, "*.tmp")) File.Delete(tmp);
+        if (File.Exists(Path.Combine(outDir, "results.json")))
+            return $"finished rows are kept in {Path.Combine(outDir, "results.json")}: rerun the same command to resume";
+        if (existedBefore) return "nothing new was kept";
+        Directory.Delete(outDir, recursive: true);
+        return "nothing was kept";
     }
 
     static List<int> ParseNs(string s)

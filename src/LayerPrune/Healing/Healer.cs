@@ -40,6 +40,10 @@ public static class Healer
     public static string PartialDir(string outDir) => Path.GetFullPath(outDir).TrimEnd(Path.DirectorySeparatorChar) + ".partial";
     static string CheckpointDir(string partial) => Path.Combine(partial, ".checkpoint");
 
+    /// <summary>True when OUT.partial holds a checkpoint that --resume continues from.</summary>
+    public static bool HasCheckpoint(string outDir) =>
+        Directory.Exists(CheckpointDir(PartialDir(outDir))) || Directory.Exists(CheckpointDir(PartialDir(outDir)) + ".old");
+
     public static HealResult Run(HealOptions options, CancellationToken cancel = default)
     {
         options.Validate();
@@ -48,7 +52,8 @@ public static class Healer
         if (options.EvalDataPath is { } ev && !File.Exists(ev)) throw LayerPruneException.Usage($"--eval-data {ev}: file not found");
         string outFull = Path.GetFullPath(options.OutDir), partial = PartialDir(options.OutDir);
         string modelFull = Path.GetFullPath(options.ModelDir).TrimEnd(Path.DirectorySeparatorChar);
-        OutputFolder.Check(options.OutDir, force: true, "--out", options.ModelDir); // never the input, nor inside or around it (canonical paths); existence is checked below
+        // Never the input, nor inside or around it (canonical paths); existence is checked below. Holds the --out lock until the end.
+        using var output = OutputFolder.Begin(options.OutDir, force: true, "--out", options.ModelDir);
         bool haveCheckpoint = options.Resume && (Directory.Exists(CheckpointDir(partial)) || Directory.Exists(CheckpointDir(partial) + ".old"));
         if (!options.Resume)
         {
@@ -86,7 +91,7 @@ public static class Healer
         var state = new TrainState { Epoch = 0, Index = 0, Step = 0 };
         string fingerprint = Fingerprint(o);
         string logPath = Path.Combine(partial, "train_log.jsonl");
-        if (haveCheckpoint) state = LoadCheckpoint(partial, fingerprint, adapters, optimizer, dropoutRng, logPath);
+        if (haveCheckpoint) state = LoadCheckpointOrExplain(partial, fingerprint, adapters, optimizer, dropoutRng, logPath, o.Steps);
         else File.WriteAllText(logPath, "");
 
         var order = Permutation(train.Count, o.Seed, state.Epoch);
@@ -157,7 +162,6 @@ public static class Healer
         double seconds = total.Elapsed.TotalSeconds, trainTps = tokensThisRun / Math.Max(1e-9, seconds);
 
         // Final outputs, written into a temp folder and moved into place at once.
-        using var output = OutputFolder.Begin(outFull, force: true, "--out", options.ModelDir);
         SafeTensorsWriter.Write(output.File("adapter_model.safetensors"),
             PeftAdapterFiles.ToTensors(adapters).Select(kv => TensorToWrite.FromTensor(kv.Key, kv.Value)).ToList(),
             new Dictionary<string, string> { ["format"] = "pt" });
@@ -250,6 +254,22 @@ public static class Healer
         if (Directory.Exists(dir)) Directory.Move(dir, old);
         Directory.Move(tmp, dir);
         if (Directory.Exists(old)) Directory.Delete(old, true);
+    }
+
+    /// <summary>A truncated or edited checkpoint is a one-line error that says how to start over (never a stack trace).</summary>
+    static TrainState LoadCheckpointOrExplain(string partial, string fingerprint, IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters,
+        OptimizerHelper optimizer, Generator rng, string logPath, int steps)
+    {
+        string problem;
+        try
+        {
+            var s = LoadCheckpoint(partial, fingerprint, adapters, optimizer, rng, logPath);
+            if (s.Step >= 1 && s.Step <= steps && s.Epoch >= 0 && s.Index >= 0) return s;
+            problem = $"step {s.Step}, epoch {s.Epoch}, index {s.Index} are out of range";
+        }
+        catch (LayerPruneException e) when (e.ExitCode == 2) { throw; } // made with other settings: already says what to do
+        catch (Exception e) { problem = e.Message; }
+        throw new LayerPruneException($"--resume: the checkpoint in {partial} is damaged ({problem}); delete {partial} or rerun with --force to start over");
     }
 
     static TrainState LoadCheckpoint(string partial, string fingerprint, IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters,

@@ -16,7 +16,18 @@ public static partial class CheckpointPruner
 
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
+    /// <summary>Writes the pruned checkpoint to <paramref name="outDir"/> (atomically; see <see cref="OutputFolder"/>).</summary>
     public static void Write(Checkpoint source, PrunePlan plan, string outDir, bool force = false, long? maxShardBytes = null)
+    {
+        using var output = OutputFolder.Begin(outDir, force, "--out", source.Directory);
+        Write(source, plan, output, maxShardBytes);
+    }
+
+    /// <summary>
+    /// Writes the pruned checkpoint into <paramref name="output"/>, begun by the caller (who thereby holds the output's lock
+    /// from before any slow work, e.g. a similarity pass), and commits it.
+    /// </summary>
+    public static void Write(Checkpoint source, PrunePlan plan, OutputFolder output, long? maxShardBytes = null)
     {
         var config = source.Config;
         if (plan.OriginalLayers != config.NumLayers)
@@ -33,7 +44,6 @@ public static partial class CheckpointPruner
                 tensors.Add(TensorToWrite.FromFile($"model.layers.{renumbered}.{m.Groups[2].Value}", source.FileOf(name), name));
         }
 
-        using var output = OutputFolder.Begin(outDir, force, "--out", source.Directory);
         long shardLimit = maxShardBytes ?? (source.IsSharded ? source.Files.Values.Max(f => f.FileLength) : long.MaxValue);
         WriteTensors(output, tensors, shardLimit, source.IsSharded || maxShardBytes is not null);
         File.WriteAllText(output.File("config.json"), PrunedConfig(config, plan).ToJsonString(Indented));

@@ -54,16 +54,17 @@ public static class SweepRunner
         var ns = (o.Fractions is { } fr ? fr.Select(f => PrunePlan.BlockSizeFromFraction(f, L)) : o.Ns ?? Enumerable.Range(1, L - 1)).Distinct().Order().ToList();
         foreach (int n in ns) if (n < 1 || n >= L) throw LayerPruneException.Usage($"--n: block size {n} is out of range 1..{L - 1} (the model has {L} layers)");
 
+        using var outLock = OutputLock.Acquire(o.OutDir, "--out"); // a concurrent sweep into the same folder fails at once
         Directory.CreateDirectory(o.OutDir);
         var config = ConfigJson(o, ns);
         string resultsPath = Path.Combine(o.OutDir, "results.json");
         var rows = new JsonArray();
-        if (File.Exists(resultsPath))
+        if (File.Exists(resultsPath) && !o.Force)
         {
-            var previous = JsonNode.Parse(File.ReadAllText(resultsPath)) as JsonObject;
-            if (previous?["config"] is JsonObject pc && JsonNode.DeepEquals(pc, config) && previous["rows"] is JsonArray pr && !o.Force)
-                rows = (JsonArray)pr.DeepClone();
-            else if (!o.Force)
+            var previous = ReadResults(resultsPath, o.OutDir);
+            if (JsonNode.DeepEquals(previous["config"], config))
+                rows = (JsonArray)previous["rows"]!.DeepClone();
+            else
                 throw new LayerPruneException($"--out {o.OutDir}: holds results of a different sweep (other model, data, tasks or options); use --force to start over or another --out");
         }
 
@@ -173,6 +174,26 @@ public static class SweepRunner
         },
         ["indexing"] = "removed = 0-based layer indices of the source model; fraction = n / L",
     };
+
+    /// <summary>An earlier run's results.json: a truncated or edited file is a one-line error that says how to start over.</summary>
+    static JsonObject ReadResults(string path, string outDir)
+    {
+        string problem;
+        try
+        {
+            var results = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
+            var rows = results?["rows"] as JsonArray;
+            int bad = rows?.ToList().FindIndex(r => !IsRow(r)) ?? -1;
+            if (results?["config"] is JsonObject && rows is not null && bad < 0) return results;
+            problem = rows is null ? "expected an object with 'config' and 'rows'" : $"row {bad + 1} lacks strategy, n, healed or removed";
+        }
+        catch (JsonException e) { problem = e.Message; }
+        throw new LayerPruneException($"{path}: damaged resume state ({problem}); delete {outDir} or rerun with --force to start over");
+    }
+
+    static bool IsRow(JsonNode? r) => r is JsonObject row && row["strategy"]?.GetValueKind() == JsonValueKind.String
+        && row["n"]?.GetValueKind() == JsonValueKind.Number && row["healed"]?.GetValueKind() is JsonValueKind.True or JsonValueKind.False
+        && row["removed"] is JsonArray;
 
     static SimilarityResult? ReadSimilarity(string path)
     {
