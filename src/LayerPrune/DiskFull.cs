@@ -17,14 +17,18 @@ public static partial class DiskFull
     [GeneratedRegex(@"(^|[\\/])\.([^\\/]+)\.tmp-[0-9a-f]{32}(?=[\\/]|$)")]
     private static partial Regex HiddenTempFolder();
 
+    [GeneratedRegex(@"\.tmp$")]
+    private static partial Regex TempSuffix();
+
     /// <summary>
     /// The path the failed write was for, as the user knows it: a file inside an output's hidden temp sibling
-    /// ".NAME.tmp-GUID" (see <see cref="Pruning.OutputFolder"/>) is named by its final path NAME/…; null when unknown.
+    /// ".NAME.tmp-GUID" (see <see cref="Pruning.OutputFolder"/>) is named by its final path NAME/…, and a file "X.tmp" written
+    /// to be renamed to X is named X; null when unknown.
     /// </summary>
     public static string? PathOf(IOException e)
     {
         var m = QuotedPath().Match(e.Message);
-        return m.Success ? HiddenTempFolder().Replace(m.Groups[1].Value, "$1$2") : null;
+        return m.Success ? TempSuffix().Replace(HiddenTempFolder().Replace(m.Groups[1].Value, "$1$2"), "") : null;
     }
 
     /// <summary>"PATH: no space left on device (…)" as a <see cref="LayerPruneException"/> (exit code 1).</summary>
