@@ -49,6 +49,30 @@ public class ConcurrencyTests
     }
 
     [Fact]
+    public void HealAndSweepHoldTheirOutLockFromTheStart()
+    {
+        using var t = new TempDir();
+        string data = Path.Combine(TestPaths.Samples, "data", "kjv", "validation.txt");
+        using (OutputLock.Acquire(t["healed"], "--out"))
+        {
+            var e = Assert.Throws<LayerPruneException>(() => LayerPrune.Healing.Healer.Run(
+                new LayerPrune.Healing.HealOptions { ModelDir = Golden, DataPath = data, OutDir = t["healed"], Steps = 1 }));
+            Assert.Equal($"--out {t["healed"]}: another run (pid {Environment.ProcessId}) is writing it (lock {t[".healed.lock"]}); " +
+                "wait for it to finish or choose another --out", e.Message);
+            Assert.False(Directory.Exists(t["healed.partial"])); // refused before touching anything
+        }
+        using var model = LayerPrune.Modeling.CausalLM.Load(Golden);
+        using (OutputLock.Acquire(t["sweep"], "--out"))
+        {
+            var options = new LayerPrune.Sweep.SweepOptions { ModelDir = Golden, DataPath = data, Tasks = ["loss:" + data], OutDir = t["sweep"] };
+            var e = Assert.Throws<LayerPruneException>(() => LayerPrune.Sweep.SweepRunner.Run(model, null!, options));
+            Assert.Contains($"--out {t["sweep"]}: another run (pid {Environment.ProcessId}) is writing it", e.Message);
+            Assert.False(Directory.Exists(t["sweep"]));
+        }
+        Assert.Empty(Directory.EnumerateFileSystemEntries(t.Path)); // lock files removed on release
+    }
+
+    [Fact]
     public void CommitNeverReplacesAFolderThatAppearedDuringTheRun()
     {
         using var t = new TempDir();
