@@ -35,6 +35,7 @@ public static partial class DiskFull
     public static LayerPruneException Explain(IOException e, string? fallbackPath = null, string? note = null)
     {
         string path = PathOf(e) ?? fallbackPath ?? "output";
-        return new LayerPruneException($"{path}: no space left on device ({note ?? "nothing was written under the final name"}; free space and run again)", e);
+        string kept = note ?? "nothing was written under the final name";
+        return new LayerPruneException($"{path}: no space left on device ({kept}; free space and run again)", e);
     }
 }

@@ -11,7 +11,10 @@ public static class GenerateCommand
     {
         var model = Cli.ModelOption();
         var prompt = new Option<string?>("--prompt", "-p") { Description = "Prompt text (tokenized with the model's tokenizer, BOS per tokenizer_config)" };
-        var tokenIds = new Option<string?>("--token-ids") { Description = "Prompt as comma-separated token ids, e.g. 1,450,2 (needs no tokenizer; without one, ids are printed instead of text)" };
+        var tokenIds = new Option<string?>("--token-ids")
+        {
+            Description = "Prompt as comma-separated token ids, e.g. 1,450,2 (needs no tokenizer; without one, ids are printed, not text)",
+        };
         var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
         var greedy = new Option<bool>("--greedy") { Description = "Greedy decoding (the default unless --temperature is given)" };
         var temperature = new Option<double?>("--temperature") { Description = "Sampling temperature (> 0)" };

@@ -62,7 +62,10 @@ public static class SimilarityCommand
             if (p.GetValue(json)) { Cli.PrintJson(SimilarityReport.ToJson(result, dir, p.GetValue(data.Data)!, p.GetValue(data.SeqLen))); return 0; }
             var table = new Table().AddColumn("n").AddColumn("remove layers (0-based)").AddColumn("distance").AddColumn("mergekit slices");
             foreach (var b in result.Best())
-                table.AddRow(b.N.ToString(), $"{b.Start}..{b.EndExclusive - 1}", $"{b.Distance:F4}", Markup.Escape(PrunePlan.FromSimilarity(result, b.N).KeptSlices()));
+            {
+                string kept = PrunePlan.FromSimilarity(result, b.N).KeptSlices();
+                table.AddRow(b.N.ToString(), $"{b.Start}..{b.EndExclusive - 1}", $"{b.Distance:F4}", Markup.Escape(kept));
+            }
             AnsiConsole.Write(table);
             if (result.BlockInfluence is { } bi)
                 Console.Out.WriteLine("block influence (lowest first): " + string.Join(", ", bi.Select((v, i) => (v, i)).OrderBy(x => x.v).Select(x => $"{x.i}:{x.v:F4}")));

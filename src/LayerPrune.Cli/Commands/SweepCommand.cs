@@ -90,7 +90,9 @@ public static class SweepCommand
         });
     }
 
-    /// <summary>After a failed write: half-written *.tmp files go; a folder this run created goes too unless it holds finished rows.</summary>
+    /// <summary>
+    /// After a failed write: half-written *.tmp files go; a folder this run created goes too unless it holds finished rows.
+    /// </summary>
     static string KeepOnlyResumableState(string outDir, bool existedBefore)
     {
         if (!Directory.Exists(outDir)) return "nothing was kept";

@@ -257,8 +257,8 @@ public static class Healer
     }
 
     /// <summary>A truncated or edited checkpoint is a one-line error that says how to start over (never a stack trace).</summary>
-    static TrainState LoadCheckpointOrExplain(string partial, string fingerprint, IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters,
-        OptimizerHelper optimizer, Generator rng, string logPath, int steps)
+    static TrainState LoadCheckpointOrExplain(string partial, string fingerprint,
+        IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters, OptimizerHelper optimizer, Generator rng, string logPath, int steps)
     {
         string problem;
         try
@@ -269,7 +269,8 @@ public static class Healer
         }
         catch (LayerPruneException e) when (e.ExitCode == 2) { throw; } // made with other settings: already says what to do
         catch (Exception e) { problem = e.Message; }
-        throw new LayerPruneException($"--resume: the checkpoint in {partial} is damaged ({problem}); delete {partial} or rerun with --force to start over");
+        throw new LayerPruneException(
+            $"--resume: the checkpoint in {partial} is damaged ({problem}); delete {partial} or rerun with --force to start over");
     }
 
     static TrainState LoadCheckpoint(string partial, string fingerprint, IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters,

@@ -93,7 +93,8 @@ public sealed class OutputFolder : IDisposable
             Directory.Move(newest, full);
             movedAside.Remove(newest);
         }
-        var stale = leftovers.Where(d => d.file.StartsWith($".{name}.tmp-", StringComparison.Ordinal)).Select(d => d.path).Concat(movedAside);
+        var temps = leftovers.Where(d => d.file.StartsWith($".{name}.tmp-", StringComparison.Ordinal)).Select(d => d.path);
+        var stale = temps.Concat(movedAside);
         foreach (var dir in stale) Directory.Delete(dir, recursive: true);
     }
 

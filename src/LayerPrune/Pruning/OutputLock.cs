@@ -75,7 +75,9 @@ public sealed class OutputLock : IDisposable
         }
     }
 
-    /// <summary>Deletes the lock file (while still holding it, so no other run can lock a file about to vanish), then releases it.</summary>
+    /// <summary>
+    /// Deletes the lock file (while still holding it, so no other run can lock a file about to vanish), then releases it.
+    /// </summary>
     public void Dispose()
     {
         if (_stream is null) return;
@@ -97,7 +99,8 @@ public sealed class OutputLock : IDisposable
     static bool IsUnlinked(FileStream stream)
     {
         if (!OperatingSystem.IsLinux()) return false;
-        try { return new FileInfo($"/proc/self/fd/{stream.SafeFileHandle.DangerousGetHandle()}").LinkTarget?.EndsWith(" (deleted)") == true; }
+        var descriptor = new FileInfo($"/proc/self/fd/{stream.SafeFileHandle.DangerousGetHandle()}");
+        try { return descriptor.LinkTarget?.EndsWith(" (deleted)") == true; }
         catch (IOException) { return false; }
     }
 

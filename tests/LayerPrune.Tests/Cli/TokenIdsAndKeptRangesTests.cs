@@ -15,7 +15,8 @@ public class TokenIdsAndKeptRangesTests
     public void GenerateWithTokenIdsNeedsNoTokenizer()
     {
         Assert.False(File.Exists(Path.Combine(Golden, "tokenizer.json")) || File.Exists(Path.Combine(Golden, "tokenizer.model")));
-        var (code, stdout, stderr) = CliRunner.Run("generate", "--model", Golden, "--token-ids", "1,2,3", "--max-new-tokens", "4", "--json");
+        var (code, stdout, stderr) = CliRunner.Run(
+            "generate", "--model", Golden, "--token-ids", "1,2,3", "--max-new-tokens", "4", "--json");
         Assert.True(code == 0, stderr);
         var j = JsonNode.Parse(stdout)!;
         var ids = j["token_ids"]!.AsArray().Select(x => (int)x!).ToArray();
@@ -37,7 +38,8 @@ public class TokenIdsAndKeptRangesTests
     {
         // The other commands that take no text (info, prune --layers / deepest / shallowest / random) never load one.
         using var t = new TempDir();
-        var (code, _, stderr) = CliRunner.Run("prune", "--model", Golden, "--out", t["deep"], "--n", "2", "--strategy", "deepest", "--quiet");
+        var (code, _, stderr) = CliRunner.Run(
+            "prune", "--model", Golden, "--out", t["deep"], "--n", "2", "--strategy", "deepest", "--quiet");
         Assert.True(code == 0, stderr);
         Assert.Equal(6, LayerPrune.Checkpoints.ModelConfig.Load(t["deep"]).NumLayers);
     }

@@ -53,7 +53,10 @@ public class NuGetConfigTests
             {
                 string value = (string?)add.Attribute("value") ?? "";
                 if (Problem(value, Path.GetDirectoryName(config)!) is { } why)
-                    problems.Add($"{Path.GetRelativePath(TestPaths.RepoRoot, config)}: source '{add.Attribute("key")?.Value}' = '{value}' {why}");
+                {
+                    string file = Path.GetRelativePath(TestPaths.RepoRoot, config);
+                    problems.Add($"{file}: source '{add.Attribute("key")?.Value}' = '{value}' {why}");
+                }
             }
         }
         Assert.True(problems.Count == 0, string.Join("\n", problems));
@@ -68,13 +71,17 @@ public class NuGetConfigTests
     public void NoMsBuildFileAddsRestoreSourcesOutsideTheRepository()
     {
         var problems = new List<string>();
-        var files = RepoFiles(n => n.EndsWith(".props", StringComparison.OrdinalIgnoreCase) || n.EndsWith(".targets", StringComparison.OrdinalIgnoreCase)
-            || n.EndsWith(".csproj", StringComparison.OrdinalIgnoreCase));
+        string[] extensions = [".props", ".targets", ".csproj"];
+        var files = RepoFiles(n => extensions.Any(x => n.EndsWith(x, StringComparison.OrdinalIgnoreCase)));
         foreach (var file in files)
-            foreach (var e in XDocument.Load(file).Descendants().Where(e => e.Name.LocalName is "RestoreSources" or "RestoreAdditionalProjectSources"))
+        {
+            var elements = XDocument.Load(file).Descendants()
+                .Where(e => e.Name.LocalName is "RestoreSources" or "RestoreAdditionalProjectSources");
+            foreach (var e in elements)
                 foreach (var source in e.Value.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                     if (Problem(source, Path.GetDirectoryName(file)!) is { } why)
                         problems.Add($"{Path.GetRelativePath(TestPaths.RepoRoot, file)}: <{e.Name.LocalName}> '{source}' {why}");
+        }
         Assert.True(problems.Count == 0, string.Join("\n", problems));
     }
 

@@ -26,7 +26,8 @@ public class ConcurrencyTests
             onStarted: p =>
             {
                 var sw = System.Diagnostics.Stopwatch.StartNew();
-                while (!Directory.EnumerateDirectories(t.Path, ".pruned.tmp-*").Any() && sw.Elapsed < TimeSpan.FromSeconds(30)) Thread.Sleep(10);
+                while (!Directory.EnumerateDirectories(t.Path, ".pruned.tmp-*").Any() && sw.Elapsed < TimeSpan.FromSeconds(30))
+                    Thread.Sleep(10);
                 Assert.True(File.Exists(t[".pruned.lock"]), "the first run holds no lock file");
                 sw.Restart();
                 var plain = Task.Run(() => ChildRun.Run(["prune", "-m", Golden, "-o", output, "--layers", "6", "--quiet"]));
@@ -64,7 +65,10 @@ public class ConcurrencyTests
         using var model = LayerPrune.Modeling.CausalLM.Load(Golden);
         using (OutputLock.Acquire(t["sweep"], "--out"))
         {
-            var options = new LayerPrune.Sweep.SweepOptions { ModelDir = Golden, DataPath = data, Tasks = ["loss:" + data], OutDir = t["sweep"] };
+            var options = new LayerPrune.Sweep.SweepOptions
+            {
+                ModelDir = Golden, DataPath = data, Tasks = ["loss:" + data], OutDir = t["sweep"],
+            };
             var e = Assert.Throws<LayerPruneException>(() => LayerPrune.Sweep.SweepRunner.Run(model, null!, options));
             Assert.Contains($"--out {t["sweep"]}: another run (pid {Environment.ProcessId}) is writing it", e.Message);
             Assert.False(Directory.Exists(t["sweep"]));

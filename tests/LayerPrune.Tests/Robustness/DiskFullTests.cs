@@ -40,9 +40,9 @@ public class DiskFullTests(ReliabilityFixture fx) : IClassFixture<ReliabilityFix
     {
         var before = ReliabilityFixture.Hashes(ReliabilityFixture.Kjv16);
         using var fs = SmallFileSystem.Mount("1m", leaveFree: 4096); // one page: the lock file's
-        var r = ChildRun.Run(["sweep", "--model", ReliabilityFixture.Kjv16, "--data", ReliabilityFixture.Validation, "--samples", "2",
-            "--seq-len", "32", "--tasks", "loss:" + ReliabilityFixture.Validation, "--max-chunks", "2", "--strategies", "deepest", "--n", "1",
-            "--out", fs["sweep"], "--quiet"]);
+        string data = ReliabilityFixture.Validation;
+        var r = ChildRun.Run(["sweep", "--model", ReliabilityFixture.Kjv16, "--data", data, "--samples", "2", "--seq-len", "32",
+            "--tasks", "loss:" + data, "--max-chunks", "2", "--strategies", "deepest", "--n", "1", "--out", fs["sweep"], "--quiet"]);
         Assert.Equal($"error: {fs["sweep"]}/results.json: {NothingKept}", ChildRun.AssertOneLineError(r, 1));
         Assert.Empty(fs.Leftovers());
         Assert.Equal(before, ReliabilityFixture.Hashes(ReliabilityFixture.Kjv16));

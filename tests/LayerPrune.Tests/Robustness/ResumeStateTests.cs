@@ -31,7 +31,8 @@ public class ResumeStateTests(ReliabilityFixture fx) : IClassFixture<Reliability
         using var t = new TempDir();
         // A real interrupted run: 4 steps, checkpoint every step, the child SIGKILLs itself after step 2.
         string killedOut = t["healed"];
-        var killed = ChildRun.Run(fx.HealArgs(killedOut, steps: 4, saveEvery: 1), env: new Dictionary<string, string> { ["LAYERPRUNE_TEST_KILL_AT_STEP"] = "2" });
+        var killAtStep2 = new Dictionary<string, string> { ["LAYERPRUNE_TEST_KILL_AT_STEP"] = "2" };
+        var killed = ChildRun.Run(fx.HealArgs(killedOut, steps: 4, saveEvery: 1), env: killAtStep2);
         Assert.Equal(137, killed.Exit);
         string checkpoint = Path.Combine(killedOut + ".partial", ".checkpoint");
         Assert.True(File.Exists(Path.Combine(checkpoint, "state.json")));
@@ -40,7 +41,8 @@ public class ResumeStateTests(ReliabilityFixture fx) : IClassFixture<Reliability
         {
             ("state-truncated", cp => Truncate(Path.Combine(cp, "state.json")), "is damaged ("),
             ("state-step-edited", cp => File.WriteAllText(Path.Combine(cp, "state.json"),
-                File.ReadAllText(Path.Combine(cp, "state.json")).Replace("\"step\": 2", "\"step\": 999")), "is damaged (step 999, epoch 0, index 4 are out of range)"),
+                File.ReadAllText(Path.Combine(cp, "state.json")).Replace("\"step\": 2", "\"step\": 999")),
+                "is damaged (step 999, epoch 0, index 4 are out of range)"),
             ("adapters-truncated", cp => Truncate(Path.Combine(cp, "adapters.safetensors")), "is damaged ("),
             ("optimizer-truncated", cp => Truncate(Path.Combine(cp, "optimizer.bin")), "is damaged ("),
         };
@@ -94,7 +96,8 @@ public class ResumeStateTests(ReliabilityFixture fx) : IClassFixture<Reliability
         Assert.InRange(finished, 1, expected.Count - 1);
         var rerun = ChildRun.Run(SweepArgs(killedOut));
         Assert.True(rerun.Exit == 0, rerun.Stderr);
-        Assert.True(JsonNode.DeepEquals(expected, Rows(killedOut)), $"rows after a kill at {finished} rows + rerun differ from an uninterrupted sweep");
+        Assert.True(JsonNode.DeepEquals(expected, Rows(killedOut)),
+            $"rows after a kill at {finished} rows + rerun differ from an uninterrupted sweep");
         Assert.Empty(Directory.EnumerateFiles(killedOut, "*.tmp"));
 
         // Damaged results.json: truncated, or a row edited so it lacks its n.
@@ -106,7 +109,8 @@ public class ResumeStateTests(ReliabilityFixture fx) : IClassFixture<Reliability
         json["rows"]![1]!.AsObject().Remove("n");
         File.WriteAllText(Path.Combine(edited, "results.json"), json.ToJsonString());
         var results = RunAll([SweepArgs(truncated), SweepArgs(edited)]);
-        foreach (var (dir, r, problem) in new[] { (truncated, results[0], "("), (edited, results[1], "(row 2 lacks strategy, n, healed or removed)") })
+        var expectations = new[] { (truncated, results[0], "("), (edited, results[1], "(row 2 lacks strategy, n, healed or removed)") };
+        foreach (var (dir, r, problem) in expectations)
         {
             string line = ChildRun.AssertOneLineError(r, 1);
             Assert.StartsWith($"error: {dir}/results.json: damaged resume state {problem}", line);

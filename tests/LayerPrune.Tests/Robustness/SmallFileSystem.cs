@@ -17,7 +17,8 @@ public sealed class SmallFileSystem : IDisposable
     public static readonly Lazy<string?> Unavailable = new(() =>
     {
         if (!OperatingSystem.IsLinux()) return "needs Linux (tmpfs)";
-        if (Environment.UserName != "root") return "needs root to mount a small tmpfs (run the tests as root to include the disk-full cases)";
+        if (Environment.UserName != "root")
+            return "needs root to mount a small tmpfs (run the tests as root to include the disk-full cases)";
         try
         {
             using var probe = Mount("64k");
@@ -26,7 +27,9 @@ public sealed class SmallFileSystem : IDisposable
         catch (Exception e) { return $"cannot mount a tmpfs here ({e.Message})"; }
     });
 
-    /// <summary>Mounts a tmpfs of <paramref name="size"/> (e.g. "1m"); with <paramref name="leaveFree"/>, fills it up to that many bytes.</summary>
+    /// <summary>
+    /// Mounts a tmpfs of <paramref name="size"/> (e.g. "1m"); with <paramref name="leaveFree"/>, fills it up to that many bytes.
+    /// </summary>
     public static SmallFileSystem Mount(string size, long? leaveFree = null)
     {
         string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "layerprune-tmpfs-" + Guid.NewGuid().ToString("N")[..12]);
