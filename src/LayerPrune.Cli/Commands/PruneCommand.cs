@@ -34,22 +34,26 @@ public static class PruneCommand
             Cli.Require(strat is "similarity" or "deepest" or "shallowest" or "random", $"--strategy {strat}: expected similarity, deepest, shallowest or random");
             using var ckpt = Checkpoint.Open(dir);
             int L = ckpt.Config.NumLayers;
-            // Before any slow work: checks --out and holds its lock until the commit (a concurrent run fails at once).
-            using var outDir = OutputFolder.Begin(p.GetValue(output)!, p.GetValue(force), "--out", dir);
-            PrunePlan plan;
+            OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir); // bad flags fail before anything is written
+            PrunePlan? plan = null;
+            int count = 0;
             if (spec is not null) plan = PrunePlan.FromLayerSpec(spec, L);
             else
             {
-                int count = p.GetValue(n) ?? PrunePlan.BlockSizeFromFraction(p.GetValue(fraction)!.Value, L);
+                count = p.GetValue(n) ?? PrunePlan.BlockSizeFromFraction(p.GetValue(fraction)!.Value, L);
                 if (count < 1 || count >= L) throw LayerPruneException.Usage($"--n {count}: must be between 1 and {L - 1} (the model has {L} layers)");
                 plan = strat switch
                 {
                     "deepest" => PrunePlan.Deepest(count, L),
                     "shallowest" => PrunePlan.Shallowest(count, L),
                     "random" => PrunePlan.RandomBlock(count, L, p.GetValue(seed)),
-                    _ => Similar(p, data, dir, count),
+                    _ => null,
                 };
+                if (plan is null) data.RequireData(p, "with --strategy similarity (or use --strategy deepest)");
             }
+            // Before the slow similarity pass: holds --out's lock until the commit (a concurrent run fails at once).
+            using var outDir = OutputFolder.Begin(p.GetValue(output)!, p.GetValue(force), "--out", dir);
+            plan ??= Similar(p, data, dir, count);
             CheckpointPruner.Write(ckpt, plan, outDir, shardBytes);
             var planJson = plan.ToJson();
             planJson["out"] = Path.GetFullPath(p.GetValue(output)!);
