@@ -15,7 +15,7 @@ public static class ChildRun
     /// <summary>Starts <c>layerprune ARGS</c>; the child is SIGKILLed as soon as <paramref name="killWhen"/> returns true
     /// (polled every 10 ms), or runs to completion when it never does. <paramref name="onStarted"/> sees the running child.</summary>
     public static ChildResult Run(string[] args, Func<bool>? killWhen = null, IDictionary<string, string>? env = null,
-        Action<Process>? onStarted = null, int timeoutMs = 120_000)
+        Action<Process>? onStarted = null, int timeoutMs = 600_000)
     {
         using var p = Process.Start(CliProcess.StartInfo(args, env))!;
         var stdout = p.StandardOutput.ReadToEndAsync();

@@ -70,7 +70,7 @@ public class ResumeStateTests(ReliabilityFixture fx) : IClassFixture<Reliability
     static string[] SweepArgs(string outDir) =>
         ["sweep", "--model", ReliabilityFixture.Kjv16, "--data", ReliabilityFixture.Validation, "--samples", "4", "--seq-len", "32",
          "--tasks", "loss:" + ReliabilityFixture.Validation, "--max-chunks", "4", "--batch", "4", "--strategies", "similarity,deepest",
-         "--n", "1-6", "--out", outDir, "--quiet", "--json"];
+         "--n", "1-4", "--out", outDir, "--quiet", "--json"];
 
     static JsonArray Rows(string outDir) => JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "results.json")))!["rows"]!.AsArray();
 
@@ -88,7 +88,7 @@ public class ResumeStateTests(ReliabilityFixture fx) : IClassFixture<Reliability
         var uninterrupted = ChildRun.Run(SweepArgs(whole));
         Assert.True(uninterrupted.Exit == 0, uninterrupted.Stderr);
         var expected = Rows(whole);
-        Assert.Equal(13, expected.Count); // unpruned + 2 strategies × n = 1…6
+        Assert.Equal(9, expected.Count); // unpruned + 2 strategies × n = 1…4
 
         var killed = ChildRun.Run(SweepArgs(killedOut), killWhen: () => RowCount(killedOut) >= 1);
         Assert.True(killed.Killed, "the sweep finished before it could be killed");
