@@ -122,17 +122,37 @@ public sealed class OutputLock : IDisposable
     static int? ReadPid(string lockPath)
     {
         if (OperatingSystem.IsWindows()) return null;
-        try
+        // glibc's soname first (a bare "libc" resolves only where the libc.so development link exists), then the generic name.
+        if (OperatingSystem.IsLinux())
         {
-            var bytes = new byte[32];
-            int fd = Libc.open(lockPath, 0); // O_RDONLY
-            if (fd < 0) return null;
-            long n;
-            try { n = Libc.read(fd, bytes, bytes.Length); }
-            finally { _ = Libc.close(fd); }
-            return n > 0 && int.TryParse(Encoding.ASCII.GetString(bytes, 0, (int)n).Trim(), out int pid) ? pid : null;
+            try { return ReadPid(lockPath, LibcSo6.open, LibcSo6.read, LibcSo6.close); }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
         }
+        try { return ReadPid(lockPath, Libc.open, Libc.read, Libc.close); }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return null; }
+    }
+
+    static int? ReadPid(string lockPath, Func<string, int, int> open, Func<int, byte[], nint, nint> read, Func<int, int> close)
+    {
+        var bytes = new byte[32];
+        int fd = open(lockPath, 0); // O_RDONLY
+        if (fd < 0) return null;
+        long n;
+        try { n = read(fd, bytes, bytes.Length); }
+        finally { _ = close(fd); }
+        return n > 0 && int.TryParse(Encoding.ASCII.GetString(bytes, 0, (int)n).Trim(), out int pid) ? pid : null;
+    }
+
+    static class LibcSo6
+    {
+        [DllImport("libc.so.6", SetLastError = true)]
+        public static extern int open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
+
+        [DllImport("libc.so.6", SetLastError = true)]
+        public static extern nint read(int fd, byte[] buffer, nint count);
+
+        [DllImport("libc.so.6")]
+        public static extern int close(int fd);
     }
 
     static class Libc
