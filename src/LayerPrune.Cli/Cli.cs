@@ -134,6 +134,11 @@ public static class Cli
                 Console.Error.WriteLine($"error: {Describe(e)}");
                 return ExitCodeOf(e);
             }
+            catch (IOException e) when (!parse.GetValue(Verbose) && DiskFull.Is(e))
+            {
+                Console.Error.WriteLine($"error: {OneLine(DiskFull.Explain(e).Message)}");
+                return 1;
+            }
             catch (Exception e) when (!parse.GetValue(Verbose) && e is not OperationCanceledException)
             {
                 Console.Error.WriteLine($"error: {e.GetType().Name}: {OneLine(e.Message)} (run with --verbose for details)");

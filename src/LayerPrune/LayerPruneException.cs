@@ -52,9 +52,19 @@ public sealed partial class LayerPruneException : Exception
     /// <summary>Invalid input described by a whole message (no single parameter), e.g. a missing model folder.</summary>
     public static LayerPruneException Usage(string message) => new(message) { IsInvalidInput = true };
 
+    /// <summary>
+    /// A failure described by a whole message that mentions parameters in backticks (`Force`), which
+    /// <see cref="Render"/> shows under a front end's names.
+    /// </summary>
+    public static LayerPruneException Mentioning(string message) => new(message) { MentionsParameters = true };
+
+    /// <summary>True when a whole-message error names parameters in backticks (see <see cref="Mentioning"/>).</summary>
+    public bool MentionsParameters { get; init; }
+
     /// <summary>The message with every parameter name passed through <paramref name="nameOf"/> (e.g. to a CLI flag).</summary>
-    public string Render(Func<string, string> nameOf) =>
-        ParameterName is null ? Message : Compose(ParameterName, Value, Problem, nameOf);
+    public string Render(Func<string, string> nameOf) => ParameterName is not null
+        ? Compose(ParameterName, Value, Problem, nameOf)
+        : MentionsParameters ? Mention().Replace(Message, m => nameOf(m.Groups[1].Value)) : Message;
 
     static string Compose(string parameter, string? value, string problem, Func<string, string> nameOf)
     {

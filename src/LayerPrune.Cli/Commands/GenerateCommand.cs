@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using LayerPrune.Modeling;
+using LayerPrune.Tokenization;
 
 namespace LayerPrune.Cli.Commands;
 
@@ -10,7 +11,10 @@ public static class GenerateCommand
     {
         var model = Cli.ModelOption();
         var prompt = new Option<string?>("--prompt", "-p") { Description = "Prompt text (tokenized with the model's tokenizer, BOS per tokenizer_config)" };
-        var tokenIds = new Option<string?>("--token-ids") { Description = "Prompt as comma-separated token ids, e.g. 1,450,2" };
+        var tokenIds = new Option<string?>("--token-ids")
+        {
+            Description = "Prompt as comma-separated token ids, e.g. 1,450,2 (needs no tokenizer; without one, ids are printed, not text)",
+        };
         var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
         var greedy = new Option<bool>("--greedy") { Description = "Greedy decoding (the default unless --temperature is given)" };
         var temperature = new Option<double?>("--temperature") { Description = "Sampling temperature (> 0)" };
@@ -31,8 +35,9 @@ public static class GenerateCommand
             Cli.Require(!(p.GetValue(greedy) && temp is not null), "--greedy and --temperature exclude each other");
             double tp = p.GetValue(topP);
             Cli.Require(tp is > 0 and <= 1, $"--top-p {tp}: must be in (0, 1]");
-            var tok = Cli.LoadTokenizer(dir);
-            int[] promptIds = ids is not null ? ParseIds(ids) : tok.Encode(text!).ToArray();
+            // Token ids in need no tokenizer: without one, only ids are printed (text when a tokenizer exists).
+            var tok = ids is null || TokenizerLoader.HasTokenizer(dir) ? Cli.LoadTokenizer(dir) : null;
+            int[] promptIds = ids is not null ? ParseIds(ids) : tok!.Encode(text!).ToArray();
             using var m = Cli.LoadModel(p, dir);
             foreach (var id in promptIds) Cli.Require(id >= 0 && id < m.Config.VocabSize, $"--token-ids: id {id} is outside the vocabulary (0..{m.Config.VocabSize - 1})");
             var result = TextGenerator.Generate(m, promptIds, new GenerationOptions
@@ -50,20 +55,20 @@ public static class GenerateCommand
                     LayerPrune.Checkpoints.TensorToWrite.FromTensor("logits", logits[0].to(TorchSharp.torch.ScalarType.Float32)),
                     LayerPrune.Checkpoints.TensorToWrite.FromTensor("input_ids", promptTensor[0])]);
             }
-            string decoded = tok.Decode(result.TokenIds);
+            string? decoded = tok?.Decode(result.TokenIds);
             if (p.GetValue(json))
             {
                 Cli.PrintJson(new JsonObject
                 {
                     ["token_ids"] = new JsonArray(result.TokenIds.Select(i => (JsonNode?)i).ToArray()),
                     ["prompt_tokens"] = result.PromptLength, ["new_tokens"] = result.NewTokens,
-                    ["text"] = decoded, ["completion"] = tok.Decode(result.TokenIds.Skip(result.PromptLength)),
+                    ["text"] = decoded, ["completion"] = tok?.Decode(result.TokenIds.Skip(result.PromptLength)),
                     ["decode_tokens_per_second"] = result.DecodeTokensPerSecond, ["prefill_seconds"] = result.PrefillSeconds,
                 });
             }
             else
             {
-                Console.Out.WriteLine(decoded);
+                Console.Out.WriteLine(decoded ?? string.Join(",", result.TokenIds));
                 Console.Error.WriteLine($"[{result.NewTokens} new tokens, {result.DecodeTokensPerSecond:F1} tokens/s decode, prefill {result.PrefillSeconds * 1000:F0} ms, {m.NumLayers} layers]");
             }
             return 0;

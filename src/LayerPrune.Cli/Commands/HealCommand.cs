@@ -120,6 +120,10 @@ public static class HealCommand
                 Console.Error.WriteLine($"interrupted: checkpoint kept in {Healer.PartialDir(o.OutDir)}; continue with --resume");
                 return 130;
             }
+            catch (IOException io) when (DiskFull.Is(io))
+            {
+                throw DiskFull.Explain(io, o.OutDir, KeepOnlyResumableState(o.OutDir));
+            }
             finally
             {
                 Console.CancelKeyPress -= onCancel;
@@ -144,5 +148,16 @@ public static class HealCommand
         string val = r.FinalValLoss is double v ? $", val loss {v:F4}" : "";
         string merged = r.MergedValLoss is double m ? $", merged val loss {m:F4}" : "";
         return $"healed {r.Steps} steps in {r.Seconds:F0} s ({speed}); train loss {r.FinalTrainLoss:F4}{val}{merged} → {r.OutDir}";
+    }
+
+    /// <summary>After a failed write: OUT.partial stays only if it holds a checkpoint to resume from. Says what was kept.</summary>
+    static string KeepOnlyResumableState(string outDir)
+    {
+        string partial = Healer.PartialDir(outDir);
+        if (Healer.HasCheckpoint(outDir))
+            return $"the last checkpoint is kept in {partial}: continue with --resume";
+        if (Directory.Exists(partial))
+            Directory.Delete(partial, recursive: true);
+        return "nothing was kept";
     }
 }

@@ -77,22 +77,25 @@ public static class PruneCommand
             Cli.Require(p.GetValue(calibrationChunks) >= 1, $"--calibration-chunks {p.GetValue(calibrationChunks)}: must be at least 1");
             using var ckpt = Checkpoint.Open(dir);
             int L = ckpt.Config.NumLayers;
-            OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir); // before any slow work
-            PrunePlan plan;
+            OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir); // bad flags fail before anything is written
+            PrunePlan? plan = null;
+            int count = 0;
             if (spec is not null) plan = PrunePlan.FromLayerSpec(spec, L);
             else if (planPath is not null) plan = PrunePlan.FromJsonFile(Cli.ExistingFile(planPath, "--plan"), L);
             else
             {
-                int count = p.GetValue(n) ?? PrunePlan.BlockSizeFromFraction(p.GetValue(fraction)!.Value, L);
+                count = p.GetValue(n) ?? PrunePlan.BlockSizeFromFraction(p.GetValue(fraction)!.Value, L);
                 if (count < 1 || count >= L) throw LayerPruneException.Usage($"--n {count}: must be between 1 and {L - 1} (the model has {L} layers)");
                 int max = p.GetValue(protectLast) && strat != "deepest" ? L - 2 : L - 1;
                 Cli.Require(count <= max, $"--n {count}: with --protect-last at most {max} (the model has {L} layers)");
-                plan = strat is "deepest" or "shallowest" or "random"
-                    ? PruneStrategies.Rule(strat, count, L, p.GetValue(seed), p.GetValue(protectLast))
-                    : Measured(p, data, dir, strat, chosenMetric, p.GetValue(calibration), p.GetValue(calibrationChunks),
-                               p.GetValue(protectLast), count);
+                if (strat is "deepest" or "shallowest" or "random")
+                    plan = PruneStrategies.Rule(strat, count, L, p.GetValue(seed), p.GetValue(protectLast));
             }
-            CheckpointPruner.Write(ckpt, plan, p.GetValue(output)!, p.GetValue(force), shardBytes);
+            // Before the slow similarity pass: holds --out's lock until the commit (a concurrent run fails at once).
+            using var outDir = OutputFolder.Begin(p.GetValue(output)!, p.GetValue(force), "--out", dir);
+            plan ??= Measured(p, data, dir, strat, chosenMetric, p.GetValue(calibration), p.GetValue(calibrationChunks),
+                              p.GetValue(protectLast), count);
+            CheckpointPruner.Write(ckpt, plan, outDir, shardBytes);
             var planJson = plan.ToJson();
             planJson["out"] = Path.GetFullPath(p.GetValue(output)!);
             if (p.GetValue(json)) Cli.PrintJson(planJson);

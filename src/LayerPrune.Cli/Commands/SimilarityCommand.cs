@@ -80,7 +80,7 @@ public static class SimilarityCommand
             if (boot is not null) table.AddColumn("argmin share").AddColumn("95% interval");
             foreach (var b in result.BestAll(chosen, p.GetValue(protectLast)))
             {
-                var cells = new List<string> { b.N.ToString(), $"{b.Start}..{b.EndExclusive - 1}", $"{b.Distance:F4}", Markup.Escape($"[0, {b.Start}) + [{b.EndExclusive}, {result.Layers})") };
+                var cells = new List<string> { b.N.ToString(), $"{b.Start}..{b.EndExclusive - 1}", $"{b.Distance:F4}", Markup.Escape(KeptSlices(b, result.Layers)) };
                 if (boot?.Choices.FirstOrDefault(c => c.N == b.N) is { } c)
                     cells.AddRange([$"{c.ArgminFrequency:P0}", $"[{c.Low:F4}, {c.High:F4}]"]);
                 table.AddRow(cells.ToArray());
@@ -92,4 +92,8 @@ public static class SimilarityCommand
             return 0;
         });
     }
+
+    /// <summary>The kept layers after removing block <paramref name="b"/>, e.g. "[0, 18)" (never an empty range).</summary>
+    static string KeptSlices(BestBlock b, int layers) =>
+        PrunePlan.FromLayerSpec($"{b.Start}-{b.EndExclusive - 1}", layers).KeptSlices();
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Text.Json.Nodes;
 using LayerPrune.Evaluation;
 using LayerPrune.Healing;
 using LayerPrune.Sweep;
@@ -173,7 +174,16 @@ public static class SweepCommand
             };
             var tok = Cli.LoadTokenizer(modelDir);
             using var lm = Cli.LoadModel(p, modelDir);
-            var result = Run(lm, tok, options, p);
+            bool existed = Directory.Exists(options.OutDir);
+            SweepResult result;
+            try
+            {
+                result = Run(lm, tok, options, p);
+            }
+            catch (IOException e) when (DiskFull.Is(e))
+            {
+                throw DiskFull.Explain(e, options.OutDir, KeepOnlyResumableState(options.OutDir, existed));
+            }
             if (p.GetValue(json))
             {
                 Cli.PrintJson(result.ToJson());
@@ -208,6 +218,23 @@ public static class SweepCommand
         string m = e.Message.Split('\n')[0].Trim();
         string suffix = $" (Parameter '{e.ParamName}')";
         return m.EndsWith(suffix, StringComparison.Ordinal) ? m[..^suffix.Length] : m;
+    }
+
+    /// <summary>
+    /// After a failed write: half-written *.tmp files go; a folder this run created goes too unless it holds finished rows.
+    /// </summary>
+    static string KeepOnlyResumableState(string outDir, bool existedBefore)
+    {
+        if (!Directory.Exists(outDir))
+            return "nothing was kept";
+        foreach (var tmp in Directory.EnumerateFiles(outDir, "*.tmp"))
+            File.Delete(tmp);
+        if (File.Exists(Path.Combine(outDir, "results.json")))
+            return $"finished rows are kept in {Path.Combine(outDir, "results.json")}: rerun the same command to resume";
+        if (existedBefore)
+            return "nothing new was kept";
+        Directory.Delete(outDir, recursive: true);
+        return "nothing was kept";
     }
 
     static List<int> ParseNs(string s)

@@ -47,9 +47,11 @@ public sealed class HealSession : IDisposable
     HealCheckpoint.TrainState _state;
     int[] _order;
     long _tokensThisRun;
+    readonly OutputFolder _output; // begun at open: holds the OUT lock for the whole run
 
-    HealSession(CausalLM model, bool ownsModel, ITextTokenizer tok, HealOptions options, bool resume)
+    HealSession(CausalLM model, bool ownsModel, ITextTokenizer tok, HealOptions options, bool resume, OutputFolder output)
     {
+        _output = output;
         Model = model;
         _ownsModel = ownsModel;
         _modelDir = Path.GetFullPath(options.ModelDir).TrimEnd(Path.DirectorySeparatorChar);
@@ -77,7 +79,7 @@ public sealed class HealSession : IDisposable
         _optimizer = torch.optim.AdamW(_parameters, o.LearningRate, 0.9, 0.999, 1e-8, 0.0);
 
         _checkpoint = new HealCheckpoint(PartialDir, HealCheckpoint.Fingerprint(o));
-        _state = resume ? _checkpoint.Load(Adapters, _optimizer, _dropoutRng) : _checkpoint.StartLog();
+        _state = resume ? LoadCheckpointOrExplain(o.Steps) : _checkpoint.StartLog();
         _order = Healer.Permutation(_train.Count, o.Seed, _state.Epoch);
         _log = new StreamWriter(_checkpoint.LogPath, append: true);
     }
@@ -88,13 +90,18 @@ public sealed class HealSession : IDisposable
         options.Validate();
         if (!Directory.Exists(options.ModelDir))
             throw LayerPruneException.Invalid(nameof(HealOptions.ModelDir), options.ModelDir, "folder not found");
-        bool resume = PrepareOutput(options, options.ModelDir);
-        var tok = TokenizerLoader.Load(options.ModelDir);
-        var model = CausalLM.Load(options.ModelDir, options.Device, options.Dtype);
-        try { return new HealSession(model, ownsModel: true, tok, options, resume); }
+        var (resume, output) = PrepareOutput(options, options.ModelDir);
+        CausalLM? model = null;
+        try
+        {
+            var tok = TokenizerLoader.Load(options.ModelDir);
+            model = CausalLM.Load(options.ModelDir, options.Device, options.Dtype);
+            return new HealSession(model, ownsModel: true, tok, options, resume, output);
+        }
         catch
         {
-            model.Dispose();
+            model?.Dispose();
+            output.Dispose();
             throw;
         }
     }
@@ -115,8 +122,13 @@ public sealed class HealSession : IDisposable
             throw new ArgumentException("healing needs a resident model (load it without offload)", nameof(model));
         var o = options with { ModelDir = model.Checkpoint.Directory };
         o.Validate();
-        bool resume = PrepareOutput(o, o.ModelDir);
-        return new HealSession(model, ownsModel: false, tokenizer ?? TokenizerLoader.Load(o.ModelDir), o, resume);
+        var (resume, output) = PrepareOutput(o, o.ModelDir);
+        try { return new HealSession(model, ownsModel: false, tokenizer ?? TokenizerLoader.Load(o.ModelDir), o, resume, output); }
+        catch
+        {
+            output.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The settings in use (targets resolved, model folder filled in).</summary>
@@ -250,7 +262,7 @@ public sealed class HealSession : IDisposable
         _log?.Dispose();
         _log = null;
         var o = Options;
-        using var output = OutputFolder.Begin(o.OutDir, force: true, nameof(HealOptions.OutDir), o.ModelDir);
+        var output = _output;
         var adapterTensors = PeftAdapterFiles.ToTensors(Adapters).Select(kv => TensorToWrite.FromTensor(kv.Key, kv.Value)).ToList();
         var meta = new Dictionary<string, string> { ["format"] = "pt" };
         SafeTensorsWriter.Write(output.File("adapter_model.safetensors"), adapterTensors, meta);
@@ -279,6 +291,30 @@ public sealed class HealSession : IDisposable
         _dropoutRng.Dispose();
         if (_ownsModel)
             Model.Dispose();
+        _output.Dispose();
+    }
+
+    /// <summary>The checkpoint to resume, or a one-line error that says it is damaged and how to start over.</summary>
+    HealCheckpoint.TrainState LoadCheckpointOrExplain(int steps)
+    {
+        string problem;
+        try
+        {
+            var s = _checkpoint.Load(Adapters, _optimizer, _dropoutRng);
+            if (s.Step >= 1 && s.Step <= steps && s.Epoch >= 0 && s.Index >= 0)
+                return s;
+            problem = $"step {s.Step}, epoch {s.Epoch}, index {s.Index} are out of range";
+        }
+        catch (LayerPruneException e) when (e.IsInvalidInput)
+        {
+            throw; // made with other settings: the message already says what to do
+        }
+        catch (Exception e)
+        {
+            problem = e.Message;
+        }
+        throw LayerPruneException.Failed(nameof(HealOptions.Resume), null,
+            $"the checkpoint in {PartialDir} is damaged ({problem}); delete {PartialDir} or rerun with `Force` to start over");
     }
 
     double Optimize(IReadOnlyList<int[]> batch, double lr)
@@ -328,7 +364,7 @@ public sealed class HealSession : IDisposable
     /// Checks the inputs and the output folder and prepares OUT.partial; returns whether a checkpoint is resumed.
     /// A fresh run refuses an existing OUT or an interrupted run unless Force; Resume without a checkpoint starts fresh.
     /// </summary>
-    static bool PrepareOutput(HealOptions o, string modelDir)
+    static (bool Resume, OutputFolder Output) PrepareOutput(HealOptions o, string modelDir)
     {
         if (!File.Exists(o.DataPath))
             throw LayerPruneException.Invalid(nameof(HealOptions.DataPath), o.DataPath, "file not found");
@@ -336,8 +372,22 @@ public sealed class HealSession : IDisposable
             throw LayerPruneException.Invalid(nameof(HealOptions.EvalDataPath), ev, "file not found");
         string outFull = Path.GetFullPath(o.OutDir);
         string partial = Healer.PartialDir(o.OutDir);
-        // Never the input, nor inside or around it (canonical paths); existence is checked below.
-        OutputFolder.Check(o.OutDir, force: true, nameof(HealOptions.OutDir), modelDir);
+        // Never the input, nor inside or around it (canonical paths); existence is checked below. Holds the OUT lock until
+        // the session is disposed, so a concurrent run on the same OUT fails at once.
+        var output = OutputFolder.Begin(o.OutDir, force: true, nameof(HealOptions.OutDir), modelDir);
+        try
+        {
+            return (PrepareFolders(o, outFull, partial), output);
+        }
+        catch
+        {
+            output.Dispose();
+            throw;
+        }
+    }
+
+    static bool PrepareFolders(HealOptions o, string outFull, string partial)
+    {
         bool haveCheckpoint = o.Resume && HealCheckpoint.Exists(partial);
         if (!o.Resume)
         {

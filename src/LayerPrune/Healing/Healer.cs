@@ -33,6 +33,9 @@ public static class Healer
     /// <summary>OUT.partial: the in-progress folder (checkpoint + log) that a resumed run continues from.</summary>
     public static string PartialDir(string outDir) => Path.GetFullPath(outDir).TrimEnd(Path.DirectorySeparatorChar) + ".partial";
 
+    /// <summary>True when OUT.partial holds a checkpoint that a resumed run continues from.</summary>
+    public static bool HasCheckpoint(string outDir) => HealCheckpoint.Exists(PartialDir(outDir));
+
     /// <summary>
     /// Heals the model in <see cref="HealOptions.ModelDir"/>: a <see cref="HealSession"/> run to the end (or until
     /// <paramref name="onStep"/> returns false: checkpoint kept, incomplete result, no outputs).

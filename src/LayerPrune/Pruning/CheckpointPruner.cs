@@ -26,6 +26,17 @@ public static partial class CheckpointPruner
     public static void Write(Checkpoint source, PrunePlan plan, string outDir, bool force = false, long? maxShardBytes = null,
         Action<string>? onTensorWritten = null)
     {
+        using var output = OutputFolder.Begin(outDir, force, nameof(outDir), source.Directory);
+        Write(source, plan, output, maxShardBytes, onTensorWritten);
+    }
+
+    /// <summary>
+    /// Writes the pruned checkpoint into <paramref name="output"/>, begun by the caller (who thereby holds the output's lock
+    /// from before any slow work, e.g. a similarity pass), and commits it.
+    /// </summary>
+    public static void Write(Checkpoint source, PrunePlan plan, OutputFolder output, long? maxShardBytes = null,
+        Action<string>? onTensorWritten = null)
+    {
         var config = source.Config;
         if (plan.OriginalLayers != config.NumLayers)
             throw new LayerPruneException($"plan is for {plan.OriginalLayers} layers but {source.Directory} has {config.NumLayers}");
@@ -41,7 +52,6 @@ public static partial class CheckpointPruner
                 tensors.Add(TensorToWrite.FromFile($"model.layers.{renumbered}.{m.Groups[2].Value}", source.FileOf(name), name));
         }
 
-        using var output = OutputFolder.Begin(outDir, force, nameof(outDir), source.Directory);
         long shardLimit = maxShardBytes ?? (source.IsSharded ? source.Files.Values.Max(f => f.FileLength) : long.MaxValue);
         WriteTensors(output, tensors, shardLimit, source.IsSharded || maxShardBytes is not null, onTensorWritten);
         File.WriteAllText(output.File("config.json"), PrunedConfig(config, plan).ToJsonString(Indented));

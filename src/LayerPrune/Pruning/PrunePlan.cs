@@ -132,6 +132,24 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
         ["selection"] = Selection?.DeepClone(),
     };
 
+    /// <summary>The kept layers as maximal runs [Start, EndExclusive) of consecutive 0-based indices; never an empty run.</summary>
+    public IReadOnlyList<(int Start, int EndExclusive)> KeptRanges()
+    {
+        var kept = Kept;
+        var ranges = new List<(int, int)>();
+        for (int i = 0; i < kept.Length;)
+        {
+            int j = i;
+            while (j + 1 < kept.Length && kept[j + 1] == kept[j] + 1) j++;
+            ranges.Add((kept[i], kept[j] + 1));
+            i = j + 1;
+        }
+        return ranges;
+    }
+
+    /// <summary>The kept layers as half-open slices, e.g. "[0, 18) + [22, 32)" or "[0, 28)" when the block ends at the top.</summary>
+    public string KeptSlices() => string.Join(" + ", KeptRanges().Select(r => $"[{r.Start}, {r.EndExclusive})"));
+
     /// <summary>The same cut as mergekit passthrough slices (layer_range is half-open [start, end)).</summary>
     public string ToMergekitYaml(string modelPath, string? dtype)
     {
@@ -139,15 +157,11 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
         string removed = string.Join(",", Removed);
         sb.AppendLine($"# LayerPrune: removes layers {removed} (0-based) of {OriginalLayers}; layer_range is half-open [start, end)");
         sb.AppendLine("slices:");
-        var kept = Kept;
-        for (int i = 0; i < kept.Length;)
+        foreach (var (start, end) in KeptRanges())
         {
-            int j = i;
-            while (j + 1 < kept.Length && kept[j + 1] == kept[j] + 1) j++;
             sb.AppendLine("  - sources:");
             sb.AppendLine($"      - model: {modelPath}");
-            sb.AppendLine($"        layer_range: [{kept[i]}, {kept[j] + 1}]");
-            i = j + 1;
+            sb.AppendLine($"        layer_range: [{start}, {end}]");
         }
         sb.AppendLine("merge_method: passthrough");
         if (dtype is not null) sb.AppendLine($"dtype: {dtype}");

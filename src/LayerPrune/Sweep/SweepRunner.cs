@@ -32,8 +32,12 @@ public static class SweepRunner
         var tasks = o.Tasks.Select(EvalTasks.Parse).ToList();
         int L = model.NumLayers;
 
+        using var outLock = OutputLock.Acquire(o.OutDir, nameof(SweepOptions.OutDir)); // a concurrent sweep into the same folder fails at once
         Directory.CreateDirectory(o.OutDir);
         var config = ConfigJson(o, ns);
+        string resultsPath = Path.Combine(o.OutDir, "results.json");
+        if (File.Exists(resultsPath) && !o.Force)
+            ReadResults(resultsPath, o.OutDir); // a truncated or edited file: say how to start over
         bool other = HoldsOtherSweep(o, L);
         if (other && !o.Force)
             throw new LayerPruneException(
@@ -217,6 +221,27 @@ public static class SweepRunner
         ["quant"] = h.Quant.ToString().ToLowerInvariant(),
         ["seed"] = h.Seed,
     };
+
+    /// <summary>An earlier run's results.json: a truncated or edited file is a one-line error that says how to start over.</summary>
+    static JsonObject ReadResults(string path, string outDir)
+    {
+        string problem;
+        try
+        {
+            var results = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
+            var rows = results?["rows"] as JsonArray;
+            int bad = rows?.ToList().FindIndex(r => !IsRow(r)) ?? -1;
+            if (results?["config"] is JsonObject && rows is not null && bad < 0) return results;
+            problem = rows is null ? "expected an object with 'config' and 'rows'" : $"row {bad + 1} lacks strategy, n, healed or removed";
+        }
+        catch (JsonException e) { problem = e.Message; }
+        throw LayerPruneException.Mentioning(
+            $"{path}: damaged resume state ({problem}); delete {outDir} or rerun with `Force` to start over");
+    }
+
+    static bool IsRow(JsonNode? r) => r is JsonObject row && row["strategy"]?.GetValueKind() == JsonValueKind.String
+        && row["n"]?.GetValueKind() == JsonValueKind.Number && row["healed"]?.GetValueKind() is JsonValueKind.True or JsonValueKind.False
+        && row["removed"] is JsonArray;
 
     static SimilarityResult? ReadSimilarity(string path)
     {

@@ -5,6 +5,11 @@ namespace LayerPrune.Tokenization;
 /// <summary>Loads a model directory's tokenizer the way HF transformers would pick it.</summary>
 public static class TokenizerLoader
 {
+    /// <summary>True when <paramref name="modelDir"/> holds any tokenizer file that <see cref="Load"/> reads.</summary>
+    public static bool HasTokenizer(string modelDir) =>
+        File.Exists(Path.Combine(modelDir, "tokenizer.json")) || File.Exists(Path.Combine(modelDir, "tokenizer.model"))
+        || (File.Exists(Path.Combine(modelDir, "vocab.json")) && File.Exists(Path.Combine(modelDir, "merges.txt")));
+
     /// <summary>
     /// Loads, in this order of preference: tokenizer.json (HF fast tokenizer, BPE models), tokenizer.model
     /// (SentencePiece BPE), vocab.json + merges.txt (GPT-2 / Qwen2 byte-level BPE). tokenizer_config.json gives
