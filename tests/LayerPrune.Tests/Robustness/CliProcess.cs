@@ -11,7 +11,7 @@ public static class CliProcess
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(Dll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var a in ExactDtype.Apply(args.ToList())) psi.ArgumentList.Add(a);
         psi.Environment["NO_COLOR"] = "1";
         if (env is not null) foreach (var (k, v) in env) psi.Environment[k] = v;
         return psi;
@@ -22,7 +22,7 @@ public static class CliProcess
         using var p = Process.Start(StartInfo(args))!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(60_000)) { p.Kill(entireProcessTree: true); throw new TimeoutException("layerprune " + string.Join(' ', args)); }
+        if (!p.WaitForExit(600_000)) { p.Kill(entireProcessTree: true); throw new TimeoutException("layerprune " + string.Join(' ', args)); }
         return (p.ExitCode, stdout.Result, stderr.Result);
     }
 }
