@@ -7,14 +7,6 @@ using static TorchSharp.torch;
 
 namespace LayerPrune.Tests.Pruning;
 
-public sealed class TempDir : IDisposable
-{
-    public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "layerprune-test-" + Guid.NewGuid().ToString("N"));
-    public TempDir() => Directory.CreateDirectory(Path);
-    public string this[string name] => System.IO.Path.Combine(Path, name);
-    public void Dispose() { try { Directory.Delete(Path, true); } catch (IOException) { } }
-}
-
 public class PruneTests
 {
     static byte[] Bytes(SafeTensorsFile f, string name) { using var ms = new MemoryStream(); f.CopyBytes(name, ms); return ms.ToArray(); }
