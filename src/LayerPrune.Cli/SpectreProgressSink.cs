@@ -22,6 +22,7 @@ public sealed class SpectreProgressSink : IProgressSink
     private Task? _display;
     private TaskCompletionSource? _finish;
 
+    /// <summary>Progress drawn on <paramref name="console"/>.</summary>
     public SpectreProgressSink(IAnsiConsole console) => _console = console;
 
     /// <summary>A Spectre console that writes to stderr, keeping stdout for JSON.</summary>
@@ -50,6 +51,7 @@ public sealed class SpectreProgressSink : IProgressSink
         return new StderrProgressSink();
     }
 
+    /// <inheritdoc/>
     public void OnStart(ProgressSnapshot s)
     {
         lock (_lock)
@@ -63,6 +65,7 @@ public sealed class SpectreProgressSink : IProgressSink
         }
     }
 
+    /// <inheritdoc/>
     public void OnAdvance(ProgressSnapshot s)
     {
         lock (_lock)
@@ -74,6 +77,7 @@ public sealed class SpectreProgressSink : IProgressSink
         }
     }
 
+    /// <inheritdoc/>
     public void OnEnd(ProgressSnapshot s)
     {
         lock (_lock)

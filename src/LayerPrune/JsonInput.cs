@@ -6,16 +6,20 @@ namespace LayerPrune;
 /// <summary>
 /// Parses untrusted JSON (config.json, safetensors headers, shard indexes) into a JsonObject eagerly and strictly:
 /// duplicate keys and excessive nesting are rejected up front (JsonObject would otherwise throw ArgumentException
-/// lazily on first access), and every parse failure becomes one LayerPruneException naming <paramref name="path"/>.
+/// lazily on first access), and every parse failure becomes one LayerPruneException naming the file.
 /// </summary>
 public static class JsonInput
 {
+    /// <summary>Deepest nesting accepted.</summary>
     public const int MaxDepth = 32;
 
     static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
     static readonly JsonDocumentOptions Strict = new() { MaxDepth = MaxDepth, AllowDuplicateProperties = false };
 
     /// <param name="what">What the JSON is, when it is not the whole file (e.g. "safetensors header"); null for a .json file.</param>
+    /// <summary>Parses UTF-8 bytes into an object; one LayerPruneException naming <paramref name="path"/> on any failure.</summary>
+    /// <param name="utf8">The JSON bytes.</param>
+    /// <param name="path">The file the bytes come from (named in errors).</param>
     public static JsonObject ParseObject(ReadOnlySpan<byte> utf8, string path, string? what)
     {
         string subject = what is null ? "" : what + " ";
@@ -33,6 +37,10 @@ public static class JsonInput
         return node as JsonObject ?? throw new LayerPruneException($"{path}: {subject}is not a JSON object");
     }
 
+    /// <summary>Parses <paramref name="text"/> like the UTF-8 overload.</summary>
+    /// <param name="text">The JSON text.</param>
+    /// <param name="path">The file the text comes from (named in errors).</param>
+    /// <param name="what">What the JSON is, when it is not the whole file; null for a .json file.</param>
     public static JsonObject ParseObject(string text, string path, string? what) =>
         ParseObject(System.Text.Encoding.UTF8.GetBytes(text), path, what);
 
@@ -55,5 +63,6 @@ public static class JsonInput
         }
     }
 
+    /// <summary><paramref name="s"/> up to its first line break.</summary>
     public static string FirstLine(string s) { int i = s.IndexOfAny(['\r', '\n']); return i < 0 ? s : s[..i]; }
 }

@@ -10,6 +10,7 @@ namespace LayerPrune.Cli.Commands;
 /// <summary>`layerprune bench`: prefill/decode speed and memory of a model, and of a layer subset skipped in memory.</summary>
 public static class BenchCommand
 {
+    /// <summary>The `bench` command.</summary>
     public static Command Create()
     {
         var model = Cli.ModelOption();

@@ -5,8 +5,10 @@ using LayerPrune.Tokenization;
 
 namespace LayerPrune.Cli.Commands;
 
+/// <summary>`layerprune generate`: text generation from a (pruned) model.</summary>
 public static class GenerateCommand
 {
+    /// <summary>The `generate` command.</summary>
     public static Command Create()
     {
         var model = Cli.ModelOption();

@@ -5,8 +5,10 @@ using Spectre.Console;
 
 namespace LayerPrune.Cli.Commands;
 
+/// <summary>`layerprune info`: what a checkpoint holds.</summary>
 public static class InfoCommand
 {
+    /// <summary>The `info` command.</summary>
     public static Command Create()
     {
         var model = Cli.ModelOption();
@@ -27,6 +29,7 @@ public static class InfoCommand
         });
     }
 
+    /// <summary>The checkpoint's architecture, size and tensors as <c>info --json</c> prints them.</summary>
     public static JsonObject Describe(Checkpoint ckpt)
     {
         var c = ckpt.Config;
@@ -91,6 +94,7 @@ public static class InfoCommand
         };
     }
 
+    /// <summary>A byte count in B / KiB / MiB / GiB.</summary>
     public static string Human(long bytes) => bytes switch
     {
         >= 1L << 30 => $"{bytes / (double)(1L << 30):F2} GiB",

@@ -9,8 +9,10 @@ using LayerPrune.Similarity;
 
 namespace LayerPrune.Cli.Commands;
 
+/// <summary>`layerprune prune`: choose a block of layers and write the pruned checkpoint.</summary>
 public static class PruneCommand
 {
+    /// <summary>The `prune` command.</summary>
     public static Command Create()
     {
         var model = Cli.ModelOption();
@@ -132,6 +134,7 @@ public static class PruneCommand
     static string Cost(PrunePlan plan) =>
         plan.Selection?["cost"]?["forward_passes"] is JsonNode f && (long)f > 0 ? $", chosen with {(long)f} forward passes" : "";
 
+    /// <summary>A size such as "512M" or "2G" (binary units) in bytes.</summary>
     public static long ParseSize(string s)
     {
         var m = System.Text.RegularExpressions.Regex.Match(s.Trim(), @"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB)?$", System.Text.RegularExpressions.RegexOptions.IgnoreCase);

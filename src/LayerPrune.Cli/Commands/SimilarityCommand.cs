@@ -11,17 +11,24 @@ namespace LayerPrune.Cli.Commands;
 /// <summary>The data options of a similarity pass (shared by similarity, prune --strategy similarity and sweep).</summary>
 public sealed class SimilarityDataOptions
 {
+    /// <summary>--data: the text of the similarity pass.</summary>
     public readonly Option<string?> Data = new("--data", "-d") { Description = "Text for the similarity pass: .txt (chunked like the loss protocol), .jsonl/.parquet with a 'text' field (one sample per row), or pre-tokenized .jsonl rows {\"input_ids\": [...]}" };
+    /// <summary>--samples: number of samples.</summary>
     public readonly Option<int> Samples = new("--samples") { Description = "Number of samples", DefaultValueFactory = _ => 64 };
+    /// <summary>--seq-len: tokens per sample.</summary>
     public readonly Option<int> SeqLen = new("--seq-len") { Description = "Tokens per sample", DefaultValueFactory = _ => 256 };
+    /// <summary>--batch: samples per forward batch.</summary>
     public readonly Option<int> Batch = new("--batch", "-b") { Description = "Samples per forward batch", DefaultValueFactory = _ => 8 };
+    /// <summary>--offload: stream one layer at a time from the memory-mapped checkpoint.</summary>
     public readonly Option<bool> Offload = new("--offload") { Description = "Stream one layer at a time from the memory-mapped checkpoint (models larger than RAM)" };
 
     /// <summary>--protect-last: never remove the final layer (the paper's advice).</summary>
     public static Option<bool> ProtectLastOption() => new("--protect-last") { Description = "Never remove the final layer (as the paper advises)" };
 
+    /// <summary>Adds these options to <paramref name="c"/>.</summary>
     public void AddTo(Command c) { c.Options.Add(Data); c.Options.Add(Samples); c.Options.Add(SeqLen); c.Options.Add(Batch); c.Options.Add(Offload); }
 
+    /// <summary>The existing --data file; a usage error naming --data and <paramref name="why"/> when it is missing.</summary>
     public string RequireData(ParseResult p, string why)
     {
         var path = p.GetValue(Data) ?? throw LayerPruneException.Usage($"--data is required {why}");
@@ -42,8 +49,10 @@ public sealed class SimilarityDataOptions
         SampleLoader.Load(data, PreTokenized.IsPreTokenized(data) ? null : Cli.LoadTokenizer(modelDir), samples, seqLen, vocabSize);
 }
 
+/// <summary>`layerprune similarity`: the angular-distance matrix between residual-stream states.</summary>
 public static class SimilarityCommand
 {
+    /// <summary>The `similarity` command.</summary>
     public static Command Create()
     {
         var model = Cli.ModelOption();

@@ -7,21 +7,28 @@ namespace LayerPrune.Checkpoints;
 /// <summary>A Hugging Face model folder: config.json plus model.safetensors or a sharded set with model.safetensors.index.json.</summary>
 public sealed class Checkpoint : IDisposable
 {
+    /// <summary>The weights file of an unsharded checkpoint.</summary>
     public const string SingleFile = "model.safetensors";
+    /// <summary>The shard index of a sharded checkpoint.</summary>
     public const string IndexFile = "model.safetensors.index.json";
 
+    /// <summary>The checkpoint folder.</summary>
     public string Directory { get; }
+    /// <summary>The parsed config.json.</summary>
     public ModelConfig Config { get; }
     /// <summary>Shard file name (relative to the folder) → opened file; one entry when not sharded.</summary>
     public IReadOnlyDictionary<string, SafeTensorsFile> Files { get; }
     /// <summary>Tensor name → shard file name.</summary>
     public IReadOnlyDictionary<string, string> WeightMap { get; }
+    /// <summary>Whether the weights come from a shard index.</summary>
     public bool IsSharded { get; }
+    /// <summary>The shard index's "metadata" object; null when not sharded or absent.</summary>
     public JsonObject? IndexMetadata { get; }
 
     Checkpoint(string dir, ModelConfig config, Dictionary<string, SafeTensorsFile> files, Dictionary<string, string> map, bool sharded, JsonObject? indexMeta)
     { Directory = dir; Config = config; Files = files; WeightMap = map; IsSharded = sharded; IndexMetadata = indexMeta; }
 
+    /// <summary>Opens and validates the Hugging Face checkpoint folder <paramref name="dir"/> (config.json + safetensors).</summary>
     public static Checkpoint Open(string dir)
     {
         var config = ModelConfig.Load(dir);
@@ -73,8 +80,11 @@ public sealed class Checkpoint : IDisposable
         return c;
     }
 
+    /// <summary>Whether the checkpoint holds tensor <paramref name="name"/>.</summary>
     public bool Contains(string name) => WeightMap.ContainsKey(name);
+    /// <summary>The header entry of tensor <paramref name="name"/>.</summary>
     public TensorInfo Info(string name) => Files[WeightMap[name]].Tensors[name];
+    /// <summary>The file holding tensor <paramref name="name"/>.</summary>
     public SafeTensorsFile FileOf(string name) => Files[WeightMap[name]];
 
     /// <summary>The stored tensor (storage dtype, CPU, memory-mapped). Throws a clear error if the architecture needs a tensor the files lack.</summary>
@@ -84,10 +94,12 @@ public sealed class Checkpoint : IDisposable
 
     /// <summary>Bytes of all tensors as stored.</summary>
     public long StorageBytes => WeightMap.Keys.Sum(n => Info(n).ByteLength);
+    /// <summary>Total number of elements over all tensors.</summary>
     public long ParameterCount => WeightMap.Keys.Sum(n => Info(n).NumElements);
 
     /// <summary>Unmaps every file region no loaded tensor views (e.g. after converting bf16 weights to fp32); see <see cref="SafeTensorsFile.ReleaseMappings"/>.</summary>
     public void ReleaseMappings() { foreach (var f in Files.Values) f.ReleaseMappings(); }
 
+    /// <summary>Releases every opened file.</summary>
     public void Dispose() { foreach (var f in Files.Values) f.Dispose(); }
 }

@@ -4,7 +4,18 @@ using LayerPrune.Modeling.Families;
 
 namespace LayerPrune.Checkpoints;
 
-public enum ArchitectureFamily { Llama, Mistral, Qwen2, Phi }
+/// <summary>The decoder families LayerPrune models (HF model_type).</summary>
+public enum ArchitectureFamily
+{
+    /// <summary>model_type "llama".</summary>
+    Llama,
+    /// <summary>model_type "mistral" (sliding window).</summary>
+    Mistral,
+    /// <summary>model_type "qwen2" (qkv biases).</summary>
+    Qwen2,
+    /// <summary>model_type "phi" (Phi-2: parallel attention/MLP, partial RoPE).</summary>
+    Phi,
+}
 
 /// <summary>RoPE settings from either the classic keys (rope_theta, rope_scaling) or transformers ≥ 5 rope_parameters.</summary>
 public sealed record RopeSettings(double Theta, string Type, double Factor, double LowFreqFactor, double HighFreqFactor,

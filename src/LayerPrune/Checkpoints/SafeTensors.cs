@@ -9,7 +9,9 @@ namespace LayerPrune.Checkpoints;
 /// <summary>One tensor's entry in a safetensors header; Begin/End are byte offsets relative to the data section.</summary>
 public sealed record TensorInfo(string Name, string Dtype, long[] Shape, long Begin, long End)
 {
+    /// <summary>Product of the shape.</summary>
     public long NumElements => Shape.Aggregate(1L, (a, b) => a * b);
+    /// <summary>Bytes of the tensor's data.</summary>
     public long ByteLength => End - Begin;
 }
 
@@ -19,6 +21,7 @@ public sealed record TensorInfo(string Name, string Dtype, long[] Shape, long Be
 /// </summary>
 public sealed class SafeTensorsFile : IDisposable
 {
+    /// <summary>Largest header accepted (100 MiB, as the safetensors crate).</summary>
     public const long MaxHeaderBytes = 100L * 1024 * 1024;
 
     static readonly Dictionary<string, (ScalarType type, int size)> Dtypes = new()
@@ -28,20 +31,29 @@ public sealed class SafeTensorsFile : IDisposable
         ["I16"] = (ScalarType.Int16, 2), ["I8"] = (ScalarType.Int8, 1), ["U8"] = (ScalarType.Byte, 1), ["BOOL"] = (ScalarType.Bool, 1),
     };
 
+    /// <summary>The file's path.</summary>
     public string Path { get; }
+    /// <summary>File offset of the data section (8 + header length).</summary>
     public long DataStart { get; }
+    /// <summary>The file's length in bytes.</summary>
     public long FileLength { get; }
+    /// <summary>Tensor name → header entry.</summary>
     public IReadOnlyDictionary<string, TensorInfo> Tensors { get; }
+    /// <summary>The header's "__metadata__" strings.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
     readonly Dictionary<ScalarType, Tensor> _mappings = new();
 
+    /// <summary>Bytes per element of safetensors dtype <paramref name="dtype"/>.</summary>
     public static int ElementSize(string dtype) => Dtypes[dtype].size;
+    /// <summary>The torch scalar type of safetensors dtype <paramref name="dtype"/>.</summary>
     public static ScalarType TorchType(string dtype) => Dtypes[dtype].type;
+    /// <summary>The safetensors dtype name of <paramref name="t"/>.</summary>
     public static string DtypeName(ScalarType t) => Dtypes.First(kv => kv.Value.type == t).Key;
 
     SafeTensorsFile(string path, long dataStart, long fileLength, Dictionary<string, TensorInfo> tensors, Dictionary<string, string> metadata)
     { Path = path; DataStart = dataStart; FileLength = fileLength; Tensors = tensors; Metadata = metadata; }
 
+    /// <summary>Opens <paramref name="path"/> and validates its header completely.</summary>
     public static SafeTensorsFile Open(string path)
     {
         if (!File.Exists(path)) throw new LayerPruneException($"{path}: file not found");
@@ -151,6 +163,7 @@ public sealed class SafeTensorsFile : IDisposable
     /// </summary>
     public void ReleaseMappings() { foreach (var m in _mappings.Values) m.Dispose(); _mappings.Clear(); }
 
+    /// <summary>Releases the memory mappings.</summary>
     public void Dispose() => ReleaseMappings();
 }
 

@@ -32,5 +32,6 @@ public static class SampleLoader
         return result;
     }
 
+    /// <summary>Whether <paramref name="path"/> is plain text (.txt / .text), chunked rather than read by rows.</summary>
     public static bool IsPlainText(string path) => Path.GetExtension(path).ToLowerInvariant() is ".txt" or ".text";
 }

@@ -12,6 +12,8 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
     /// <summary>Score every continuation of a group of items sharing one context (the choices of one question).</summary>
     /// <param name="reusePrefix">Run the longest common prefix of an item's choices once and continue each choice from
     /// its KV cache (the harness recomputes the context per choice; results agree to float rounding).</param>
+    /// <param name="items">The items; each holds the requests (choices) sharing one context.</param>
+    /// <param name="onItemsDone">Called with the number of items scored so far; null for none.</param>
     public List<double[]> Score(IReadOnlyList<IReadOnlyList<LoglikelihoodRequest>> items, bool reusePrefix = true,
         Action<int>? onItemsDone = null)
     {

@@ -6,7 +6,17 @@ using static TorchSharp.torch;
 namespace LayerPrune.Gguf;
 
 /// <summary>The tensor type of an export (llama.cpp's --outtype): 1-D tensors (norms, biases) always stay F32.</summary>
-public enum GgufOutputType { F32, F16, BF16, Q8_0 }
+public enum GgufOutputType
+{
+    /// <summary>32-bit float.</summary>
+    F32,
+    /// <summary>IEEE half.</summary>
+    F16,
+    /// <summary>bfloat16.</summary>
+    BF16,
+    /// <summary>8-bit blocks of 32 with one f16 scale (ggml Q8_0).</summary>
+    Q8_0,
+}
 
 /// <summary>Parameters of <see cref="GgufExporter.Export"/>.</summary>
 public sealed record GgufExportOptions

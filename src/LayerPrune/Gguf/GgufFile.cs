@@ -5,16 +5,20 @@ namespace LayerPrune.Gguf;
 /// <summary>GGUF metadata value types (gguf-py constants.py GGUFValueType).</summary>
 public enum GgufValueType : uint
 {
+#pragma warning disable CS1591 // Members mirror gguf-py constants.py one to one; the summary above names the source.
     UInt8 = 0, Int8 = 1, UInt16 = 2, Int16 = 3, UInt32 = 4, Int32 = 5, Float32 = 6, Bool = 7, String = 8, Array = 9,
     UInt64 = 10, Int64 = 11, Float64 = 12,
+#pragma warning restore CS1591
 }
 
 /// <summary>ggml tensor types (gguf-py constants.py GGMLQuantizationType); the ones LayerPrune writes are F32, F16, BF16, Q8_0.</summary>
 public enum GgmlType : uint
 {
+#pragma warning disable CS1591 // Members mirror gguf-py constants.py one to one; the summary above names the source.
     F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9, Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13,
     Q6_K = 14, Q8_K = 15, IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22, IQ4_XS = 23,
     I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30, TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
+#pragma warning restore CS1591
 }
 
 /// <summary>A metadata value: scalar (boxed), string, or array (<see cref="ElementType"/> + a typed .NET array).</summary>

@@ -12,12 +12,19 @@ namespace LayerPrune.Healing;
 /// </summary>
 public sealed class LoraAdapter : ILinearAdapter
 {
+    /// <summary>lora_A weight [r, in].</summary>
     public Parameter A { get; }
+    /// <summary>lora_B weight [out, r].</summary>
     public Parameter B { get; }
+    /// <summary>The rank r.</summary>
     public int Rank { get; }
+    /// <summary>lora_alpha.</summary>
     public double Alpha { get; }
+    /// <summary>Whether scaling is alpha/√r (rsLoRA) instead of alpha/r.</summary>
     public bool UseRsLora { get; }
+    /// <summary>The factor applied to B(A(x)).</summary>
     public double Scaling { get; }
+    /// <summary>Dropout probability on the adapter input.</summary>
     public double DropoutP { get; }
     /// <summary>Dropout on the adapter input is applied only while training (nn.Dropout semantics).</summary>
     public bool Training { get; set; } = true;
@@ -27,7 +34,9 @@ public sealed class LoraAdapter : ILinearAdapter
     /// </summary>
     public Generator? DropoutGenerator { get; set; }
 
+    /// <summary>Input features of the adapted linear.</summary>
     public long InFeatures => A.shape[1];
+    /// <summary>Output features of the adapted linear.</summary>
     public long OutFeatures => B.shape[0];
 
     /// <summary>A fresh adapter: A ~ kaiming_uniform_(a=√5) drawn from <paramref name="generator"/>, B = 0.</summary>
@@ -77,6 +86,7 @@ public sealed class LoraAdapter : ILinearAdapter
         return a;
     }
 
+    /// <summary>delta(x) = B(A(dropout(x))) · scaling, x: [..., in] → [..., out].</summary>
     public Tensor Forward(Tensor x)
     {
         using var scope = NewDisposeScope();
@@ -108,9 +118,11 @@ public sealed class LoraAdapter : ILinearAdapter
         return merged.MoveToOuterDisposeScope();
     }
 
+    /// <summary>The trainable parameters A and B.</summary>
     public IEnumerable<Parameter> Parameters() { yield return A; yield return B; }
 
     static string Shape(Tensor t) => "[" + string.Join(", ", t.shape) + "]";
 
+    /// <summary>Releases A and B.</summary>
     public void Dispose() { A.Dispose(); B.Dispose(); }
 }

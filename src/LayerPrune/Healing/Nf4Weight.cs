@@ -38,6 +38,7 @@ public sealed class Nf4Weight : IQuantizedWeight
     /// <summary>Byte b → (level[b &gt;&gt; 4], level[b &amp; 15]): 512 floats.</summary>
     static readonly float[] PairValues = Enumerable.Range(0, 256).SelectMany(b => new[] { Levels[b >> 4], Levels[b & 15] }).ToArray();
 
+    /// <summary>Absmax values per block of the second quantization (bitsandbytes: 256).</summary>
     public const int DoubleQuantBlockSize = 256;
 
     /// <summary>The 16 NF4 levels, code 0 … 15.</summary>
@@ -45,14 +46,19 @@ public sealed class Nf4Weight : IQuantizedWeight
     /// <summary>The 15 decision thresholds between codes (bitsandbytes dQuantizeNF4).</summary>
     public static IReadOnlyList<float> Thresholds => ThresholdValues;
 
+    /// <summary>Shape of the quantized weight.</summary>
     public long[] Shape { get; }
+    /// <summary>Number of elements.</summary>
     public long Numel { get; }
+    /// <summary>Elements per absmax block.</summary>
     public int BlockSize { get; }
+    /// <summary>Number of absmax blocks.</summary>
     public long Blocks => (Numel + BlockSize - 1) / BlockSize;
     /// <summary>uint8 [ceil(numel/2)]: code of element 2k in the high nibble of byte k, element 2k+1 in the low.</summary>
     public Tensor Packed { get; }
     /// <summary>fp32 [blocks] absmax per block; null when double-quantized.</summary>
     public Tensor? Absmax { get; }
+    /// <summary>Whether the absmax values are themselves quantized.</summary>
     public bool DoubleQuant => QuantizedAbsmax is not null;
     /// <summary>Double quant: uint8 [blocks], codes of (absmax − <see cref="AbsmaxOffset"/>) in the dynamic map.</summary>
     public Tensor? QuantizedAbsmax { get; }
@@ -163,6 +169,7 @@ public sealed class Nf4Weight : IQuantizedWeight
         return w.MoveToOuterDisposeScope();
     }
 
+    /// <summary>Releases the packed codes and scales.</summary>
     public void Dispose()
     {
         Packed.Dispose();

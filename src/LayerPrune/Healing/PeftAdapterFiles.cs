@@ -16,7 +16,9 @@ public static class PeftAdapterFiles
 {
     const string Prefix = "base_model.model.";
 
+    /// <summary>The PEFT key of lora_A of <paramref name="moduleName"/>.</summary>
     public static string KeyA(string moduleName) => $"{Prefix}{moduleName}.lora_A.weight";
+    /// <summary>The PEFT key of lora_B of <paramref name="moduleName"/>.</summary>
     public static string KeyB(string moduleName) => $"{Prefix}{moduleName}.lora_B.weight";
 
     /// <summary>name → tensor for every adapter: detached fp32 CPU copies, owned by the caller.</summary>

@@ -6,8 +6,10 @@ namespace LayerPrune.Modeling;
 public sealed class KvCache : IDisposable
 {
     readonly Tensor?[] _keys, _values;
+    /// <summary>An empty cache for <paramref name="layers"/> layers.</summary>
     public KvCache(int layers) { _keys = new Tensor?[layers]; _values = new Tensor?[layers]; }
 
+    /// <summary>Number of layers cached.</summary>
     public int Layers => _keys.Length;
     /// <summary>Number of cached positions.</summary>
     public long Length => _keys[0]?.shape[2] ?? 0;
@@ -37,6 +39,7 @@ public sealed class KvCache : IDisposable
         return c;
     }
 
+    /// <summary>Releases the cached keys and values.</summary>
     public void Dispose()
     {
         for (int i = 0; i < Layers; i++) { _keys[i]?.Dispose(); _values[i]?.Dispose(); _keys[i] = _values[i] = null; }

@@ -7,10 +7,12 @@ namespace LayerPrune.Modeling;
 /// <summary>Rotary position embedding as HF's modeling_rope_utils.py + LlamaRotaryEmbedding (rotate_half layout).</summary>
 public sealed class Rope : IDisposable
 {
+    /// <summary>Dimensions rotated per head (head_dim × partial_rotary_factor).</summary>
     public int RotaryDim { get; }
     readonly Tensor _invFreq; // [RotaryDim/2] fp32
     readonly double _positionScale;
 
+    /// <summary>Inverse frequencies of <paramref name="s"/> for heads of <paramref name="headDim"/>, on <paramref name="device"/>.</summary>
     public Rope(RopeSettings s, int headDim, Device device)
     {
         RotaryDim = (int)(headDim * s.PartialRotaryFactor);
@@ -68,5 +70,6 @@ public sealed class Rope : IDisposable
         return y.add_(rotated);
     }
 
+    /// <summary>Releases the inverse frequencies.</summary>
     public void Dispose() => _invFreq.Dispose();
 }

@@ -3,13 +3,20 @@ using static TorchSharp.torch;
 
 namespace LayerPrune.Modeling;
 
+/// <summary>How <see cref="TextGenerator.Generate"/> continues a prompt.</summary>
 public sealed class GenerationOptions
 {
+    /// <summary>Most tokens to generate.</summary>
     public int MaxNewTokens { get; init; } = 64;
+    /// <summary>Argmax decoding; false samples with <see cref="Temperature"/> and <see cref="TopP"/>.</summary>
     public bool Greedy { get; init; } = true;
+    /// <summary>Sampling temperature.</summary>
     public double Temperature { get; init; } = 1.0;
+    /// <summary>Nucleus sampling mass (1 = off).</summary>
     public double TopP { get; init; } = 1.0;
+    /// <summary>Seed of the sampler.</summary>
     public long Seed { get; init; } = 0;
+    /// <summary>Stop at the model's EOS token.</summary>
     public bool StopAtEos { get; init; } = true;
     /// <summary>Run only these original layers (in-memory pruning); null = all.</summary>
     public IReadOnlyList<int>? Layers { get; init; }
@@ -17,14 +24,22 @@ public sealed class GenerationOptions
     public Func<IReadOnlyList<int>, bool>? ShouldStop { get; init; }
 }
 
+/// <summary>A generation's tokens and timings.</summary>
+/// <param name="TokenIds">Prompt and generated ids.</param>
+/// <param name="PromptLength">Tokens of the prompt.</param>
+/// <param name="NewTokens">Tokens generated.</param>
+/// <param name="PrefillSeconds">Time of the prompt's forward pass.</param>
+/// <param name="DecodeSeconds">Time of the decoding steps.</param>
 public sealed record GenerationResult(int[] TokenIds, int PromptLength, int NewTokens, double PrefillSeconds, double DecodeSeconds)
 {
+    /// <summary>Decode throughput (tokens after the first per second).</summary>
     public double DecodeTokensPerSecond => NewTokens > 1 && DecodeSeconds > 0 ? (NewTokens - 1) / DecodeSeconds : 0;
 }
 
 /// <summary>Autoregressive decoding with a KV cache: one prefill over the prompt, then one position per step.</summary>
 public static class TextGenerator
 {
+    /// <summary>Continues <paramref name="prompt"/> with <paramref name="model"/> as <paramref name="o"/> says (KV-cached decoding).</summary>
     public static GenerationResult Generate(CausalLM model, IReadOnlyList<int> prompt, GenerationOptions o)
     {
         if (prompt.Count == 0) throw new LayerPruneException("generate: the prompt is empty (give --prompt text or --token-ids)");

@@ -61,6 +61,9 @@ public sealed class OutputFolder : IDisposable
     /// and creates a fresh hidden sibling ".NAME.tmp-GUID" for the work.
     /// </summary>
     /// <param name="protectedInputs">Folders that must never be replaced or deleted (the input model).</param>
+    /// <param name="path">The output folder.</param>
+    /// <param name="force">Replace an existing non-empty folder.</param>
+    /// <param name="parameterName">The parameter errors name (e.g. "outPath").</param>
     public static OutputFolder Begin(string path, bool force, string parameterName, params string[] protectedInputs)
     {
         Check(path, force, parameterName, protectedInputs);

@@ -5,11 +5,19 @@ namespace LayerPrune.Pruning;
 
 /// <summary>Which layers go (0-based original indices) and why. Kept layers are renumbered 0… in order.</summary>
 /// <param name="Selection">How the strategy chose and what the choice cost (written as prune_plan.json's "selection").</param>
+/// <param name="Strategy">Name of the strategy that chose the layers.</param>
+/// <param name="OriginalLayers">Layers of the unpruned model.</param>
+/// <param name="Removed">Removed layers, 0-based original indices.</param>
+/// <param name="Distance">The chosen block's distance, when the strategy measures one.</param>
+/// <param name="Source">Where the choice came from (e.g. a similarity.json), when known.</param>
 public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Removed, double? Distance = null, string? Source = null,
                                JsonObject? Selection = null)
 {
+    /// <summary>Kept layers, 0-based original indices, in order.</summary>
     public int[] Kept => Enumerable.Range(0, OriginalLayers).Except(Removed).ToArray();
+    /// <summary>Number of removed layers.</summary>
     public int BlockSize => Removed.Length;
+    /// <summary>Fraction of layers removed.</summary>
     public double Fraction => (double)Removed.Length / OriginalLayers;
 
     /// <summary>
@@ -117,6 +125,7 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
         return new PrunePlan(strategy, layers, r, distance);
     }
 
+    /// <summary>prune_plan.json.</summary>
     public JsonObject ToJson() => new()
     {
         ["indexing"] = "0-based layer indices of the source model; kept layers are renumbered 0.. in order",

@@ -1,3 +1,4 @@
+#pragma warning disable CS1573 // TODO(discipline): cleaned up after the sweep wiring merges
 using ScottPlot;
 
 namespace LayerPrune.Reporting;

@@ -7,10 +7,12 @@ namespace LayerPrune.Similarity;
 /// <summary>The block of n consecutive layers [Start, EndExclusive) whose removal changes the residual stream least.</summary>
 public sealed record BestBlock(int N, int Start, int EndExclusive, double Distance);
 
+/// <summary>The outcome of a similarity pass: distance matrices between residual-stream states.</summary>
 public sealed class SimilarityResult
 {
     /// <summary>(L+1)×(L+1) mean angular distance between residual-stream states x_a and x_b at the last token (0-based).</summary>
     public required double[,] Matrix { get; init; }
+    /// <summary>Samples averaged.</summary>
     public required int Samples { get; init; }
     /// <summary>ShortGPT Block Influence per layer: mean over all non-padding tokens of 1 − cos(layer input, layer output); null when not computed.</summary>
     public double[]? BlockInfluence { get; init; }
@@ -20,6 +22,7 @@ public sealed class SimilarityResult
     public double[,]? CkaDistance { get; init; }
     /// <summary>Each sample's angular-distance matrix (what <see cref="Matrix"/> averages), for resampling.</summary>
     public IReadOnlyList<double[,]>? PerSample { get; init; }
+    /// <summary>Number of decoder layers L.</summary>
     public int Layers => Matrix.GetLength(0) - 1;
 
     /// <summary>l*(n) = argmin over l = 0…L−n of D(l, l+n), for n = 1…L−1 (the paper's Eq. 7; ties: smallest l).</summary>

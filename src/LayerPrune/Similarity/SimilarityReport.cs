@@ -12,6 +12,11 @@ public static class SimilarityReport
     /// <summary>similarity.json: the angular matrix and its l*(n); the all-token matrices, the chosen metric's blocks and the bootstrap when present.</summary>
     /// <param name="metric">The metric the block choice ("chosen") is made by.</param>
     /// <param name="protectLast">Whether "chosen" keeps the final layer.</param>
+    /// <param name="r">The similarity pass.</param>
+    /// <param name="model">The model's path (recorded).</param>
+    /// <param name="data">The data's path (recorded).</param>
+    /// <param name="seqLen">Tokens per sample (recorded).</param>
+    /// <param name="bootstrap">Bootstrap intervals of the block choice; null when not computed.</param>
     public static JsonObject ToJson(SimilarityResult r, string model, string data, int seqLen, SimilarityMetric metric = SimilarityMetric.Angular,
                                     bool protectLast = false, SimilarityBootstrap? bootstrap = null)
     {
@@ -64,6 +69,7 @@ public static class SimilarityReport
         ["n"] = b.N, ["start"] = b.Start, ["end_exclusive"] = b.EndExclusive, ["distance"] = b.Distance,
     }).ToArray());
 
+    /// <summary>similarity.csv: the angular matrix of <paramref name="r"/>, one row per layer index.</summary>
     public static string ToCsv(SimilarityResult r)
     {
         var sb = new StringBuilder("n,start,end_exclusive,distance,is_best\n");

@@ -34,17 +34,24 @@ public sealed class TextTokenizer : ITextTokenizer
 
     /// <summary>Which loader path built this tokenizer, e.g. "tokenizer.model (SentencePiece BPE)".</summary>
     public string Kind { get; }
+    /// <inheritdoc/>
     public int? BosId { get; }
+    /// <inheritdoc/>
     public IReadOnlyList<int> EosIds { get; }
+    /// <inheritdoc/>
     public int? PadId { get; }
+    /// <inheritdoc/>
     public bool AddsBos => BosId is int b && _prefix.Contains(b);
     /// <summary>Whether <see cref="Encode"/> appends an EOS token (tokenizer_config add_eos_token, or the tokenizer.json template).</summary>
     public bool AddsEos => _suffix.Any(EosIds.Contains);
+    /// <inheritdoc/>
     public int VocabSize { get; }
     /// <summary>Ids <see cref="Encode"/> puts before / after the text.</summary>
     public IReadOnlyList<int> PrefixIds => _prefix;
+    /// <summary>Ids <see cref="Encode"/> puts after the text.</summary>
     public IReadOnlyList<int> SuffixIds => _suffix;
 
+    /// <inheritdoc/>
     public IReadOnlyList<int> EncodeRaw(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -72,6 +79,7 @@ public sealed class TextTokenizer : ITextTokenizer
         return ids;
     }
 
+    /// <inheritdoc/>
     public IReadOnlyList<int> Encode(string text)
     {
         var raw = EncodeRaw(text);

@@ -18,6 +18,9 @@ public static class BlockInfluenceStrategy
 
     /// <summary>The n lowest-BI layers of <paramref name="s"/> (computed with block influence).</summary>
     /// <param name="cost">What the similarity pass cost (recorded in the plan).</param>
+    /// <param name="s">A similarity pass holding block influence.</param>
+    /// <param name="n">Layers to remove.</param>
+    /// <param name="protectLast">Never remove the final layer.</param>
     public static PrunePlan Plan(SimilarityResult s, int n, bool protectLast, SelectionCost cost)
     {
         var bi = s.BlockInfluence

@@ -20,8 +20,11 @@ public sealed class GreedyStrategy
     public required IReadOnlyList<GreedyRound> Rounds { get; init; }
     /// <summary>Calibration loss of the unpruned model.</summary>
     public required double BaseLoss { get; init; }
+    /// <summary>Layers of the unpruned model.</summary>
     public required int Layers { get; init; }
+    /// <summary>Calibration chunks the loss is averaged over.</summary>
     public required int CalibrationChunks { get; init; }
+    /// <summary>Whether the final layer was kept out of the search.</summary>
     public required bool ProtectLast { get; init; }
     /// <summary>Cost after each round (cumulative): the plan for n records Costs[n−1].</summary>
     public required IReadOnlyList<SelectionCost> Costs { get; init; }

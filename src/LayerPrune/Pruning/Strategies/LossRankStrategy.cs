@@ -17,8 +17,11 @@ public sealed class LossRankStrategy
     public required double[] LossWithout { get; init; }
     /// <summary>Calibration loss of the unpruned model.</summary>
     public required double BaseLoss { get; init; }
+    /// <summary>Calibration chunks the loss is averaged over.</summary>
     public required int CalibrationChunks { get; init; }
+    /// <summary>Whether the final layer was kept out of the ranking.</summary>
     public required bool ProtectLast { get; init; }
+    /// <summary>What the ranking cost.</summary>
     public required SelectionCost Cost { get; init; }
 
     /// <summary>Evaluates every removable layer once on <paramref name="loss"/>'s model and calibration chunks.</summary>

@@ -21,9 +21,11 @@ public sealed record StrategyInputs
     public SimilarityMetric Metric { get; init; } = SimilarityMetric.Angular;
     /// <summary>Never remove the final layer.</summary>
     public bool ProtectLast { get; init; }
+    /// <summary>Samples per forward batch of similarity and calibration passes.</summary>
     public int BatchSize { get; init; } = 8;
     /// <summary>Seed of the random strategy.</summary>
     public int Seed { get; init; }
+    /// <summary>Progress of the passes; null for none.</summary>
     public IProgressSink? Progress { get; init; }
 }
 
@@ -39,6 +41,7 @@ public static class PruneStrategies
 
     /// <summary>Whether <paramref name="name"/> needs a similarity pass, calibration chunks, or nothing.</summary>
     public static bool NeedsSimilarity(string name) => name is "similarity" or BlockInfluenceStrategy.Name;
+    /// <summary>Whether strategy <paramref name="name"/> needs calibration chunks.</summary>
     public static bool NeedsCalibration(string name) => name is GreedyStrategy.Name or LossRankStrategy.Name;
 
     /// <summary>
