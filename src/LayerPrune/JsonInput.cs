@@ -31,8 +31,14 @@ public static class JsonInput
             Materialize(node); // JsonObject builds its dictionary and strings lazily; force both here so bad input fails now
         }
         catch (JsonException e) { throw new LayerPruneException($"{path}: {subject}is not valid JSON ({FirstLine(e.Message)})", e); }
-        catch (System.Text.DecoderFallbackException e) { throw new LayerPruneException($"{path}: {subject}is not valid UTF-8 ({FirstLine(e.Message)})", e); }
-        catch (InvalidOperationException e) { throw new LayerPruneException($"{path}: {subject}is not valid JSON ({FirstLine(e.Message)})", e); }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new LayerPruneException($"{path}: {subject}is not valid UTF-8 ({FirstLine(e.Message)})", e);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new LayerPruneException($"{path}: {subject}is not valid JSON ({FirstLine(e.Message)})", e);
+        }
         catch (ArgumentException e) { throw new LayerPruneException($"{path}: {subject}is not valid JSON ({FirstLine(e.Message)})", e); }
         return node as JsonObject ?? throw new LayerPruneException($"{path}: {subject}is not a JSON object");
     }
@@ -44,12 +50,16 @@ public static class JsonInput
     public static JsonObject ParseObject(string text, string path, string? what) =>
         ParseObject(System.Text.Encoding.UTF8.GetBytes(text), path, what);
 
-    /// <summary>Reads and parses a JSON file; I/O failures (a folder named like the file, permissions) become LayerPruneException.</summary>
+    /// <summary>Reads and parses a JSON file; I/O failures (a folder named like the file, permissions) become
+    /// LayerPruneException.</summary>
     public static JsonObject ReadObject(string path, string? what = null)
     {
         byte[] bytes;
         try { bytes = File.ReadAllBytes(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new LayerPruneException($"{path}: cannot read ({FirstLine(e.Message)})", e); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new LayerPruneException($"{path}: cannot read ({FirstLine(e.Message)})", e);
+        }
         return ParseObject(bytes, path, what);
     }
 
@@ -59,7 +69,9 @@ public static class JsonInput
         {
             case JsonObject o: foreach (var (_, v) in o) Materialize(v); break;
             case JsonArray a: foreach (var v in a) Materialize(v); break;
-            case JsonValue v when v.GetValueKind() == JsonValueKind.String: _ = v.GetValue<string>(); break; // unescapes now (lone surrogates fail here)
+            case JsonValue v when v.GetValueKind() == JsonValueKind.String:
+                _ = v.GetValue<string>(); // unescapes now (lone surrogates fail here)
+                break;
         }
     }
 

@@ -19,13 +19,17 @@ public static class BenchCommand
             Description = "Also measure the model without these 0-based layers (skipped in memory), e.g. 8-14 or 3,5,7; "
                 + "the unpruned model and an embedding+head-only run are measured in the same run for the speed-ups",
         };
-        var promptLength = new Option<int>("--prompt-length") { Description = "Prefill tokens (random ids, batch 1)", DefaultValueFactory = _ => 128 };
-        var decodeTokens = new Option<int>("--decode-tokens") { Description = "Greedy decode steps with the KV cache (batch 1)", DefaultValueFactory = _ => 32 };
+        var promptLength = new Option<int>("--prompt-length")
+            { Description = "Prefill tokens (random ids, batch 1)", DefaultValueFactory = _ => 128 };
+        var decodeTokens = new Option<int>("--decode-tokens")
+            { Description = "Greedy decode steps with the KV cache (batch 1)", DefaultValueFactory = _ => 32 };
         var warmup = new Option<int>("--warmup") { Description = "Untimed rounds first", DefaultValueFactory = _ => 1 };
-        var repeats = new Option<int>("--repeats") { Description = "Timed rounds (median and range are reported)", DefaultValueFactory = _ => 5 };
+        var repeats = new Option<int>("--repeats")
+            { Description = "Timed rounds (median and range are reported)", DefaultValueFactory = _ => 5 };
         var threads = new Option<int?>("--threads") { Description = "libtorch CPU threads (default: libtorch's, one per core)" };
         var json = Cli.JsonOption();
-        var cmd = new Command("bench", "Measure prefill and decode tokens/s (batch 1, KV cache), weight, KV-cache and resident memory on this machine")
+        var cmd = new Command("bench",
+            "Measure prefill and decode tokens/s (batch 1, KV cache), weight, KV-cache and resident memory on this machine")
             { model, removed, promptLength, decodeTokens, warmup, repeats, threads, json };
         return cmd.WithAction(p =>
         {
@@ -87,12 +91,16 @@ public static class BenchCommand
         Row("load peak (ΔVmHWM)", r => r.Resident?.Peak is long peak ? InfoCommand.Human(peak) : "—");
         AnsiConsole.Write(table);
         var machine = r0.Machine;
-        Console.Out.WriteLine($"{r0.Device} {r0.Dtype}; CPU {machine.CpuModel} [{string.Join(" ", machine.CpuFlags)}], {machine.Cores} cores, "
-            + $"{machine.TorchThreads} libtorch threads; prompt {r0.PromptLength}, {r0.DecodeTokens} decode steps, {r0.Repeats} rounds + {r0.Warmup} warm-up; "
+        Console.Out.WriteLine(
+            $"{r0.Device} {r0.Dtype}; CPU {machine.CpuModel} [{string.Join(" ", machine.CpuFlags)}], {machine.Cores} cores, "
+            + $"{machine.TorchThreads} libtorch threads; prompt {r0.PromptLength}, {r0.DecodeTokens} decode steps, "
+            + $"{r0.Repeats} rounds + {r0.Warmup} warm-up; "
             + $"process peak RSS {(r0.Process is { } pr ? InfoCommand.Human(pr.Peak) : "n/a")}");
         if (c is null) return;
-        Console.Out.WriteLine($"decode speed-up {c.DecodeSpeedup:F2}× (ideal {c.IdealDecodeSpeedup:F2}× with the embedding and head's measured time kept); "
-            + $"decoder layers alone {c.LayerDecodeSpeedup:F2}× (ideal L/L_kept = {c.IdealLayerSpeedup:F2}×); prefill {c.PrefillSpeedup:F2}×; "
+        Console.Out.WriteLine(
+            $"decode speed-up {c.DecodeSpeedup:F2}× (ideal {c.IdealDecodeSpeedup:F2}× with the embedding and head's measured time kept); "
+            + $"decoder layers alone {c.LayerDecodeSpeedup:F2}× (ideal L/L_kept = {c.IdealLayerSpeedup:F2}×); "
+            + $"prefill {c.PrefillSpeedup:F2}×; "
             + $"weights saved {InfoCommand.Human(c.WeightBytesSaved)} ({c.WeightSavedFraction:P1})");
     }
 

@@ -12,7 +12,8 @@ public static class GenerateCommand
     public static Command Create()
     {
         var model = Cli.ModelOption();
-        var prompt = new Option<string?>("--prompt", "-p") { Description = "Prompt text (tokenized with the model's tokenizer, BOS per tokenizer_config)" };
+        var prompt = new Option<string?>("--prompt", "-p")
+            { Description = "Prompt text (tokenized with the model's tokenizer, BOS per tokenizer_config)" };
         var tokenIds = new Option<string?>("--token-ids")
         {
             Description = "Prompt as comma-separated token ids, e.g. 1,450,2 (needs no tokenizer; without one, ids are printed, not text)",
@@ -20,12 +21,16 @@ public static class GenerateCommand
         var maxNew = new Option<int>("--max-new-tokens", "-n") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
         var greedy = new Option<bool>("--greedy") { Description = "Greedy decoding (the default unless --temperature is given)" };
         var temperature = new Option<double?>("--temperature") { Description = "Sampling temperature (> 0)" };
-        var topP = new Option<double>("--top-p") { Description = "Nucleus sampling: keep the smallest set of tokens with probability ≥ P", DefaultValueFactory = _ => 1.0 };
+        var topP = new Option<double>("--top-p")
+            { Description = "Nucleus sampling: keep the smallest set of tokens with probability ≥ P", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<int>("--seed") { Description = "Sampling seed", DefaultValueFactory = _ => 0 };
         var noEos = new Option<bool>("--ignore-eos") { Description = "Keep generating after an end-of-sequence token" };
-        var logitsFile = new Option<string?>("--logits") { Description = "Also write the prompt's logits [T, V] (fp32) and ids to this safetensors file (for comparisons, e.g. tests/interop/compare_hf.py)" };
+        var logitsFile = new Option<string?>("--logits")
+            { Description = "Also write the prompt's logits [T, V] (fp32) and ids to this safetensors file (for comparisons, e.g. " +
+            "tests/interop/compare_hf.py)" };
         var json = Cli.JsonOption();
-        var cmd = new Command("generate", "Generate text with a KV cache; prints tokens/s") { model, prompt, tokenIds, maxNew, greedy, temperature, topP, seed, noEos, logitsFile, json };
+        var cmd = new Command("generate", "Generate text with a KV cache; prints tokens/s")
+            { model, prompt, tokenIds, maxNew, greedy, temperature, topP, seed, noEos, logitsFile, json };
         return cmd.WithAction(p =>
         {
             string dir = p.GetValue(model)!;
@@ -41,7 +46,8 @@ public static class GenerateCommand
             var tok = ids is null || TokenizerLoader.HasTokenizer(dir) ? Cli.LoadTokenizer(dir) : null;
             int[] promptIds = ids is not null ? ParseIds(ids) : tok!.Encode(text!).ToArray();
             using var m = Cli.LoadModel(p, dir);
-            foreach (var id in promptIds) Cli.Require(id >= 0 && id < m.Config.VocabSize, $"--token-ids: id {id} is outside the vocabulary (0..{m.Config.VocabSize - 1})");
+            foreach (var id in promptIds) Cli.Require(id >= 0 && id < m.Config.VocabSize,
+                $"--token-ids: id {id} is outside the vocabulary (0..{m.Config.VocabSize - 1})");
             var result = TextGenerator.Generate(m, promptIds, new GenerationOptions
             {
                 MaxNewTokens = p.GetValue(maxNew), Greedy = temp is null, Temperature = temp ?? 1.0, TopP = tp, Seed = p.GetValue(seed),
@@ -71,7 +77,9 @@ public static class GenerateCommand
             else
             {
                 Console.Out.WriteLine(decoded ?? string.Join(",", result.TokenIds));
-                Console.Error.WriteLine($"[{result.NewTokens} new tokens, {result.DecodeTokensPerSecond:F1} tokens/s decode, prefill {result.PrefillSeconds * 1000:F0} ms, {m.NumLayers} layers]");
+                Console.Error.WriteLine(
+                    $"[{result.NewTokens} new tokens, {result.DecodeTokensPerSecond:F1} tokens/s decode, prefill " +
+                    $"{result.PrefillSeconds * 1000:F0} ms, {m.NumLayers} layers]");
             }
             return 0;
         });
@@ -80,6 +88,9 @@ public static class GenerateCommand
     static int[] ParseIds(string s)
     {
         try { return s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray(); }
-        catch (Exception e) when (e is FormatException or OverflowException) { throw LayerPruneException.Usage($"--token-ids '{s}': expected comma-separated integers"); }
+        catch (Exception e) when (e is FormatException or OverflowException)
+        {
+            throw LayerPruneException.Usage($"--token-ids '{s}': expected comma-separated integers");
+        }
     }
 }

@@ -13,7 +13,8 @@ public static class InfoCommand
     {
         var model = Cli.ModelOption();
         var json = Cli.JsonOption();
-        var cmd = new Command("info", "Architecture, layers, parameters, storage dtype and memory of a model (reads only headers)") { model, json };
+        var cmd = new Command("info", "Architecture, layers, parameters, storage dtype and memory of a model (reads only headers)")
+            { model, json };
         return cmd.WithAction(p =>
         {
             string path = p.GetValue(model)!;
@@ -34,7 +35,8 @@ public static class InfoCommand
     {
         var c = ckpt.Config;
         long parameters = ckpt.ParameterCount, bytes = ckpt.StorageBytes;
-        var dtypes = ckpt.WeightMap.Keys.Select(n => ckpt.Info(n).Dtype).GroupBy(d => d).OrderByDescending(g => g.Count()).Select(g => g.Key);
+        var dtypes = ckpt.WeightMap.Keys.Select(n => ckpt.Info(n).Dtype).GroupBy(d => d).OrderByDescending(g => g.Count())
+            .Select(g => g.Key);
         var o = new JsonObject
         {
             ["model"] = Path.GetFullPath(ckpt.Directory),
@@ -48,7 +50,8 @@ public static class InfoCommand
             ["head_dim"] = c.HeadDim,
             ["vocab_size"] = c.VocabSize,
             ["tied_embeddings"] = c.TieWordEmbeddings,
-            ["rope"] = $"{c.Rope.Type}, theta {c.Rope.Theta}" + (c.Rope.PartialRotaryFactor < 1 ? $", partial {c.Rope.PartialRotaryFactor}" : ""),
+            ["rope"] = $"{c.Rope.Type}, theta {c.Rope.Theta}"
+                + (c.Rope.PartialRotaryFactor < 1 ? $", partial {c.Rope.PartialRotaryFactor}" : ""),
             ["sliding_window"] = c.SlidingWindows.FirstOrDefault(w => w is not null),
             ["parameters"] = parameters,
             ["storage_dtype"] = string.Join(",", dtypes),

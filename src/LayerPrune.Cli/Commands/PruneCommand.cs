@@ -16,16 +16,17 @@ public static class PruneCommand
     public static Command Create()
     {
         var model = Cli.ModelOption();
-        var output = new Option<string>("--out", "-o") { Description = "Folder for the pruned checkpoint (written atomically)", Required = true };
+        var output = new Option<string>("--out", "-o")
+            { Description = "Folder for the pruned checkpoint (written atomically)", Required = true };
         var layers = new Option<string?>("--layers") { Description = "Explicit 0-based layers to remove: 6-9 or 3,5,7 (inclusive ranges)" };
         var planFile = new Option<string?>("--plan") { Description = "prune_plan.json of an earlier prune: remove the same layers" };
         var n = new Option<int?>("--n") { Description = "Number of layers to remove" };
         var fraction = new Option<double?>("--fraction") { Description = "Fraction of layers to remove (rounded)" };
         var strategy = new Option<string>("--strategy")
         {
-            Description = "similarity (the paper: least-changing block, needs --data) | bi (ShortGPT: n lowest Block Influence) | greedy (SLEB: n rounds " +
-                          "of lowest calibration loss) | loss-rank (Shortened-LLaMA: n lowest single-removal losses) | deepest (n deepest except the " +
-                          "final layer) | shallowest | random",
+            Description = "similarity (the paper: least-changing block, needs --data) | bi (ShortGPT: n lowest Block Influence) | " +
+                          "greedy (SLEB: n rounds of lowest calibration loss) | loss-rank (Shortened-LLaMA: n lowest single-removal " +
+                          "losses) | deepest (n deepest except the final layer) | shallowest | random",
             DefaultValueFactory = _ => "similarity",
         };
         var metric = new Option<string>("--metric")
@@ -43,10 +44,12 @@ public static class PruneCommand
         };
         var seed = new Option<int>("--seed") { Description = "Seed of --strategy random", DefaultValueFactory = _ => 0 };
         var force = new Option<bool>("--force") { Description = "Replace an existing --out folder (never the input)" };
-        var maxShard = new Option<string?>("--max-shard-size") { Description = "Shard the output: e.g. 5GB, 500MB (default: keep the input's sharding)" };
+        var maxShard = new Option<string?>("--max-shard-size")
+            { Description = "Shard the output: e.g. 5GB, 500MB (default: keep the input's sharding)" };
         var json = Cli.JsonOption();
         var data = new SimilarityDataOptions();
-        var cmd = new Command("prune", "Write a pruned Hugging Face checkpoint (kept layers renumbered, bytes copied verbatim) plus prune_plan.json and mergekit.yaml")
+        var cmd = new Command("prune",
+            "Write a pruned Hugging Face checkpoint (kept layers renumbered, bytes copied verbatim) plus prune_plan.json and mergekit.yaml")
             {
                 model, output, layers, planFile, n, fraction, strategy, metric, protectLast, calibration, calibrationChunks, seed, force,
                 maxShard, json,
@@ -57,23 +60,27 @@ public static class PruneCommand
             string dir = p.GetValue(model)!;
             string? spec = p.GetValue(layers);
             string? planPath = p.GetValue(planFile);
-            int given = (spec is null ? 0 : 1) + (planPath is null ? 0 : 1) + (p.GetValue(n) is null ? 0 : 1) + (p.GetValue(fraction) is null ? 0 : 1);
+            int given = (spec is null ? 0 : 1) + (planPath is null ? 0 : 1) + (p.GetValue(n) is null ? 0 : 1)
+                + (p.GetValue(fraction) is null ? 0 : 1);
             Cli.Require(given == 1, "give exactly one of --layers, --plan, --n or --fraction");
             // ---- GGUF input (issue 16): an explicit plan only; blocks removed and renumbered byte for byte ----
             if (dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
             {
                 Cli.Require(spec is not null || planPath is not null, "a .gguf model needs an explicit plan: --layers or --plan");
                 int blocks = LayerPrune.Gguf.GgufFile.Open(dir).BlockCount;
-                var gplan = spec is not null ? PrunePlan.FromLayerSpec(spec, blocks) : PrunePlan.FromJsonFile(Cli.ExistingFile(planPath!, "--plan"), blocks);
+                var gplan = spec is not null ? PrunePlan.FromLayerSpec(spec, blocks)
+                    : PrunePlan.FromJsonFile(Cli.ExistingFile(planPath!, "--plan"), blocks);
                 var r = LayerPrune.Gguf.GgufPruner.Prune(dir, gplan, p.GetValue(output)!, p.GetValue(force));
                 if (p.GetValue(json)) { var o = gplan.ToJson(); o["out"] = r.Path; Cli.PrintJson(o); }
-                else Console.Out.WriteLine($"removed blocks {string.Join(",", gplan.Removed)}; {r.KeptLayers} of {r.OriginalLayers} kept → {r.Path}");
+                else Console.Out.WriteLine(
+                    $"removed blocks {string.Join(",", gplan.Removed)}; {r.KeptLayers} of {r.OriginalLayers} kept → {r.Path}");
                 return 0;
             }
             // ---- end GGUF input ----
             long? shardBytes = p.GetValue(maxShard) is { } s ? ParseSize(s) : null;
             string strat = p.GetValue(strategy)!;
-            Cli.Require(PruneStrategies.Names.Contains(strat), $"--strategy {strat}: expected one of {string.Join(", ", PruneStrategies.Names)}");
+            Cli.Require(PruneStrategies.Names.Contains(strat),
+                $"--strategy {strat}: expected one of {string.Join(", ", PruneStrategies.Names)}");
             var chosenMetric = SimilarityMetrics.Parse(p.GetValue(metric)!)
                 ?? throw LayerPruneException.Usage($"--metric {p.GetValue(metric)}: expected angular, bi or cka");
             Cli.Require(p.GetValue(calibrationChunks) >= 1, $"--calibration-chunks {p.GetValue(calibrationChunks)}: must be at least 1");
@@ -87,7 +94,8 @@ public static class PruneCommand
             else
             {
                 count = p.GetValue(n) ?? PrunePlan.BlockSizeFromFraction(p.GetValue(fraction)!.Value, L);
-                if (count < 1 || count >= L) throw LayerPruneException.Usage($"--n {count}: must be between 1 and {L - 1} (the model has {L} layers)");
+                if (count < 1 || count >= L)
+                    throw LayerPruneException.Usage($"--n {count}: must be between 1 and {L - 1} (the model has {L} layers)");
                 int max = p.GetValue(protectLast) && strat != "deepest" ? L - 2 : L - 1;
                 Cli.Require(count <= max, $"--n {count}: with --protect-last at most {max} (the model has {L} layers)");
                 if (strat is "deepest" or "shallowest" or "random")
@@ -101,12 +109,16 @@ public static class PruneCommand
             var planJson = plan.ToJson();
             planJson["out"] = Path.GetFullPath(p.GetValue(output)!);
             if (p.GetValue(json)) Cli.PrintJson(planJson);
-            else Console.Out.WriteLine($"removed layers {string.Join(",", plan.Removed)} ({plan.Strategy}{(plan.Distance is double d ? $", angular distance {d:F4}" : "")}{Cost(plan)}); {plan.Kept.Length} of {L} layers kept → {Path.GetFullPath(p.GetValue(output)!)}");
+            else Console.Out.WriteLine(
+                $"removed layers {string.Join(",", plan.Removed)} " +
+                $"({plan.Strategy}{(plan.Distance is double d ? $", angular distance {d:F4}" : "")}{Cost(plan)}); {plan.Kept.Length} " +
+                $"of {L} layers kept → {Path.GetFullPath(p.GetValue(output)!)}");
             return 0;
         });
     }
 
-    /// <summary>The strategies that measure the model: similarity and bi (a similarity pass on --data), greedy and loss-rank (calibration loss).</summary>
+    /// <summary>The strategies that measure the model: similarity and bi (a similarity pass on --data), greedy and loss-rank (calibration
+    /// loss).</summary>
     static PrunePlan Measured(ParseResult p, SimilarityDataOptions data, string dir, string strategy, SimilarityMetric metric,
                               string? calibration, int chunks, bool protectLast, int count)
     {
@@ -124,9 +136,11 @@ public static class PruneCommand
         var inputs = new StrategyInputs
         {
             Model = model, Metric = metric, ProtectLast = protectLast, BatchSize = p.GetValue(data.Batch), Progress = Cli.Progress,
-            SimilaritySamples = () => SimilarityDataOptions.LoadSamples(path, dir, model.Config.VocabSize, p.GetValue(data.Samples), seqLen),
+            SimilaritySamples = ()
+                => SimilarityDataOptions.LoadSamples(path, dir, model.Config.VocabSize, p.GetValue(data.Samples), seqLen),
             CalibrationChunks = () =>
-                PreTokenized.LossChunks(path, PreTokenized.IsPreTokenized(path) ? null : Cli.LoadTokenizer(dir), seqLen, chunks, model.Config.VocabSize),
+                PreTokenized.LossChunks(path, PreTokenized.IsPreTokenized(path) ? null : Cli.LoadTokenizer(dir), seqLen, chunks,
+                    model.Config.VocabSize),
         };
         return PruneStrategies.Prepare(strategy, inputs, count)(count);
     }
@@ -137,12 +151,14 @@ public static class PruneCommand
     /// <summary>A size such as "512M" or "2G" (binary units) in bytes.</summary>
     public static long ParseSize(string s)
     {
-        var m = System.Text.RegularExpressions.Regex.Match(s.Trim(), @"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB)?$", System.Text.RegularExpressions.RegexOptions.IgnoreCase);
+        var m = System.Text.RegularExpressions.Regex.Match(s.Trim(), @"^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB)?$",
+            System.Text.RegularExpressions.RegexOptions.IgnoreCase);
         if (!m.Success) throw LayerPruneException.Usage($"--max-shard-size {s}: expected a size like 5GB or 500MB");
         double v = double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         long unit = m.Groups[2].Value.ToUpperInvariant() switch
         {
-            "KB" => 1000, "MB" => 1000_000, "GB" => 1000_000_000, "TB" => 1000_000_000_000, "KIB" => 1024, "MIB" => 1 << 20, "GIB" => 1 << 30, _ => 1,
+            "KB" => 1000, "MB" => 1000_000, "GB" => 1000_000_000, "TB" => 1000_000_000_000, "KIB" => 1024, "MIB" => 1 << 20,
+                "GIB" => 1 << 30, _ => 1,
         };
         long bytes = (long)(v * unit);
         return bytes >= 1 ? bytes : throw LayerPruneException.Usage($"--max-shard-size {s}: must be positive");

@@ -25,7 +25,8 @@ public sealed class Checkpoint : IDisposable
     /// <summary>The shard index's "metadata" object; null when not sharded or absent.</summary>
     public JsonObject? IndexMetadata { get; }
 
-    Checkpoint(string dir, ModelConfig config, Dictionary<string, SafeTensorsFile> files, Dictionary<string, string> map, bool sharded, JsonObject? indexMeta)
+    Checkpoint(string dir, ModelConfig config, Dictionary<string, SafeTensorsFile> files, Dictionary<string, string> map, bool sharded,
+        JsonObject? indexMeta)
     { Directory = dir; Config = config; Files = files; WeightMap = map; IsSharded = sharded; IndexMetadata = indexMeta; }
 
     /// <summary>Opens and validates the Hugging Face checkpoint folder <paramref name="dir"/> (config.json + safetensors).</summary>
@@ -40,10 +41,12 @@ public sealed class Checkpoint : IDisposable
             if (File.Exists(index))
             {
                 var root = JsonInput.ReadObject(index);
-                if (root["weight_map"] is not JsonObject wm || wm.Count == 0) throw new LayerPruneException($"{index}: 'weight_map' is missing or empty");
+                if (root["weight_map"] is not JsonObject wm || wm.Count == 0)
+                    throw new LayerPruneException($"{index}: 'weight_map' is missing or empty");
                 foreach (var (name, node) in wm)
                 {
-                    string shard = node is JsonValue v && v.TryGetValue<string>(out var s) ? s : throw new LayerPruneException($"{index}: weight_map['{name}'] is not a file name");
+                    string shard = node is JsonValue v && v.TryGetValue<string>(out var s) ? s
+                        : throw new LayerPruneException($"{index}: weight_map['{name}'] is not a file name");
                     // A shard must be a plain file name inside the model folder: no '..', no absolute path, no sub-folders.
                     if (shard.Length == 0 || shard != Path.GetFileName(shard) || shard is "." or ".." || Path.IsPathRooted(shard))
                         throw new LayerPruneException($"{index}: shard '{shard}' (for '{name}') is not a file inside the model folder");
@@ -53,7 +56,8 @@ public sealed class Checkpoint : IDisposable
                         if (!File.Exists(shardPath)) throw new LayerPruneException($"{shardPath}: shard named by {IndexFile} is missing");
                         files[shard] = SafeTensorsFile.Open(shardPath);
                     }
-                    if (!files[shard].Tensors.ContainsKey(name)) throw new LayerPruneException($"{Path.Combine(dir, shard)}: has no tensor '{name}' although {IndexFile} says so");
+                    if (!files[shard].Tensors.ContainsKey(name))
+                        throw new LayerPruneException($"{Path.Combine(dir, shard)}: has no tensor '{name}' although {IndexFile} says so");
                     map[name] = shard;
                 }
                 return Validated(new Checkpoint(dir, config, files, map, true, root["metadata"] as JsonObject));
@@ -68,11 +72,15 @@ public sealed class Checkpoint : IDisposable
         }
         catch { foreach (var f in files.Values) f.Dispose(); throw; }
         if (File.Exists(Path.Combine(dir, "pytorch_model.bin")) || File.Exists(Path.Combine(dir, "pytorch_model.bin.index.json")))
-            throw new LayerPruneException($"{dir}: only pickle checkpoints (pytorch_model.bin) found; LayerPrune never unpickles (it can run arbitrary code). Convert to safetensors first, e.g. `AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out, safe_serialization=True)`");
+            throw new LayerPruneException(
+                $"{dir}: only pickle checkpoints (pytorch_model.bin) found; LayerPrune never unpickles (it can run arbitrary code). " +
+                "Convert to safetensors first, e.g. `AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out, " +
+                "safe_serialization=True)`");
         throw new LayerPruneException($"{dir}: no {SingleFile} or {IndexFile} found");
     }
 
-    /// <summary>Every tensor the architecture reads exists with the shape config.json implies (see <see cref="ArchitectureTensors"/>).</summary>
+    /// <summary>Every tensor the architecture reads exists with the shape config.json implies (see
+    /// <see cref="ArchitectureTensors"/>).</summary>
     static Checkpoint Validated(Checkpoint c)
     {
         ArchitectureTensors.Validate(c.Config, n => c.WeightMap.ContainsKey(n) ? c.Info(n) : null,
@@ -87,17 +95,20 @@ public sealed class Checkpoint : IDisposable
     /// <summary>The file holding tensor <paramref name="name"/>.</summary>
     public SafeTensorsFile FileOf(string name) => Files[WeightMap[name]];
 
-    /// <summary>The stored tensor (storage dtype, CPU, memory-mapped). Throws a clear error if the architecture needs a tensor the files lack.</summary>
+    /// <summary>The stored tensor (storage dtype, CPU, memory-mapped). Throws a clear error if the architecture needs a tensor the files
+    /// lack.</summary>
     public Tensor Load(string name) =>
         WeightMap.TryGetValue(name, out var shard) ? Files[shard].Load(name)
-        : throw new LayerPruneException($"{Path.Combine(Directory, IsSharded ? IndexFile : SingleFile)}: tensor '{name}' required by {Config.ModelType} is missing");
+        : throw new LayerPruneException(
+            $"{Path.Combine(Directory, IsSharded ? IndexFile : SingleFile)}: tensor '{name}' required by {Config.ModelType} is missing");
 
     /// <summary>Bytes of all tensors as stored.</summary>
     public long StorageBytes => WeightMap.Keys.Sum(n => Info(n).ByteLength);
     /// <summary>Total number of elements over all tensors.</summary>
     public long ParameterCount => WeightMap.Keys.Sum(n => Info(n).NumElements);
 
-    /// <summary>Unmaps every file region no loaded tensor views (e.g. after converting bf16 weights to fp32); see <see cref="SafeTensorsFile.ReleaseMappings"/>.</summary>
+    /// <summary>Unmaps every file region no loaded tensor views (e.g. after converting bf16 weights to fp32); see
+    /// <see cref="SafeTensorsFile.ReleaseMappings"/>.</summary>
     public void ReleaseMappings() { foreach (var f in Files.Values) f.ReleaseMappings(); }
 
     /// <summary>Releases every opened file.</summary>

@@ -50,7 +50,8 @@ public sealed class SafeTensorsFile : IDisposable
     /// <summary>The safetensors dtype name of <paramref name="t"/>.</summary>
     public static string DtypeName(ScalarType t) => Dtypes.First(kv => kv.Value.type == t).Key;
 
-    SafeTensorsFile(string path, long dataStart, long fileLength, Dictionary<string, TensorInfo> tensors, Dictionary<string, string> metadata)
+    SafeTensorsFile(string path, long dataStart, long fileLength, Dictionary<string, TensorInfo> tensors, Dictionary<string,
+        string> metadata)
     { Path = path; DataStart = dataStart; FileLength = fileLength; Tensors = tensors; Metadata = metadata; }
 
     /// <summary>Opens <paramref name="path"/> and validates its header completely.</summary>
@@ -58,7 +59,10 @@ public sealed class SafeTensorsFile : IDisposable
     {
         if (!File.Exists(path)) throw new LayerPruneException($"{path}: file not found");
         try { return OpenCore(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new LayerPruneException($"{path}: cannot read ({JsonInput.FirstLine(e.Message)})", e); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new LayerPruneException($"{path}: cannot read ({JsonInput.FirstLine(e.Message)})", e);
+        }
     }
 
     static SafeTensorsFile OpenCore(string path)
@@ -69,8 +73,12 @@ public sealed class SafeTensorsFile : IDisposable
         Span<byte> lenBytes = stackalloc byte[8];
         fs.ReadExactly(lenBytes);
         ulong headerLen = BitConverter.ToUInt64(lenBytes);
-        if (headerLen > MaxHeaderBytes) throw new LayerPruneException($"{path}: safetensors header length {headerLen} exceeds the 100 MB limit");
-        if ((long)headerLen > length - 8) throw new LayerPruneException($"{path}: safetensors header length {headerLen} is larger than the file ({length} bytes): truncated or not a safetensors file");
+        if (headerLen > MaxHeaderBytes)
+            throw new LayerPruneException($"{path}: safetensors header length {headerLen} exceeds the 100 MB limit");
+        if ((long)headerLen > length - 8)
+            throw new LayerPruneException(
+                $"{path}: safetensors header length {headerLen} is larger than the file ({length} bytes): truncated or not a " +
+                "safetensors file");
         var header = new byte[headerLen];
         fs.ReadExactly(header);
         return Parse(path, header, length);
@@ -88,33 +96,48 @@ public sealed class SafeTensorsFile : IDisposable
         {
             if (name == "__metadata__")
             {
-                if (node is JsonObject m) foreach (var (k, v) in m) metadata[k] = v is JsonValue jv && jv.TryGetValue<string>(out var s) ? s : v?.ToJsonString() ?? "";
+                if (node is JsonObject m)
+                {
+                    foreach (var (k, v) in m)
+                        metadata[k] = v is JsonValue jv && jv.TryGetValue<string>(out var s) ? s : v?.ToJsonString() ?? "";
+                }
                 continue;
             }
             if (node is not JsonObject t) throw new LayerPruneException($"{path}: tensor '{name}' entry is not an object");
-            string dtype = t["dtype"] is JsonValue dv && dv.TryGetValue<string>(out var ds) ? ds : throw new LayerPruneException($"{path}: tensor '{name}' has no dtype");
-            if (!Dtypes.TryGetValue(dtype, out var dt)) throw new LayerPruneException($"{path}: tensor '{name}' has unsupported dtype '{dtype}' (supported: {string.Join(", ", Dtypes.Keys)})");
+            string dtype = t["dtype"] is JsonValue dv && dv.TryGetValue<string>(out var ds) ? ds
+                : throw new LayerPruneException($"{path}: tensor '{name}' has no dtype");
+            if (!Dtypes.TryGetValue(dtype, out var dt))
+                throw new LayerPruneException(
+                    $"{path}: tensor '{name}' has unsupported dtype '{dtype}' (supported: {string.Join(", ", Dtypes.Keys)})");
             if (t["shape"] is not JsonArray shapeArr) throw new LayerPruneException($"{path}: tensor '{name}' has no shape");
             var shape = new long[shapeArr.Count];
             for (int i = 0; i < shape.Length; i++)
-                shape[i] = shapeArr[i] is JsonValue sv && sv.TryGetValue<long>(out var d) && d >= 0 ? d : throw new LayerPruneException($"{path}: tensor '{name}' has an invalid shape {shapeArr.ToJsonString()}");
+                shape[i] = shapeArr[i] is JsonValue sv && sv.TryGetValue<long>(out var d) && d >= 0 ? d
+                    : throw new LayerPruneException($"{path}: tensor '{name}' has an invalid shape {shapeArr.ToJsonString()}");
             if (t["data_offsets"] is not JsonArray offs || offs.Count != 2 ||
-                offs[0] is not JsonValue b0 || !b0.TryGetValue<long>(out long begin) || offs[1] is not JsonValue b1 || !b1.TryGetValue<long>(out long end))
+                offs[0] is not JsonValue b0 || !b0.TryGetValue<long>(out long begin) || offs[1] is not JsonValue b1
+                    || !b1.TryGetValue<long>(out long end))
                 throw new LayerPruneException($"{path}: tensor '{name}' has invalid data_offsets");
             if (begin < 0 || end < begin || end > dataLength)
-                throw new LayerPruneException($"{path}: tensor '{name}' data_offsets [{begin}, {end}) are outside the data section ({dataLength} bytes): truncated file?");
+                throw new LayerPruneException(
+                    $"{path}: tensor '{name}' data_offsets [{begin}, {end}) are outside the data section ({dataLength} bytes): " +
+                    "truncated file?");
             // Element count and byte size in checked arithmetic: a shape like [2^62] must not wrap around to a small size.
             long elements = 1;
-            foreach (var s in shape) elements = elements == 0 || s == 0 ? 0 : elements > long.MaxValue / s / dt.size ? throw new LayerPruneException($"{path}: tensor '{name}' shape {shapeArr.ToJsonString()} is too large") : elements * s;
+            foreach (var s in shape) elements = elements == 0 || s == 0 ? 0 : elements > long.MaxValue / s / dt.size
+                ? throw new LayerPruneException($"{path}: tensor '{name}' shape {shapeArr.ToJsonString()} is too large") : elements * s;
             if (elements * dt.size != end - begin)
-                throw new LayerPruneException($"{path}: tensor '{name}' shape [{string.Join(", ", shape)}] × {dtype} needs {elements * dt.size} bytes but data_offsets span {end - begin}");
+                throw new LayerPruneException(
+                    $"{path}: tensor '{name}' shape [{string.Join(", ", shape)}] × {dtype} needs {elements * dt.size} bytes but " +
+                    $"data_offsets span {end - begin}");
             tensors[name] = new TensorInfo(name, dtype, shape, begin, end);
         }
         // Tensors must not overlap (the format requires a contiguous, non-overlapping layout).
         TensorInfo? prev = null;
         foreach (var ti in tensors.Values.Where(x => x.ByteLength > 0).OrderBy(x => x.Begin))
         {
-            if (prev is not null && ti.Begin < prev.End) throw new LayerPruneException($"{path}: tensors '{prev.Name}' and '{ti.Name}' overlap in the data section");
+            if (prev is not null && ti.Begin < prev.End)
+                throw new LayerPruneException($"{path}: tensors '{prev.Name}' and '{ti.Name}' overlap in the data section");
             prev = ti;
         }
         return new SafeTensorsFile(path, dataStart, fileLength, tensors, metadata);

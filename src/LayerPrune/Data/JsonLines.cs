@@ -61,7 +61,8 @@ public static class JsonLines
         foreach (var item in arr)
         {
             if (item is JsonValue jv && jv.TryGetValue<string>(out var s)) list.Add(s);
-            else throw new LayerPruneException($"{path}:{line}: field \"{field}\" must hold only strings, got {item?.ToJsonString() ?? "null"}");
+            else throw new LayerPruneException(
+                $"{path}:{line}: field \"{field}\" must hold only strings, got {item?.ToJsonString() ?? "null"}");
         }
         return list;
     }

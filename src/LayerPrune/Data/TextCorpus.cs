@@ -62,10 +62,12 @@ public static class TextCorpus
         {
             DataField? df = reader.Schema.GetDataFields().FirstOrDefault(f => f.Name == field);
             if (df is null)
-                throw new LayerPruneException($"{path}: no column \"{field}\" (columns: {string.Join(", ", reader.Schema.GetDataFields().Select(f => f.Name))})");
+                throw new LayerPruneException(
+                    $"{path}: no column \"{field}\" (columns: {string.Join(", ", reader.Schema.GetDataFields().Select(f => f.Name))})");
             // Parquet.Net 6 reports UTF-8 columns as ReadOnlyMemory<char> (older versions: string).
             if ((df.ClrType != typeof(string) && df.ClrType != typeof(ReadOnlyMemory<char>)) || df.IsArray)
-                throw new LayerPruneException($"{path}: column \"{field}\" must be a string column, is {df.ClrType.Name}{(df.IsArray ? "[]" : "")}");
+                throw new LayerPruneException(
+                    $"{path}: column \"{field}\" must be a string column, is {df.ClrType.Name}{(df.IsArray ? "[]" : "")}");
             long rowBase = 0;
             for (int g = 0; g < reader.RowGroupCount; g++)
             {

@@ -34,7 +34,8 @@ public static class TokenChunks
         return chunks;
     }
 
-    /// <summary>One sample per document: [BOS] + ids (BOS only when the tokenizer has one), truncated to <paramref name="seqLen"/>.</summary>
+    /// <summary>One sample per document: [BOS] + ids (BOS only when the tokenizer has one), truncated to
+    /// <paramref name="seqLen"/>.</summary>
     public static List<int[]> PerDocument(IEnumerable<string> docs, ITextTokenizer tok, int seqLen)
     {
         if (seqLen < 1) throw new LayerPruneException($"sequence length must be at least 1, got {seqLen}");

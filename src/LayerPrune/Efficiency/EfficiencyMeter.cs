@@ -28,11 +28,13 @@ public sealed record EfficiencyOptions
     }
 }
 
-/// <summary>One thing to time: a resident model and the original layers it runs (null = all; [] = none, i.e. embedding and head only).</summary>
+/// <summary>One thing to time: a resident model and the original layers it runs (null = all; [] = none, i.e. embedding and head
+/// only).</summary>
 /// <param name="Label">Name in the output, e.g. "unpruned" or "layers 8-15 removed".</param>
 /// <param name="Model">The model (resident, not offloaded).</param>
 /// <param name="Layers">Original layer indices run in order (in-memory pruning, like <see cref="ForwardOptions.Layers"/>).</param>
-/// <param name="Resident">Resident memory measured when the model was loaded (<see cref="EfficiencyMeter.LoadMeasured"/>), if it was.</param>
+/// <param name="Resident">Resident memory measured when the model was loaded (<see cref="EfficiencyMeter.LoadMeasured"/>), if it
+/// was.</param>
 public sealed record EfficiencyTarget(string Label, CausalLM Model, IReadOnlyList<int>? Layers = null, ResidentMemory? Resident = null);
 
 /// <summary>
@@ -44,7 +46,8 @@ public sealed record EfficiencyTarget(string Label, CausalLM Model, IReadOnlyLis
 /// </summary>
 public sealed record ResidentMemory(long Bytes, long Anonymous, long File, long? Peak);
 
-/// <summary>Measures prefill and decode speed, weight and KV-cache bytes and resident memory of models or in-memory layer subsets.</summary>
+/// <summary>Measures prefill and decode speed, weight and KV-cache bytes and resident memory of models or in-memory layer
+/// subsets.</summary>
 public static class EfficiencyMeter
 {
     /// <summary>
@@ -70,7 +73,8 @@ public static class EfficiencyMeter
             var after = ProcessMemory.Read();
             var memory = before is null || after is null
                 ? new ResidentMemory(0, 0, 0, null)
-                : new ResidentMemory(after.Anonymous + after.File - before.Anonymous - before.File, after.Anonymous - before.Anonymous, after.File - before.File,
+                : new ResidentMemory(after.Anonymous + after.File - before.Anonymous - before.File, after.Anonymous - before.Anonymous,
+                    after.File - before.File,
                     peakReset ? after.Peak - before.Rss : null);
             return (model, memory);
         }
@@ -126,7 +130,10 @@ public static class EfficiencyMeter
     /// </summary>
     public static long WeightBytes(CausalLM model, IReadOnlyList<int>? layers = null)
     {
-        if (model.Offloaded) throw new LayerPruneException($"{model.Checkpoint.Directory}: efficiency needs a resident model (an offloaded one streams every layer from disk at each step)");
+        if (model.Offloaded)
+            throw new LayerPruneException(
+                $"{model.Checkpoint.Directory}: efficiency needs a resident model (an offloaded one streams every layer from disk at " +
+                "each step)");
         var kept = (layers ?? Enumerable.Range(0, model.NumLayers)).ToHashSet();
         return model.NamedTensors()
             .Where(nt => LayerOf(nt.name) is not int i || kept.Contains(i))
@@ -144,10 +151,14 @@ public static class EfficiencyMeter
 
     static int[] CheckTarget(EfficiencyTarget t)
     {
-        if (t.Model.Offloaded) throw new LayerPruneException($"{t.Model.Checkpoint.Directory}: efficiency needs a resident model (an offloaded one streams every layer from disk at each step)");
+        if (t.Model.Offloaded)
+            throw new LayerPruneException(
+                $"{t.Model.Checkpoint.Directory}: efficiency needs a resident model (an offloaded one streams every layer from disk at " +
+                "each step)");
         var layers = (t.Layers ?? Enumerable.Range(0, t.Model.NumLayers)).ToArray();
         foreach (int i in layers)
-            if (i < 0 || i >= t.Model.NumLayers) throw LayerPruneException.Usage($"{t.Label}: layer {i} is out of range (the model has layers 0-{t.Model.NumLayers - 1})");
+            if (i < 0 || i >= t.Model.NumLayers)
+                throw LayerPruneException.Usage($"{t.Label}: layer {i} is out of range (the model has layers 0-{t.Model.NumLayers - 1})");
         return layers;
     }
 

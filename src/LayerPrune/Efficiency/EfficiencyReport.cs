@@ -39,7 +39,8 @@ public static class EfficiencyReport
             + "weights are the bytes the pruned checkpoint holds (embedding, kept layers, norm, head); speed-ups are against the "
             + "unpruned row. The ideal decode speed-up L / L_kept applies to the decoder layers only (embedding and head stay).");
         sb.AppendLine();
-        sb.AppendLine("| strategy | n | fraction | decode tok/s (range) | decode × | ideal L/L_kept | prefill tok/s | prefill × | weights | saved | KV cache |");
+        sb.AppendLine("| strategy | n | fraction | decode tok/s (range) | decode × | ideal L/L_kept | prefill tok/s | prefill × | " +
+            "weights | saved | KV cache |");
         sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         sb.AppendLine(Line("unpruned", 0, 0, r, r));
         foreach (var row in rows.OrderBy(x => x.Strategy, StringComparer.Ordinal).ThenBy(x => x.N))
@@ -84,7 +85,8 @@ public static class EfficiencyReport
         for (int i = 0; i < strategies.Count; i++)
         {
             var pts = rows.Where(x => x.Strategy == strategies[i]).OrderBy(x => x.Fraction)
-                .Select(x => (x.Fraction, EfficiencyComparison.Of(x.Reference ?? reference, x.Result).DecodeSpeedup)).Prepend((0.0, 1.0)).ToArray();
+                .Select(x => (x.Fraction, EfficiencyComparison.Of(x.Reference ?? reference, x.Result).DecodeSpeedup)).Prepend((0.0, 1.0))
+                    .ToArray();
             var sc = plot.Add.Scatter(pts.Select(p => p.Item1).ToArray(), pts.Select(p => p.Item2).ToArray(), palette.GetColor(i));
             sc.LegendText = $"decode speed-up, {strategies[i]}";
             sc.LineWidth = 2;

@@ -37,7 +37,8 @@ public sealed record Spread(double Median, double Min, double Max, IReadOnlyList
 /// <param name="Label">What was measured, e.g. "unpruned".</param>
 /// <param name="Model">The checkpoint folder (full path).</param>
 /// <param name="ModelLayers">Decoder layers of the loaded model.</param>
-/// <param name="LayersRun">Original indices of the layers that ran (fewer than <paramref name="ModelLayers"/> for in-memory pruning).</param>
+/// <param name="LayersRun">Original indices of the layers that ran (fewer than <paramref name="ModelLayers"/> for in-memory
+/// pruning).</param>
 /// <param name="Device">Compute device, e.g. "cpu".</param>
 /// <param name="Dtype">Compute dtype, e.g. "Float32".</param>
 /// <param name="PromptLength">Prefill tokens.</param>
@@ -49,7 +50,8 @@ public sealed record Spread(double Median, double Min, double Max, IReadOnlyList
 /// <param name="WeightBytes">Bytes of the weights this run holds in memory (<see cref="EfficiencyMeter.WeightBytes"/>).</param>
 /// <param name="KvCacheBytes">Bytes of the KV cache after PromptLength + DecodeTokens positions (measured from the cache tensors).</param>
 /// <param name="Resident">Resident memory attributed to the model's load, when it was measured.</param>
-/// <param name="Process">Process-wide counters at the end (VmHWM: the peak since start or the last reset, for everything the process held).</param>
+/// <param name="Process">Process-wide counters at the end (VmHWM: the peak since start or the last reset, for everything the process
+/// held).</param>
 /// <param name="Machine">CPU model, SIMD flags, cores, libtorch threads.</param>
 /// <param name="PrefillTokensPerCpuSecond">PromptLength / CPU seconds the process used in the prefill, per round: the cost
 /// of the work itself, much less sensitive than wall-clock speed to other processes competing for the cores (on CPU).</param>
@@ -168,7 +170,8 @@ public sealed record EfficiencyResult(
 /// <param name="IdealDecodeSpeedup">Whole-step ideal t_ref / (t0 + (t_ref − t0) · L_kept / L) (needs the zero-layer timing).</param>
 /// <param name="WeightBytesSaved">Reference weight bytes − variant weight bytes (= the removed layers' bytes).</param>
 /// <param name="WeightSavedFraction">WeightBytesSaved / reference weight bytes.</param>
-/// <param name="ResidentBytesSaved">Measured resident memory of the reference load − of the variant load, when both were measured.</param>
+/// <param name="ResidentBytesSaved">Measured resident memory of the reference load − of the variant load, when both were
+/// measured.</param>
 public sealed record EfficiencyComparison(
     double DecodeSpeedup, double PrefillSpeedup, double IdealLayerSpeedup, double? LayerDecodeSpeedup, double? IdealDecodeSpeedup,
     long WeightBytesSaved, double WeightSavedFraction, long? ResidentBytesSaved)
@@ -186,7 +189,8 @@ public sealed record EfficiencyComparison(
     /// Compares <paramref name="variant"/> with <paramref name="reference"/>; <paramref name="fixedCost"/> is a zero-layer run.
     /// <paramref name="cpuTime"/>: from tokens per CPU-second instead of wall-clock tokens/s (all three must have them).
     /// </summary>
-    public static EfficiencyComparison Of(EfficiencyResult reference, EfficiencyResult variant, EfficiencyResult? fixedCost = null, bool cpuTime = false)
+    public static EfficiencyComparison Of(EfficiencyResult reference, EfficiencyResult variant, EfficiencyResult? fixedCost = null,
+        bool cpuTime = false)
     {
         if (cpuTime)
         {
@@ -204,7 +208,8 @@ public sealed record EfficiencyComparison(
             idealStep = tRef / (t0 + (tRef - t0) / idealLayers);
         }
         long saved = reference.WeightBytes - variant.WeightBytes;
-        long? residentSaved = reference.Resident is not null && variant.Resident is not null ? reference.Resident.Bytes - variant.Resident.Bytes : null;
+        long? residentSaved = reference.Resident is not null && variant.Resident is not null
+            ? reference.Resident.Bytes - variant.Resident.Bytes : null;
         return new EfficiencyComparison(
             variant.DecodeTokensPerSecond.Median / reference.DecodeTokensPerSecond.Median,
             variant.PrefillTokensPerSecond.Median / reference.PrefillTokensPerSecond.Median,

@@ -79,7 +79,8 @@ public static class ProcessMemory
 
     /// <summary>
     /// Makes RSS reflect live data: runs finalizers of unreachable managed objects (TorchSharp tensors not disposed), has the
-    /// GC decommit its free memory, then returns glibc's free heap pages to the system (malloc_trim). Without the trim, blocks freed earlier stay resident and a
+    /// GC decommit its free memory, then returns glibc's free heap pages to the system (malloc_trim). Without the trim, blocks freed
+    /// earlier stay resident and a
     /// later allocation reusing them does not grow RSS: a load would appear smaller than it is.
     /// </summary>
     public static void Settle()

@@ -165,7 +165,8 @@ public static class GgufExporter
         if (string.IsNullOrWhiteSpace(outPath)) throw LayerPruneException.Invalid(nameof(outPath), null, "must not be empty");
         string full = OutputFolder.Canonical(outPath);
         if (Directory.Exists(full)) throw LayerPruneException.Invalid(nameof(outPath), outPath, "is a folder, not a file");
-        if (File.Exists(full) && !force) throw LayerPruneException.Invalid(nameof(outPath), outPath, "already exists (use `force` to replace it)");
+        if (File.Exists(full) && !force)
+            throw LayerPruneException.Invalid(nameof(outPath), outPath, "already exists (use `force` to replace it)");
         string dir = OutputFolder.Canonical(modelDir);
         if (File.Exists(full) && Path.GetDirectoryName(full) == dir && !full.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
             throw LayerPruneException.Invalid(nameof(outPath), outPath, $"would replace a file of the input model {modelDir}");

@@ -23,7 +23,8 @@ public static class GgufWriter
                              IReadOnlyList<GgufTensorToWrite> tensors, bool force = false, int alignment = GgufFile.DefaultAlignment)
     {
         string full = Path.GetFullPath(outPath);
-        if (File.Exists(full) && !force) throw LayerPruneException.Invalid(nameof(outPath), outPath, "already exists (use `force` to replace it)");
+        if (File.Exists(full) && !force)
+            throw LayerPruneException.Invalid(nameof(outPath), outPath, "already exists (use `force` to replace it)");
         if (Directory.Exists(full)) throw LayerPruneException.Invalid(nameof(outPath), outPath, "is a folder, not a file");
         string dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);

@@ -42,7 +42,8 @@ public sealed class LoraAdapter : ILinearAdapter
     /// <summary>A fresh adapter: A ~ kaiming_uniform_(a=√5) drawn from <paramref name="generator"/>, B = 0.</summary>
     public LoraAdapter(long inFeatures, long outFeatures, int r, double alpha, double dropout = 0.0, bool useRsLora = false,
         Generator? generator = null, ScalarType dtype = ScalarType.Float32, Device? device = null)
-        : this(InitA(r, inFeatures, generator, dtype, device), zeros(outFeatures, r, dtype: dtype, device: device), alpha, dropout, useRsLora)
+        : this(InitA(r, inFeatures, generator, dtype, device), zeros(outFeatures, r, dtype: dtype, device: device), alpha, dropout,
+            useRsLora)
     {
     }
 
@@ -110,7 +111,8 @@ public sealed class LoraAdapter : ILinearAdapter
     public Tensor MergeInto(Tensor weight)
     {
         if (weight.dim() != 2 || weight.shape[0] != OutFeatures || weight.shape[1] != InFeatures)
-            throw new LayerPruneException($"LoraAdapter.MergeInto: weight {Shape(weight)} does not match adapter [{OutFeatures}, {InFeatures}]");
+            throw new LayerPruneException(
+                $"LoraAdapter.MergeInto: weight {Shape(weight)} does not match adapter [{OutFeatures}, {InFeatures}]");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var delta = matmul(B.detach().to(ScalarType.Float32), A.detach().to(ScalarType.Float32)) * Scaling;

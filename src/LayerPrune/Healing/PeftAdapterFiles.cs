@@ -84,7 +84,8 @@ public static class PeftAdapterFiles
     {
         null => null,
         JsonValue v when v.TryGetValue<double>(out var d) => d,
-        JsonValue v when v.TryGetValue<string>(out var s) && double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d2) => d2,
+        JsonValue v when v.TryGetValue<string>(out var s)
+            && double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d2) => d2,
         _ => throw new LayerPruneException($"adapter_config.json: \"{key}\" is not a number"),
     };
 
@@ -114,10 +115,12 @@ public static class PeftAdapterFiles
             if (a.dim() != 2 || b.dim() != 2 || a.shape[0] != settings.R || b.shape[1] != settings.R
                 || a.shape[1] != linear.InFeatures || b.shape[0] != linear.OutFeatures)
                 throw new LayerPruneException(
-                    $"PEFT adapter: {name}: lora_A [{string.Join(", ", a.shape)}] / lora_B [{string.Join(", ", b.shape)}] do not fit r={settings.R} and layer [{linear.OutFeatures}, {linear.InFeatures}]");
+                    $"PEFT adapter: {name}: lora_A [{string.Join(", ", a.shape)}] / lora_B [{string.Join(", ", b.shape)}] do not fit " +
+                        $"r={settings.R} and layer [{linear.OutFeatures}, {linear.InFeatures}]");
             if (linear.Adapter is not null) throw new LayerPruneException($"PEFT adapter: module {name} already has an adapter");
             var device = linear.Weight?.device ?? (linear.Quantized as Nf4Weight)?.Packed.device ?? CPU;
-            var adapter = new LoraAdapter(a.detach().to(ScalarType.Float32, device).clone(), b.detach().to(ScalarType.Float32, device).clone(),
+            var adapter = new LoraAdapter(a.detach().to(ScalarType.Float32, device).clone(),
+                b.detach().to(ScalarType.Float32, device).clone(),
                 settings.Alpha, settings.Dropout, settings.UseRsLora) { Training = false }; // inference until told otherwise
             linear.Weight?.requires_grad_(false);
             linear.Bias?.requires_grad_(false);

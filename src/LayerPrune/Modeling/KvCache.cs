@@ -26,7 +26,8 @@ public sealed class KvCache : IDisposable
         return (_keys[i]!, _values[i]!);
     }
 
-    /// <summary>A new cache whose batch rows are rows <paramref name="index"/> of this one (e.g. one shared context repeated per choice).</summary>
+    /// <summary>A new cache whose batch rows are rows <paramref name="index"/> of this one (e.g. one shared context repeated per
+    /// choice).</summary>
     public KvCache Select(Tensor index)
     {
         var c = new KvCache(Layers);

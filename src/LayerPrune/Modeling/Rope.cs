@@ -12,7 +12,8 @@ public sealed class Rope : IDisposable
     readonly Tensor _invFreq; // [RotaryDim/2] fp32
     readonly double _positionScale;
 
-    /// <summary>Inverse frequencies of <paramref name="s"/> for heads of <paramref name="headDim"/>, on <paramref name="device"/>.</summary>
+    /// <summary>Inverse frequencies of <paramref name="s"/> for heads of <paramref name="headDim"/>, on
+    /// <paramref name="device"/>.</summary>
     public Rope(RopeSettings s, int headDim, Device device)
     {
         RotaryDim = (int)(headDim * s.PartialRotaryFactor);
@@ -51,7 +52,8 @@ public sealed class Rope : IDisposable
         return (cos.to(dtype).MoveToOuterDisposeScope(), sinSigned.to(dtype).MoveToOuterDisposeScope());
     }
 
-    /// <summary>x·cos + rotate_half(x)·sin on the first RotaryDim features of x [B, heads, T, headDim] (HF apply_rotary_pos_emb).</summary>
+    /// <summary>x·cos + rotate_half(x)·sin on the first RotaryDim features of x [B, heads, T, headDim]
+    /// (HF apply_rotary_pos_emb).</summary>
     public Tensor Apply(Tensor x, Tensor cos, Tensor sinSigned)
     {
         long headDim = x.shape[^1];

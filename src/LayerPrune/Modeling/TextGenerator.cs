@@ -39,7 +39,8 @@ public sealed record GenerationResult(int[] TokenIds, int PromptLength, int NewT
 /// <summary>Autoregressive decoding with a KV cache: one prefill over the prompt, then one position per step.</summary>
 public static class TextGenerator
 {
-    /// <summary>Continues <paramref name="prompt"/> with <paramref name="model"/> as <paramref name="o"/> says (KV-cached decoding).</summary>
+    /// <summary>Continues <paramref name="prompt"/> with <paramref name="model"/> as <paramref name="o"/> says (KV-cached
+    /// decoding).</summary>
     public static GenerationResult Generate(CausalLM model, IReadOnlyList<int> prompt, GenerationOptions o)
     {
         if (prompt.Count == 0) throw new LayerPruneException("generate: the prompt is empty (give --prompt text or --token-ids)");
@@ -61,7 +62,8 @@ public static class TextGenerator
                 int next = o.Greedy || o.Temperature <= 0 ? (int)logits.argmax().item<long>() : Sample(logits, o, gen);
                 if (step == 0) { prefill = sw.Elapsed.TotalSeconds; sw.Restart(); }
                 tokens.Add(next);
-                if ((o.StopAtEos && eos.Contains(next)) || (o.ShouldStop?.Invoke(tokens.GetRange(prompt.Count, tokens.Count - prompt.Count)) ?? false)) break;
+                if ((o.StopAtEos && eos.Contains(next))
+                    || (o.ShouldStop?.Invoke(tokens.GetRange(prompt.Count, tokens.Count - prompt.Count)) ?? false)) break;
                 input = tensor(new long[] { next }, [1, 1]).DetachFromDisposeScope();
             }
         }

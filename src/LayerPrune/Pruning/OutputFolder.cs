@@ -44,7 +44,8 @@ public sealed class OutputFolder : IDisposable
         foreach (var input in protectedInputs)
         {
             string inFull = Canonical(input);
-            if (full == inFull || inFull.StartsWith(full + Path.DirectorySeparatorChar) || full.StartsWith(inFull + Path.DirectorySeparatorChar))
+            if (full == inFull || inFull.StartsWith(full + Path.DirectorySeparatorChar)
+                || full.StartsWith(inFull + Path.DirectorySeparatorChar))
                 throw LayerPruneException.Invalid(parameterName, path, $"must not be, contain or lie inside the input {input}");
         }
         if ((Directory.Exists(full) || System.IO.File.Exists(full)) && !force)

@@ -55,12 +55,14 @@ public sealed record PrunePlan(string Strategy, int OriginalLayers, int[] Remove
         return Create("layers", layers, removed);
     }
 
-    /// <summary>A prune_plan.json written by `layerprune prune` (its "removed" layers) for a model of <paramref name="layers"/> layers.</summary>
+    /// <summary>A prune_plan.json written by `layerprune prune` (its "removed" layers) for a model of <paramref name="layers"/>
+    /// layers.</summary>
     public static PrunePlan FromJsonFile(string planPath, int layers)
     {
         var root = JsonInput.ReadObject(planPath);
         if (root["original_layers"] is JsonValue ov && ov.TryGetValue<int>(out int original) && original != layers)
-            throw LayerPruneException.Invalid(nameof(planPath), planPath, $"the plan is for a {original}-layer model but the model has {layers} layers");
+            throw LayerPruneException.Invalid(nameof(planPath), planPath,
+                $"the plan is for a {original}-layer model but the model has {layers} layers");
         if (root["removed"] is not JsonArray removed || removed.Count == 0)
             throw LayerPruneException.Invalid(nameof(planPath), planPath, "no \"removed\" list of layer indices");
         var spec = string.Join(",", removed.Select(n => n is JsonValue v && v.TryGetValue<int>(out int i) ? i.ToString()

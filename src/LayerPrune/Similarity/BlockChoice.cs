@@ -20,7 +20,8 @@ public static class BlockChoice
     /// </summary>
     public static BestBlock BestFor(this SimilarityResult r, int n, SimilarityMetric metric, bool protectLast = false)
     {
-        var m = r.MatrixOf(metric) ?? throw new LayerPruneException($"similarity: the {SimilarityMetrics.Name(metric)} matrix was not computed");
+        var m = r.MatrixOf(metric)
+            ?? throw new LayerPruneException($"similarity: the {SimilarityMetrics.Name(metric)} matrix was not computed");
         return Best(m, n, protectLast);
     }
 

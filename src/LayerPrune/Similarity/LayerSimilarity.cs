@@ -14,11 +14,14 @@ public sealed class SimilarityResult
     public required double[,] Matrix { get; init; }
     /// <summary>Samples averaged.</summary>
     public required int Samples { get; init; }
-    /// <summary>ShortGPT Block Influence per layer: mean over all non-padding tokens of 1 − cos(layer input, layer output); null when not computed.</summary>
+    /// <summary>ShortGPT Block Influence per layer: mean over all non-padding tokens of 1 − cos(layer input, layer output); null when not
+    /// computed.</summary>
     public double[]? BlockInfluence { get; init; }
-    /// <summary>(L+1)×(L+1) mean over all non-padding tokens of 1 − cos(x_a, x_b); its superdiagonal is <see cref="BlockInfluence"/>.</summary>
+    /// <summary>(L+1)×(L+1) mean over all non-padding tokens of 1 − cos(x_a, x_b); its superdiagonal is
+    /// <see cref="BlockInfluence"/>.</summary>
     public double[,]? BlockInfluenceMatrix { get; init; }
-    /// <summary>(L+1)×(L+1) 1 − linear CKA(x_a, x_b) over all non-padding tokens (a distance: 0 = identical up to rotation and scale).</summary>
+    /// <summary>(L+1)×(L+1) 1 − linear CKA(x_a, x_b) over all non-padding tokens (a distance: 0 = identical up to rotation and
+    /// scale).</summary>
     public double[,]? CkaDistance { get; init; }
     /// <summary>Each sample's angular-distance matrix (what <see cref="Matrix"/> averages), for resampling.</summary>
     public IReadOnlyList<double[,]>? PerSample { get; init; }
@@ -68,7 +71,8 @@ public static class LayerSimilarity
         }
         int L = model.NumLayers;
         using var sum = zeros(L + 1, L + 1, dtype: ScalarType.Float64, device: model.Device);
-        using var tokens = blockInfluence || cka ? new AllTokenAccumulator(L, model.Config.HiddenSize, blockInfluence, cka, model.Device) : null;
+        using var tokens = blockInfluence || cka ? new AllTokenAccumulator(L, model.Config.HiddenSize, blockInfluence, cka, model.Device)
+            : null;
         var perSample = new List<double[,]>();
         using var _ = no_grad();
         var batches = samples.Chunk(Math.Max(1, batchSize)).ToList();
@@ -142,7 +146,8 @@ public static class LayerSimilarity
                 tensor(last, device: device));
     }
 
-    /// <summary>One batch's last-token states x_0 … x_L (and, for all-token metrics, the full states), folded into the totals at the end.</summary>
+    /// <summary>One batch's last-token states x_0 … x_L (and, for all-token metrics, the full states), folded into the totals at the
+    /// end.</summary>
     sealed class BatchCollector(int layers, Tensor? mask, Tensor last, AllTokenAccumulator? tokens)
     {
         readonly Tensor[] _states = new Tensor[layers + 1];   // each [B, H] in fp64 at the last real token

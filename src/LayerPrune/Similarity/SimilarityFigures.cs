@@ -3,7 +3,8 @@ using ScottPlot;
 
 namespace LayerPrune.Similarity;
 
-/// <summary>The per-metric heatmaps: <see cref="Plots.CreateSimilarityHeatmap"/> with the metric's colour-bar label and bootstrap marks.</summary>
+/// <summary>The per-metric heatmaps: <see cref="Plots.CreateSimilarityHeatmap"/> with the metric's colour-bar label and bootstrap
+/// marks.</summary>
 public static class SimilarityFigures
 {
     /// <summary>The block heatmap of any (L+1)×(L+1) distance matrix, its colour bar labelled <paramref name="colorLabel"/>.</summary>

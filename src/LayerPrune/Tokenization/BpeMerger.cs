@@ -7,7 +7,8 @@ namespace LayerPrune.Tokenization;
 /// </summary>
 internal static class BpeMerger
 {
-    /// <summary>Returns true when (left, right) merge into <paramref name="merged"/> with <paramref name="priority"/> (lower first).</summary>
+    /// <summary>Returns true when (left, right) merge into <paramref name="merged"/> with <paramref name="priority"/> (lower
+    /// first).</summary>
     public delegate bool PairLookup(int left, int right, out double priority, out int merged);
 
     /// <summary>Merges <paramref name="symbols"/> in place.</summary>

@@ -53,7 +53,8 @@ internal sealed class SentencePieceModel
         _lookup = _pieceToId.GetAlternateLookup<ReadOnlySpan<char>>();
         _userDefined = Enumerable.Range(0, pieces.Length).Where(i => types[i] == UserDefined)
             .Select(i => pieces[i]).OrderByDescending(p => p.Length).ToArray();
-        if (byteFallback && _byteIds.Any(id => id < 0)) throw new LayerPruneException($"{file}: byte_fallback is set but <0xNN> pieces are missing");
+        if (byteFallback && _byteIds.Any(id => id < 0))
+            throw new LayerPruneException($"{file}: byte_fallback is set but <0xNN> pieces are missing");
     }
 
     public string IdToPiece(int id) => _pieces[id];
@@ -73,7 +74,8 @@ internal sealed class SentencePieceModel
         try { data = File.ReadAllBytes(path); }
         catch (IOException e) { throw new LayerPruneException($"{file}: cannot read ({e.Message})", e); }
         try { return Parse(data, file); }
-        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or DecoderFallbackException or FormatException or OverflowException)
+        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or DecoderFallbackException or FormatException
+                                   or OverflowException)
         { throw new LayerPruneException($"{file}: not a valid SentencePiece model ({e.Message})", e); }
     }
 
@@ -131,7 +133,8 @@ internal sealed class SentencePieceModel
                 default: r.Skip(wire); break;
             }
         }
-        if (pieces.Count == 0 || !sawTrainer) throw new LayerPruneException($"{file}: not a valid SentencePiece model (no pieces or trainer spec)");
+        if (pieces.Count == 0 || !sawTrainer)
+            throw new LayerPruneException($"{file}: not a valid SentencePiece model (no pieces or trainer spec)");
         return new SentencePieceModel(pieces.ToArray(), scores.ToArray(), types.ToArray(), modelType, byteFallback,
             unk, bos, eos, pad, normName, dummy, removeWs, escapeWs, file);
     }
@@ -158,9 +161,20 @@ internal sealed class SentencePieceModel
             }
         }
         public float Float() { float f = BitConverter.ToSingle(data, _pos); _pos += 4; return f; }
-        private int Length() { int len = checked((int)Varint()); if (len < 0 || _pos + len > end) throw new FormatException("length out of range"); return len; }
+        private int Length()
+        {
+            int len = checked((int)Varint());
+            if (len < 0 || _pos + len > end) throw new FormatException("length out of range");
+            return len;
+        }
         public ProtoReader Sub() { int len = Length(); var s = new ProtoReader(data, _pos, _pos + len); _pos += len; return s; }
-        public string String() { int len = Length(); var s = new UTF8Encoding(false, true).GetString(data, _pos, len); _pos += len; return s; }
+        public string String()
+        {
+            int len = Length();
+            var s = new UTF8Encoding(false, true).GetString(data, _pos, len);
+            _pos += len;
+            return s;
+        }
         public void Skip(int wire)
         {
             switch (wire)
@@ -259,7 +273,8 @@ internal sealed class SentencePieceModel
         void Flush() { if (bytes.Count > 0) { sb.Append(Encoding.UTF8.GetString(bytes.ToArray())); bytes.Clear(); atStart = false; } }
         foreach (int id in ids)
         {
-            if (id < 0 || id >= _pieces.Length) throw new LayerPruneException($"token id {id} is outside the vocabulary (size {_pieces.Length})");
+            if (id < 0 || id >= _pieces.Length)
+                throw new LayerPruneException($"token id {id} is outside the vocabulary (size {_pieces.Length})");
             int type = _types[id];
             if (type == Control) continue;
             if (type == Byte) { bytes.Add(Convert.ToByte(_pieces[id].Substring(3, 2), 16)); continue; }

@@ -42,7 +42,8 @@ public sealed class TextTokenizer : ITextTokenizer
     public int? PadId { get; }
     /// <inheritdoc/>
     public bool AddsBos => BosId is int b && _prefix.Contains(b);
-    /// <summary>Whether <see cref="Encode"/> appends an EOS token (tokenizer_config add_eos_token, or the tokenizer.json template).</summary>
+    /// <summary>Whether <see cref="Encode"/> appends an EOS token (tokenizer_config add_eos_token, or the tokenizer.json
+    /// template).</summary>
     public bool AddsEos => _suffix.Any(EosIds.Contains);
     /// <inheritdoc/>
     public int VocabSize { get; }

@@ -26,7 +26,8 @@ public static class TokenizerLoader
         if (File.Exists(json)) return LoadTokenizerJson(json, cfg);
         if (File.Exists(spm)) return LoadSentencePiece(spm, cfg);
         if (File.Exists(vocab) && File.Exists(merges)) return LoadVocabMerges(vocab, merges, cfg);
-        throw new LayerPruneException($"{modelDir}: no tokenizer found (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt)");
+        throw new LayerPruneException(
+            $"{modelDir}: no tokenizer found (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt)");
     }
 
     // ---------------- tokenizer.model ----------------
@@ -113,10 +114,12 @@ public static class TokenizerLoader
         const string F = "tokenizer.json";
         return ReadJson(path, root =>
         {
-            if (!root.TryGetProperty("model", out var m) || m.ValueKind != JsonValueKind.Object) throw new LayerPruneException($"{F}: no \"model\" object");
+            if (!root.TryGetProperty("model", out var m) || m.ValueKind != JsonValueKind.Object)
+                throw new LayerPruneException($"{F}: no \"model\" object");
             string type = Str(m, "type") ?? (m.TryGetProperty("merges", out _) ? "BPE" : "?");
             if (type != "BPE") throw new LayerPruneException($"{F}: model type '{type}' is not supported (only BPE)");
-            if (!m.TryGetProperty("vocab", out var v) || v.ValueKind != JsonValueKind.Object) throw new LayerPruneException($"{F}: model.vocab is missing");
+            if (!m.TryGetProperty("vocab", out var v) || v.ValueKind != JsonValueKind.Object)
+                throw new LayerPruneException($"{F}: model.vocab is missing");
             if (!string.IsNullOrEmpty(Str(m, "continuing_subword_prefix")) || !string.IsNullOrEmpty(Str(m, "end_of_word_suffix")))
                 throw new LayerPruneException($"{F}: BPE continuing_subword_prefix / end_of_word_suffix are not supported");
             var vocab = ReadVocab(v, F);
@@ -134,7 +137,8 @@ public static class TokenizerLoader
                         merges.Add((e[0].GetString()!, e[1].GetString()!));
                     else throw new LayerPruneException($"{F}: model.merges entries must be \"a b\" or [\"a\", \"b\"]");
                 }
-            var model = new RankBpeModel(vocab, merges, F, Str(m, "unk_token"), Bool(m, "byte_fallback"), Bool(m, "fuse_unk"), Bool(m, "ignore_merges"));
+            var model = new RankBpeModel(vocab, merges, F, Str(m, "unk_token"), Bool(m, "byte_fallback"), Bool(m, "fuse_unk"),
+                Bool(m, "ignore_merges"));
 
             var added = new Dictionary<string, int>(StringComparer.Ordinal);
             var special = new HashSet<int>();
@@ -187,7 +191,8 @@ public static class TokenizerLoader
             case "Prepend": steps.Add(new PipelineStep.Prepend(Str(e, "prepend") ?? "")); break;
             case "Replace":
                 var pat = e.GetProperty("pattern");
-                string from = Str(pat, "String") ?? throw new LayerPruneException($"{file}: {what} Replace with a regex pattern is not supported");
+                string from = Str(pat, "String")
+                    ?? throw new LayerPruneException($"{file}: {what} Replace with a regex pattern is not supported");
                 steps.Add(new PipelineStep.Replace(from, Str(e, "content") ?? ""));
                 break;
             case "Split":
@@ -195,16 +200,21 @@ public static class TokenizerLoader
                 string regex = Str(sp, "Regex") ?? System.Text.RegularExpressions.Regex.Escape(Str(sp, "String") ?? "");
                 string behavior = Str(e, "behavior") ?? "Isolated";
                 if (behavior != "Isolated" || Bool(e, "invert"))
-                    throw new LayerPruneException($"{file}: {what} Split behavior '{behavior}'{(Bool(e, "invert") ? " (inverted)" : "")} is not supported (only Isolated)");
+                    throw new LayerPruneException(
+                        $"{file}: {what} Split behavior '{behavior}'{(Bool(e, "invert") ? " (inverted)" : "")} is not supported (only " +
+                        "Isolated)");
                 steps.Add(new PipelineStep.Split(new RegexSplitter(regex)));
                 break;
             case "ByteLevel":
-                steps.Add(new PipelineStep.ByteLevel(Bool(e, "add_prefix_space"), !e.TryGetProperty("use_regex", out var ur) || ur.ValueKind != JsonValueKind.False));
+                steps.Add(new PipelineStep.ByteLevel(Bool(e, "add_prefix_space"), !e.TryGetProperty("use_regex", out var ur)
+                    || ur.ValueKind != JsonValueKind.False));
                 break;
             case "Metaspace":
                 string rep = Str(e, "replacement") ?? "\u2581";
-                string scheme = Str(e, "prepend_scheme") ?? (e.TryGetProperty("add_prefix_space", out var aps) && aps.ValueKind == JsonValueKind.False ? "never" : "always");
-                steps.Add(new PipelineStep.Metaspace(rep[0], scheme, !e.TryGetProperty("split", out var spl) || spl.ValueKind != JsonValueKind.False));
+                string scheme = Str(e, "prepend_scheme")
+                    ?? (e.TryGetProperty("add_prefix_space", out var aps) && aps.ValueKind == JsonValueKind.False ? "never" : "always");
+                steps.Add(new PipelineStep.Metaspace(rep[0], scheme, !e.TryGetProperty("split", out var spl)
+                    || spl.ValueKind != JsonValueKind.False));
                 break;
             case "Digits": steps.Add(new PipelineStep.Digits(Bool(e, "individual_digits"))); break;
             default: throw new LayerPruneException($"{file}: {what} type '{type}' is not supported");
@@ -259,7 +269,8 @@ public static class TokenizerLoader
         try
         {
             using var stream = File.OpenRead(path);
-            using var doc = JsonDocument.Parse(stream, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            using var doc = JsonDocument.Parse(stream,
+                new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
             return read(doc.RootElement);
         }
         catch (JsonException e) { throw new LayerPruneException($"{file}: invalid JSON at line {(e.LineNumber ?? 0) + 1}", e); }
@@ -269,7 +280,8 @@ public static class TokenizerLoader
     }
 
     internal static string? Str(JsonElement e, string name) =>
-        e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+        e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()
+            : null;
 
     internal static bool Bool(JsonElement e, string name) =>
         e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.True;
@@ -311,8 +323,10 @@ internal sealed class TokenizerConfig
             if (root.TryGetProperty("added_tokens_decoder", out var atd) && atd.ValueKind == JsonValueKind.Object)
                 foreach (var kv in atd.EnumerateObject())
                 {
-                    if (!int.TryParse(kv.Name, out int id)) throw new LayerPruneException($"tokenizer_config.json: added_tokens_decoder key '{kv.Name}' is not an id");
-                    string content = TokenizerLoader.Str(kv.Value, "content") ?? throw new LayerPruneException($"tokenizer_config.json: added token {id} has no content");
+                    if (!int.TryParse(kv.Name, out int id))
+                        throw new LayerPruneException($"tokenizer_config.json: added_tokens_decoder key '{kv.Name}' is not an id");
+                    string content = TokenizerLoader.Str(kv.Value, "content")
+                        ?? throw new LayerPruneException($"tokenizer_config.json: added token {id} has no content");
                     c.AddedTokensDecoder.Add((id, content, TokenizerLoader.Bool(kv.Value, "special")));
                 }
             return c;
@@ -337,7 +351,8 @@ internal sealed class TokenizerConfig
 
     public int? Resolve(string? token, Func<string, int?> lookup) => token == null ? null : lookup(token);
 
-    /// <summary>The tokenizer's EOS (tokenizer_config eos_token, else <paramref name="modelDefault"/>) followed by config.json's other eos ids.</summary>
+    /// <summary>The tokenizer's EOS (tokenizer_config eos_token, else <paramref name="modelDefault"/>) followed by config.json's other eos
+    /// ids.</summary>
     public IReadOnlyList<int> EosIds(Func<string, int?> lookup, int? modelDefault)
     {
         var list = new List<int>();

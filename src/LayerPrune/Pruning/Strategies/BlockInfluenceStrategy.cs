@@ -24,12 +24,14 @@ public static class BlockInfluenceStrategy
     public static PrunePlan Plan(SimilarityResult s, int n, bool protectLast, SelectionCost cost)
     {
         var bi = s.BlockInfluence
-            ?? throw new ArgumentException("the similarity result holds no block influence (compute it with blockInfluence: true)", nameof(s));
+            ?? throw new ArgumentException("the similarity result holds no block influence (compute it with blockInfluence: true)",
+                nameof(s));
         Candidates.CheckN(n, s.Layers, protectLast);
         var ranking = Ranking(bi, protectLast);
         var selection = new JsonObject
         {
-            ["method"] = "ShortGPT Block Influence: BI_i = mean over all valid tokens of 1 - cos(input of layer i, output of layer i); the n lowest removed",
+            ["method"] = "ShortGPT Block Influence: BI_i = mean over all valid tokens of 1 - cos(input of layer i, output of layer i); " +
+                "the n lowest removed",
             ["protect_last"] = protectLast,
             ["samples"] = s.Samples,
             ["block_influence"] = new JsonArray(bi.Select(v => (JsonNode?)v).ToArray()),

@@ -79,7 +79,8 @@ public sealed class CalibrationLoss(CausalLM model, IReadOnlyList<int[]> chunks,
     bool PrefixFits(int positions)
     {
         if (!reusePrefix || model.Offloaded || chunks.Any(c => c.Length != chunks[0].Length)) return false;
-        long bytes = (long)positions * chunks.Sum(c => (long)c.Length) * model.Config.HiddenSize * (model.Dtype switch { ScalarType.Float64 => 8, ScalarType.Float32 => 4, _ => 2 });
+        int elementSize = model.Dtype switch { ScalarType.Float64 => 8, ScalarType.Float32 => 4, _ => 2 };
+        long bytes = (long)positions * chunks.Sum(c => (long)c.Length) * model.Config.HiddenSize * elementSize;
         return bytes <= MaxPrefixBytes;
     }
 
@@ -93,7 +94,8 @@ public sealed class CalibrationLoss(CausalLM model, IReadOnlyList<int[]> chunks,
         {
             int T = batch[0].Length;
             // Detached from any caller's dispose scope: the cache lives until the order changes or Dispose.
-            var ids = tensor(batch.SelectMany(c => c.Select(x => (long)x)).ToArray(), [batch.Length, T]).to(model.Device).DetachFromDisposeScope();
+            var ids = tensor(batch.SelectMany(c => c.Select(x => (long)x)).ToArray(), [batch.Length, T]).to(model.Device)
+                .DetachFromDisposeScope();
             var att = model.PrepareAttention(batch.Length, T, 0, null);
             att.Cos.DetachFromDisposeScope();
             att.SinSigned.DetachFromDisposeScope();

@@ -3,7 +3,8 @@ using LayerPrune.Reporting;
 
 namespace LayerPrune.Pruning.Strategies;
 
-/// <summary>One round of <see cref="GreedyStrategy"/>: the layer removed and the calibration loss without it (and the earlier ones).</summary>
+/// <summary>One round of <see cref="GreedyStrategy"/>: the layer removed and the calibration loss without it (and the earlier
+/// ones).</summary>
 public sealed record GreedyRound(int Removed, double Loss);
 
 /// <summary>
@@ -72,7 +73,8 @@ public sealed class GreedyStrategy
             ["protect_last"] = ProtectLast,
             ["calibration_chunks"] = CalibrationChunks,
             ["base_loss"] = BaseLoss,
-            ["order"] = new JsonArray(Rounds.Take(n).Select(r => (JsonNode?)new JsonObject { ["removed"] = r.Removed, ["loss"] = r.Loss }).ToArray()),
+            ["order"] = new JsonArray(Rounds.Take(n).Select(r => (JsonNode?)new JsonObject { ["removed"] = r.Removed, ["loss"] = r.Loss })
+                .ToArray()),
             ["calibration_loss"] = Rounds[n - 1].Loss,
             ["cost"] = Costs[n - 1].ToJson(),
         };

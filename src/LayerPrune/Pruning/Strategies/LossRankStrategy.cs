@@ -38,7 +38,8 @@ public sealed class LossRankStrategy
             without[c] = loss.LossWithout(Enumerable.Range(0, L).ToList(), c);
             p.Advance(1, $"without {c}");
         }
-        return new LossRankStrategy { LossWithout = without, BaseLoss = baseLoss, CalibrationChunks = loss.Chunks, ProtectLast = protectLast, Cost = loss.Cost };
+        return new LossRankStrategy { LossWithout = without, BaseLoss = baseLoss, CalibrationChunks = loss.Chunks,
+            ProtectLast = protectLast, Cost = loss.Cost };
     }
 
     /// <summary>Layers by increasing loss-without (the removal order).</summary>

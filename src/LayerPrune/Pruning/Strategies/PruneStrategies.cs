@@ -98,7 +98,8 @@ public static class PruneStrategies
         var samples = inputs.SimilaritySamples?.Invoke()
             ?? throw new ArgumentException("the similarity strategies need similarity samples", nameof(inputs));
         var clock = Stopwatch.StartNew();
-        using var p = ProgressReporter.Start("similarity", samples.Count, "samples", inputs.Progress ?? NullProgressSink.Instance, clock: null);
+        using var p = ProgressReporter.Start("similarity", samples.Count, "samples", inputs.Progress ?? NullProgressSink.Instance,
+            clock: null);
         var s = LayerSimilarity.Compute(inputs.Model, samples, inputs.BatchSize, blockInfluence: metric == SimilarityMetric.BlockInfluence,
                                         onSamplesDone: n => p.Advance(n), cka: metric == SimilarityMetric.Cka);
         long tokens = samples.Sum(x => (long)x.Length);
@@ -126,7 +127,8 @@ public static class PruneStrategies
         return WithRule(PrunePlan.Shallowest(n, layers), "layers 1..n (layer 0 stays)");
     }
 
-    /// <summary>A seeded random contiguous block; without <paramref name="protectLast"/> exactly <see cref="PrunePlan.RandomBlock"/>.</summary>
+    /// <summary>A seeded random contiguous block; without <paramref name="protectLast"/> exactly
+    /// <see cref="PrunePlan.RandomBlock"/>.</summary>
     public static PrunePlan RandomBlock(int n, int layers, int seed, bool protectLast)
     {
         Candidates.CheckN(n, layers, protectLast);

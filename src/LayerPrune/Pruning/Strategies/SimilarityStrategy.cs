@@ -13,13 +13,15 @@ public static class SimilarityStrategy
     public static string NameOf(SimilarityMetric metric) =>
         metric == SimilarityMetric.Angular ? "similarity" : "similarity-" + SimilarityMetrics.Name(metric);
 
-    /// <summary>The block l*(n) of <paramref name="s"/> by <paramref name="metric"/>; the final layer kept when <paramref name="protectLast"/>.</summary>
+    /// <summary>The block l*(n) of <paramref name="s"/> by <paramref name="metric"/>; the final layer kept when
+    /// <paramref name="protectLast"/>.</summary>
     public static PrunePlan Plan(SimilarityResult s, int n, SimilarityMetric metric, bool protectLast, SelectionCost cost)
     {
         var best = s.BestFor(n, metric, protectLast);
         var selection = new JsonObject
         {
-            ["method"] = "contiguous block [start, start+n) minimising the metric between the residual state entering it and the one leaving it",
+            ["method"] = "contiguous block [start, start+n) minimising the metric between the residual state entering it and the one " +
+                "leaving it",
             ["metric"] = SimilarityMetrics.Name(metric),
             ["metric_value"] = best.Distance,
             ["start"] = best.Start,
