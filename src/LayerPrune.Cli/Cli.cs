@@ -205,7 +205,8 @@ public static class Cli
                 "batchSize" => "; a smaller --batch makes it fit",
                 _ => canOffload ? "" : "; this command cannot stream layers (--offload is for similarity and prune)",
             };
-            throw new LayerPruneException($"--model {dir}: {e.Message}{fix}");
+            string needs = $"needs about {MemoryPlanner.Gb(e.NeededBytes)} of memory but {MemoryPlanner.Gb(e.AvailableBytes)} is available";
+            throw new LayerPruneException($"--model {dir}: {needs}{fix}");
         }
     }
 
