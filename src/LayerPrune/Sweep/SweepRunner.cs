@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LayerPrune.Data;
@@ -36,7 +38,8 @@ public static class SweepRunner
         var tasks = o.Tasks.Select(EvalTasks.Parse).ToList();
         int L = model.NumLayers;
 
-        using var outLock = OutputLock.Acquire(o.OutDir, nameof(SweepOptions.OutDir)); // a concurrent sweep into the same folder fails at once
+        // A concurrent sweep into the same folder fails at once.
+        using var outLock = OutputLock.Acquire(o.OutDir, nameof(SweepOptions.OutDir));
         Directory.CreateDirectory(o.OutDir);
         var config = ConfigJson(o, ns);
         string resultsPath = Path.Combine(o.OutDir, "results.json");
@@ -131,7 +134,9 @@ public static class SweepRunner
                     Healed = healed,
                     AngularDistance = v.Strategy == "similarity" ? plan?.Distance : null,
                     Seed = v.Seed,
-                    SelectionCost = plan is null || healed ? null : CostOf(plan, v.Strategy, similarityCost),
+                    SelectionCost = plan is null || healed ? null : CostOf(plan, v.Strategy, similarityCost) is { } cost
+                        ? VariantRow.CostFromJson(cost.ToJson()) // as results.json holds it (seconds rounded)
+                        : null,
                     Metrics = metrics,
                     Efficiency = efficiency,
                     EfficiencyReference = reference,
@@ -371,7 +376,9 @@ public static class SweepRunner
         }
     }
 
-    /// <summary>One figure per metric (its direction, chance level and axis label from <see cref="MetricInfo"/>) and report.md.</summary>
+    /// <summary>One figure per metric (its direction, chance level and axis label from <see cref="MetricInfo"/>), the
+    /// efficiency figure when measured, and report.md. Random variants of several seeds enter figures and tables as their
+    /// mean per n; report.md lists the mean ± std.</summary>
     static void WriteFigures(SweepOptions o, SweepResult result, int L, IReadOnlyList<IPreparedTask> tasks)
     {
         // Healed variants are their own series ("similarity+heal"), sharing the unpruned baseline.
@@ -381,8 +388,8 @@ public static class SweepRunner
         foreach (var s in strategies)
         {
             reportRows.Add(new SweepRow(s, 0, 0, baseline.Metrics));
-            foreach (var r in result.Rows.Where(r => r.Series == s))
-                reportRows.Add(new SweepRow(s, r.N, r.Fraction, r.Metrics));
+            foreach (var g in result.Rows.Where(r => r.Series == s).GroupBy(r => r.N))
+                reportRows.Add(new SweepRow(s, g.Key, g.First().Fraction, MeanMetrics(g.ToList())));
         }
         var metrics = tasks.SelectMany(t => t.Metrics).ToList();
         string model = Path.GetFileName(Path.GetFullPath(o.ModelDir).TrimEnd('/'));
@@ -397,9 +404,65 @@ public static class SweepRunner
         }
         string figures = string.Join(", ", metrics.Select(m => $"![{m.Column}]({m.Column}.png)"));
         if (File.Exists(Path.Combine(o.OutDir, "similarity.png"))) figures += ", ![similarity](similarity.png)";
-        var report = ReportWriter.Build(reportRows, metrics.Select(m => m.Report).ToList(), $"LayerPrune sweep: {model} ({L} layers)")
+        var specs = metrics.Select(m => m.Report).ToList();
+        string title = $"LayerPrune sweep: {model} ({L} layers)";
+        var costs = new Dictionary<string, SelectionCost?>();
+        foreach (var s in o.Strategies)
+            costs[s] = result.Rows.Where(r => r.Strategy == s && !r.Healed).OrderBy(r => r.N).LastOrDefault()?.SelectionCost;
+        var report = ReportWriter.Build(reportRows, specs, title)
+            + ReportWriter.StrategySection(ReportWriter.Evaluate(reportRows, specs), costs)
+            + SeedSection(result.Rows, metrics.Select(m => m.Column).ToList())
+            + EfficiencySection(o, result.Rows)
             + ReportWriter.ProtocolSection(tasks.Select(t => (t.Spec.Kind + ":" + Path.GetFileName(t.Spec.Path), t.Protocol)))
             + "\nFigures: " + figures + "\n";
         File.WriteAllText(Path.Combine(o.OutDir, "report.md"), report);
+    }
+
+    /// <summary>The mean of each metric over <paramref name="rows"/> (the seeds of one random n; one row: its metrics).</summary>
+    static IReadOnlyDictionary<string, double> MeanMetrics(IReadOnlyList<VariantRow> rows)
+    {
+        if (rows.Count == 1) return rows[0].Metrics;
+        var mean = new OrderedDictionary<string, double>();
+        foreach (var k in rows[0].Metrics.Keys)
+            mean[k] = rows.Average(r => r.Metrics.TryGetValue(k, out var v) ? v : double.NaN);
+        return mean;
+    }
+
+    /// <summary>"## Random seeds": per n and metric, mean ± sample std over the seeds (empty without several seeds).</summary>
+    static string SeedSection(IReadOnlyList<VariantRow> rows, IReadOnlyList<string> columns)
+    {
+        var seeded = rows.Where(r => r.Seed is not null).GroupBy(r => (r.Series, r.N)).Where(g => g.Count() > 1).ToList();
+        if (seeded.Count == 0) return "";
+        var sb = new StringBuilder("\n## Random seeds\n\n");
+        sb.Append("Mean ± sample standard deviation over the seeds of each random variant.\n\n");
+        sb.Append("| strategy | n | seeds | ").Append(string.Join(" | ", columns)).Append(" |\n");
+        sb.Append("|---|---:|---|").Append(string.Concat(columns.Select(_ => "---:|"))).Append('\n');
+        foreach (var g in seeded.OrderBy(g => g.Key.Series, StringComparer.Ordinal).ThenBy(g => g.Key.N))
+        {
+            var seeds = string.Join(",", g.Select(r => r.Seed!.Value));
+            sb.Append(CultureInfo.InvariantCulture, $"| {g.Key.Series} | {g.Key.N} | {seeds} |");
+            foreach (var c in columns)
+            {
+                var v = g.Select(r => r.Metrics.TryGetValue(c, out var x) ? x : double.NaN).ToList();
+                double mean = v.Average();
+                double std = Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Count - 1));
+                sb.Append(CultureInfo.InvariantCulture, $" {mean:0.0000} ± {std:0.0000} |");
+            }
+            sb.Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>The efficiency table and OUT/efficiency.png when the variants were measured (empty otherwise).</summary>
+    static string EfficiencySection(SweepOptions o, IReadOnlyList<VariantRow> rows)
+    {
+        var reference = rows.FirstOrDefault(r => r.Strategy == "none")?.Efficiency;
+        if (o.Efficiency is null || reference is null) return "";
+        var measured = rows.Where(r => r.N > 0 && r.Efficiency is not null)
+            .Select(r => new EfficiencyRow(r.Seed is int s ? $"{r.Strategy} seed {s}" : r.Strategy, r.N, r.Fraction, r.Efficiency!,
+                r.EfficiencyReference))
+            .ToList();
+        EfficiencyReport.Plot(Path.Combine(o.OutDir, EfficiencyReport.PlotFile), reference, measured);
+        return "\n" + EfficiencyReport.Section(reference, measured);
     }
 }
