@@ -39,7 +39,7 @@ public class SweepEfficiencyTests(KjvModel kjv) : IClassFixture<KjvModel>
             // Weight bytes: exactly the kept layers' (and the shared embedding/norm/head's) bytes of the model.
             long all = EfficiencyMeter.WeightBytes(kjv.Model);
             long kept = EfficiencyMeter.WeightBytes(kjv.Model, Enumerable.Range(0, 16).Except(row.Removed).ToArray());
-            Assert.Equal(kept, (long)fields["weight_bytes"]!);
+            Assert.Equal(kept, (double)fields["weight_bytes"]!);
             Assert.Equal(1 - (double)kept / all, (double)fields["weight_saved_fraction"]!, 1e-12);
             // Speed: the variant against its own interleaved reference; loose bounds (a shared, noisy machine).
             double speedup = (double)fields["decode_speedup"]!;
