@@ -171,7 +171,7 @@ public static class ReportWriter
 
     /// <summary>
     /// "## Strategies side by side": one row per strategy, the largest fraction within tolerance of each metric (n in
-    /// brackets) and what choosing the layers cost (forward passes, decoder-layer forwards, seconds; for strategies that
+    /// brackets) and what choosing the layers cost (forward passes, decoder-layer forwards, tokens; for strategies that
     /// measure once for all n, the cost up to the largest n). A strategy without a cost entry shows "–".
     /// </summary>
     public static string StrategySection(IReadOnlyList<ToleranceResult> results, IReadOnlyDictionary<string, SelectionCost?> costs)
@@ -183,7 +183,7 @@ public static class ReportWriter
         var sb = new StringBuilder("\n## Strategies side by side\n\n");
         sb.Append("Largest fraction within tolerance per metric (as above) and the selection cost of each strategy.\n\n");
         sb.Append("| strategy | ").Append(string.Join(" | ", metrics.Select(Esc)))
-          .Append(" | selection forward passes | selection layer forwards | selection seconds |\n");
+          .Append(" | selection forward passes | selection layer forwards | selection tokens |\n");
         sb.Append("|---|").Append(string.Concat(metrics.Select(_ => "---:|"))).Append("---:|---:|---:|\n");
         foreach (var s in strategies)
         {
@@ -195,7 +195,7 @@ public static class ReportWriter
                 sb.Append(' ').Append(cell).Append(" |");
             }
             if (costs.TryGetValue(s, out var c) && c is not null)
-                sb.Append(CultureInfo.InvariantCulture, $" {c.ForwardPasses} | {c.LayerForwards} | {c.Seconds:0.###} |\n");
+                sb.Append(CultureInfo.InvariantCulture, $" {c.ForwardPasses} | {c.LayerForwards} | {c.Tokens} |\n");
             else
                 sb.Append(" – | – | – |\n");
         }

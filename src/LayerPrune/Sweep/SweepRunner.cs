@@ -135,7 +135,7 @@ public static class SweepRunner
                     AngularDistance = v.Strategy == "similarity" ? plan?.Distance : null,
                     Seed = v.Seed,
                     SelectionCost = plan is null || healed ? null : CostOf(plan, v.Strategy, similarityCost) is { } cost
-                        ? VariantRow.CostFromJson(cost.ToJson()) // as results.json holds it (seconds rounded)
+                        ? cost with { Seconds = double.NaN } // as results.json holds it (no wall-clock time)
                         : null,
                     Metrics = metrics,
                     Efficiency = efficiency,

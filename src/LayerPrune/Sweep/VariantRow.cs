@@ -52,8 +52,8 @@ public sealed record VariantRow
     /// <summary>Seed of a random variant when the sweep has <see cref="SweepOptions.Seeds"/>; null otherwise.</summary>
     public int? Seed { get; init; }
 
-    /// <summary>What choosing the layers cost (the strategy's measuring, shared by all n of a strategy); null for the
-    /// unpruned and healed rows.</summary>
+    /// <summary>What choosing the layers cost in forward passes, layer forwards and tokens (the strategy's measuring; the
+    /// wall-clock seconds are not kept, so rows are reproducible); null for the unpruned and healed rows.</summary>
     public SelectionCost? SelectionCost { get; init; }
 
     /// <summary>The variant's efficiency measurement (<see cref="SweepOptions.Efficiency"/>); null when not measured.</summary>
@@ -87,7 +87,7 @@ public sealed record VariantRow
         if (SelectionCost is { } c)
         {
             yield return ("selection_forward_passes", c.ForwardPasses);
-            yield return ("selection_seconds", c.Seconds);
+            yield return ("selection_layer_forwards", c.LayerForwards);
         }
         foreach (var (k, v) in Metrics) yield return (k, v);
         if (Efficiency is { } e)
@@ -111,7 +111,12 @@ public sealed record VariantRow
             if (k == "seed") o[k] = Seed;
             else o[k] = double.IsFinite(v) ? v : null;
         }
-        if (SelectionCost is { } c) o["selection_cost"] = c.ToJson();
+        if (SelectionCost is { } c)
+        {
+            var cost = c.ToJson();
+            cost.Remove("seconds"); // wall-clock: a resumed sweep's rows must equal an uninterrupted one's
+            o["selection_cost"] = cost;
+        }
         if (Efficiency is { } e) o["efficiency"] = e.ToJson();
         if (EfficiencyReference is { } r) o["efficiency_reference"] = r.ToJson();
         return o;
@@ -140,11 +145,13 @@ public sealed record VariantRow
         };
     }
 
-    /// <summary>Reads <see cref="Pruning.Strategies.SelectionCost.ToJson"/>'s output.</summary>
+    /// <summary>Reads <see cref="Pruning.Strategies.SelectionCost.ToJson"/>'s output; without "seconds" (a row's form,
+    /// which leaves the wall-clock time out) Seconds is NaN.</summary>
     public static SelectionCost CostFromJson(JsonObject c)
     {
         ArgumentNullException.ThrowIfNull(c);
-        return new SelectionCost((long)c["forward_passes"]!, (long)c["layer_forwards"]!, (long)c["tokens"]!, (double)c["seconds"]!);
+        double seconds = c["seconds"] is JsonNode s ? (double)s : double.NaN;
+        return new SelectionCost((long)c["forward_passes"]!, (long)c["layer_forwards"]!, (long)c["tokens"]!, seconds);
     }
 }
 
