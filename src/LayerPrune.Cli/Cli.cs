@@ -3,7 +3,9 @@ using System.CommandLine.Parsing;
 using System.Text.RegularExpressions;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using LayerPrune.Checkpoints;
 using LayerPrune.Modeling;
+using LayerPrune.Planning;
 using LayerPrune.Reporting;
 using LayerPrune.Tokenization;
 using static TorchSharp.torch;
@@ -25,7 +27,7 @@ public static class Cli
     /// <summary>--dtype.</summary>
     public static readonly Option<string> Dtype = new("--dtype")
     {
-        Description = "auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA, fp32 on CPU)", DefaultValueFactory = _ => "auto", Recursive = true,
+        Description = "auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA and on CPUs with native bf16, else fp32)", DefaultValueFactory = _ => "auto", Recursive = true,
     };
     /// <summary>The options every command accepts.</summary>
     public static IEnumerable<Option> GlobalOptions => [Verbose, Quiet, Device, Dtype];
@@ -152,11 +154,60 @@ public static class Cli
     public static (Device device, ScalarType dtype) Target(ParseResult p) =>
         ComputeTarget.Resolve(p.GetValue(Device)!, p.GetValue(Dtype)!);
 
-    /// <summary>Loads the model in <paramref name="dir"/> on the chosen device and dtype.</summary>
-    public static CausalLM LoadModel(ParseResult p, string dir, bool offload = false)
+    /// <summary>
+    /// Loads the model in <paramref name="dir"/> on the chosen device and dtype after planning its memory
+    /// (<see cref="MemoryPlanner"/>): a CPU run that would not fit streams layers from the mapping when the command can
+    /// (<paramref name="canOffload"/>; says so in one line) and otherwise fails up front with the bytes needed and
+    /// available and the flag that makes it fit, instead of being killed by the OOM killer.
+    /// </summary>
+    public static CausalLM LoadModel(ParseResult p, string dir, bool offload = false, Workload workload = Workload.Evaluate,
+        int batchSize = 8, int seqLen = 256, bool canOffload = false)
     {
         var (device, dtype) = Target(p);
+        bool quiet = p.GetValue(Quiet);
+        if (p.GetValue(Dtype) == "auto" && !quiet)
+            Console.Error.WriteLine($"dtype: {ComputeTarget.Name(dtype)} (auto on {device.type}; CPU flags: {CpuFeatures.Summary})");
+        if (device.type == TorchSharp.DeviceType.CPU)
+            offload |= PlanMemory(dir, dtype, offload, workload, batchSize, seqLen, canOffload, quiet);
         return CausalLM.Load(dir, device, dtype, offload);
+    }
+
+    /// <summary>True when the plan streams layers although <paramref name="offload"/> was not asked for.</summary>
+    static bool PlanMemory(string dir, ScalarType dtype, bool offload, Workload workload, int batchSize, int seqLen,
+        bool canOffload, bool quiet)
+    {
+        string? storage;
+        ModelConfig config;
+        using (var ckpt = Checkpoint.Open(dir))
+        {
+            config = ckpt.Config;
+            string probe = ckpt.WeightMap.Keys.FirstOrDefault(n => n.StartsWith("model.layers.", StringComparison.Ordinal))
+                ?? ckpt.WeightMap.Keys.First();
+            storage = ckpt.Info(probe).Dtype;
+        }
+        var request = new MemoryRequest
+        {
+            Config = config, ComputeDtype = dtype, Workload = workload, BatchSize = batchSize, SeqLen = seqLen,
+            StorageDtype = storage, CanOffload = canOffload,
+        };
+        try
+        {
+            var plan = MemoryPlanner.Plan(request, forceOffload: offload);
+            if (plan.Notice is { } notice && !quiet)
+                Console.Error.WriteLine($"memory: {notice}");
+            return plan.Offload && !offload;
+        }
+        catch (MemoryPlanException e)
+        {
+            string fix = e.FixParameter switch
+            {
+                "dtype" => "; --dtype bf16 makes it fit",
+                "batchSize" => "; a smaller --batch makes it fit",
+                _ => canOffload ? "" : "; this command cannot stream layers (--offload is for similarity and prune)",
+            };
+            string needs = $"needs about {MemoryPlanner.Gb(e.NeededBytes)} of memory but {MemoryPlanner.Gb(e.AvailableBytes)} is available";
+            throw new LayerPruneException($"--model {dir}: {needs}{fix}");
+        }
     }
 
     /// <summary>The tokenizer of a model folder.</summary>

@@ -104,7 +104,7 @@ public static class BenchCommand
         }
         catch (LayerPruneException e)
         {
-            throw LayerPruneException.Usage(e.Message.Replace("--layers '", "--layers-removed '"));
+            throw LayerPruneException.Usage(e.Render(name => name == "spec" ? "--layers-removed" : Cli.FlagOf(name)));
         }
     }
 

@@ -1,3 +1,4 @@
+using LayerPrune.Planning;
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using LayerPrune.Evaluation;
@@ -56,7 +57,7 @@ public static class EvalCommand
             Cli.Require(p.GetValue(maxNew) >= 1, $"--max-new-tokens {p.GetValue(maxNew)}: must be at least 1");
             var tasks = specs.Select(EvalTasks.Parse).ToList();
             var tok = Cli.LoadTokenizer(dir);
-            using var m = Cli.LoadModel(p, dir);
+            using var m = Cli.LoadModel(p, dir, workload: Workload.Evaluate, batchSize: p.GetValue(batch), seqLen: p.GetValue(seqLen));
             var options = new EvalOptions
             {
                 Limit = p.GetValue(limit),

@@ -1,3 +1,4 @@
+using LayerPrune.Planning;
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using LayerPrune.Modeling;
@@ -38,7 +39,7 @@ public static class GenerateCommand
             // Token ids in need no tokenizer: without one, only ids are printed (text when a tokenizer exists).
             var tok = ids is null || TokenizerLoader.HasTokenizer(dir) ? Cli.LoadTokenizer(dir) : null;
             int[] promptIds = ids is not null ? ParseIds(ids) : tok!.Encode(text!).ToArray();
-            using var m = Cli.LoadModel(p, dir);
+            using var m = Cli.LoadModel(p, dir, workload: Workload.Generate, batchSize: 1, seqLen: promptIds.Length + p.GetValue(maxNew));
             foreach (var id in promptIds) Cli.Require(id >= 0 && id < m.Config.VocabSize, $"--token-ids: id {id} is outside the vocabulary (0..{m.Config.VocabSize - 1})");
             var result = TextGenerator.Generate(m, promptIds, new GenerationOptions
             {

@@ -1,3 +1,4 @@
+using LayerPrune.Planning;
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using LayerPrune.Checkpoints;
@@ -117,7 +118,9 @@ public static class PruneCommand
         Cli.Require(p.GetValue(data.Batch) >= 1, $"--batch {p.GetValue(data.Batch)}: must be at least 1");
         Cli.Require(!(needsCalibration && p.GetValue(data.Offload)),
                     $"--offload: not supported with --strategy {strategy} (it runs many loss passes)");
-        using var model = Cli.LoadModel(p, dir, p.GetValue(data.Offload));
+        using var model = Cli.LoadModel(p, dir, p.GetValue(data.Offload),
+            needsCalibration ? Workload.Evaluate : Workload.Similarity, p.GetValue(data.Batch), p.GetValue(data.SeqLen),
+            canOffload: !needsCalibration);
         int seqLen = p.GetValue(data.SeqLen);
         var inputs = new StrategyInputs
         {

@@ -1,3 +1,4 @@
+using LayerPrune.Planning;
 using System.CommandLine;
 using LayerPrune.Data;
 using LayerPrune.Modeling;
@@ -68,7 +69,8 @@ public static class SimilarityCommand
                 $"--bootstrap with --metric {m}: the bootstrap resamples per-sample angular matrices; use --metric angular");
             data.RequireData(p, "(text to measure on)");
             using var outDir = OutputFolder.Begin(p.GetValue(output)!, p.GetValue(force), "--out", dir);
-            using var lm = Cli.LoadModel(p, dir, p.GetValue(data.Offload));
+            using var lm = Cli.LoadModel(p, dir, p.GetValue(data.Offload), Workload.Similarity, p.GetValue(data.Batch),
+                p.GetValue(data.SeqLen), canOffload: true);
             Cli.Require(!p.GetValue(protectLast) || lm.NumLayers >= 3, $"--protect-last: the model has {lm.NumLayers} layers; at least 3 are needed");
             var result = data.Measure(p, lm, dir, blockInfluence: chosen == SimilarityMetric.BlockInfluence, cka: chosen == SimilarityMetric.Cka);
             var boot = resamples > 0 ? SimilarityBootstrap.Run(result, resamples, p.GetValue(seed), p.GetValue(protectLast)) : null;

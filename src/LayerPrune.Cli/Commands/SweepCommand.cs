@@ -1,3 +1,4 @@
+using LayerPrune.Planning;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
@@ -215,7 +216,7 @@ public static class SweepCommand
                 },
             };
             var tok = Cli.LoadTokenizer(modelDir);
-            using var lm = Cli.LoadModel(p, modelDir);
+            using var lm = Cli.LoadModel(p, modelDir, workload: Workload.Evaluate, batchSize: options.Eval.BatchSize, seqLen: options.SeqLen);
             bool existed = Directory.Exists(options.OutDir);
             SweepResult result;
             try

@@ -50,8 +50,9 @@ public sealed class OutputLock : IDisposable
             catch (IOException e) when (IsLockedByOther(e))
             {
                 string owner = ReadOwner(lockPath) is int pid ? $"pid {pid}" : "another process";
+                string other = parameterName.StartsWith('-') ? parameterName : $"`{parameterName}`";
                 throw LayerPruneException.Failed(parameterName, outputPath, $"another run ({owner}) is writing it (lock {lockPath}); "
-                    + $"wait for it to finish or choose another `{parameterName}`");
+                    + $"wait for it to finish or choose another {other}");
             }
             // The previous holder may have deleted the file between our open and our lock: then lock the new file.
             if (IsUnlinked(stream) && attempt < 100)

@@ -167,7 +167,7 @@ public static class SweepRunner
         }
         catch (JsonException)
         {
-            return true;
+            return false; // damaged, not another sweep's: Run says so and how to start over
         }
         var config = ConfigJson(o, BlockSizes(o, layers));
         return !(previous?["config"] is JsonObject pc && JsonNode.DeepEquals(pc, config) && previous["rows"] is JsonArray);

@@ -59,7 +59,8 @@ public class ConcurrencyTests
             var e = Assert.Throws<LayerPruneException>(() => LayerPrune.Healing.Healer.Run(
                 new LayerPrune.Healing.HealOptions { ModelDir = Golden, DataPath = data, OutDir = t["healed"], Steps = 1 }));
             Assert.Equal($"--out {t["healed"]}: another run (pid {Environment.ProcessId}) is writing it (lock {t[".healed.lock"]}); " +
-                "wait for it to finish or choose another --out", e.Message);
+                "wait for it to finish or choose another --out", LayerPrune.Cli.Cli.Describe(e));
+            Assert.Equal("OutDir", e.ParameterName); // the library names its parameter; the CLI shows it as --out
             Assert.False(Directory.Exists(t["healed.partial"])); // refused before touching anything
         }
         using var model = LayerPrune.Modeling.CausalLM.Load(Golden);
@@ -70,7 +71,7 @@ public class ConcurrencyTests
                 ModelDir = Golden, DataPath = data, Tasks = ["loss:" + data], OutDir = t["sweep"],
             };
             var e = Assert.Throws<LayerPruneException>(() => LayerPrune.Sweep.SweepRunner.Run(model, null!, options));
-            Assert.Contains($"--out {t["sweep"]}: another run (pid {Environment.ProcessId}) is writing it", e.Message);
+            Assert.Contains($"--out {t["sweep"]}: another run (pid {Environment.ProcessId}) is writing it", LayerPrune.Cli.Cli.Describe(e));
             Assert.False(Directory.Exists(t["sweep"]));
         }
         Assert.Empty(Directory.EnumerateFileSystemEntries(t.Path)); // lock files removed on release
