@@ -216,7 +216,8 @@ public static class SweepCommand
                 },
             };
             var tok = Cli.LoadTokenizer(modelDir);
-            using var lm = Cli.LoadModel(p, modelDir, workload: Workload.Evaluate, batchSize: options.Eval.BatchSize, seqLen: options.SeqLen);
+            using var lm = Cli.LoadModel(p, modelDir, workload: Workload.Evaluate, batchSize: options.Eval.BatchSize,
+                seqLen: options.SeqLen);
             bool existed = Directory.Exists(options.OutDir);
             SweepResult result;
             try
