@@ -2,6 +2,7 @@ using LayerPrune.Planning;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using LayerPrune.Efficiency;
 using LayerPrune.Evaluation;
 using LayerPrune.Healing;
 using LayerPrune.Sweep;
@@ -23,6 +24,9 @@ public static class SweepCommand
         [nameof(EvalOptions.BatchSize)] = "--batch",
         [nameof(EvalOptions.SeqLen)] = "--seq-len",
         [nameof(EvalOptions.MaxChunks)] = "--max-chunks",
+        [nameof(SweepOptions.Seeds)] = "--seeds",
+        [nameof(SweepOptions.CalibrationChunks)] = "--calibration-chunks",
+        [nameof(SweepOptions.EfficiencyThreads)] = "--efficiency-threads",
     };
 
     /// <summary>The command; its defaults are <see cref="SweepOptions"/>'s and <see cref="EvalOptions.Default"/>'s.</summary>
@@ -56,7 +60,7 @@ public static class SweepCommand
         };
         var strategies = new Option<string>("--strategies")
         {
-            Description = "similarity,deepest,shallowest,random",
+            Description = "Comma-separated: " + string.Join(",", SweepOptions.KnownStrategies),
             DefaultValueFactory = _ => "similarity,deepest,shallowest",
         };
         var n = new Option<string?>("--n") { Description = "Block sizes: 1-15 or 2,4,8 (default: every n from 1 to L-1)" };
@@ -71,6 +75,34 @@ public static class SweepCommand
             DefaultValueFactory = _ => EvalOptions.Default.MaxChunks ?? 0,
         };
         var seed = new Option<int>("--seed") { Description = "Seed of the random strategy", DefaultValueFactory = _ => 0 };
+        var seeds = new Option<string?>("--seeds")
+        {
+            Description = "Several seeds of the random strategy, e.g. 0,1,2: rows per seed, mean ± std in report.md (instead of --seed)",
+        };
+        var protectLast = new Option<bool>("--protect-last") { Description = "Never remove the final layer (every strategy)" };
+        var calibration = new Option<string?>("--calibration")
+        {
+            Description = "Calibration text or pre-tokenized JSONL of greedy and loss-rank (default: --data)",
+        };
+        var calibrationChunks = new Option<int>("--calibration-chunks")
+        {
+            Description = "Calibration chunks of --seq-len tokens (greedy, loss-rank)",
+            DefaultValueFactory = _ => SweepOptions.DefaultCalibrationChunks,
+        };
+        var efficiency = new Option<bool>("--efficiency")
+        {
+            Description = "Also measure decode/prefill speed and memory of every variant against the unpruned model in the same run",
+        };
+        var efficiencyRepeats = new Option<int>("--efficiency-repeats")
+        {
+            Description = "Timed rounds per efficiency measurement (median and range)",
+            DefaultValueFactory = _ => new EfficiencyOptions().Repeats,
+        };
+        var efficiencyThreads = new Option<int>("--efficiency-threads")
+        {
+            Description = "libtorch CPU threads while efficiency is measured",
+            DefaultValueFactory = _ => 1,
+        };
         var output = new Option<string>("--out", "-o")
         {
             Description = "Output folder (rerunning the same command resumes it)",
@@ -99,8 +131,9 @@ public static class SweepCommand
         var cmd = new Command("sweep", "From a model to the paper's figures: similarity once, then every strategy × block size " +
             "evaluated with layers skipped in memory; results.json/.csv, plots and report.md")
         {
-            model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, output, force,
-            healSteps, healData, healQuant, healBatch, healRank, healLr, json,
+            model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, seeds, protectLast,
+            calibration, calibrationChunks, efficiency, efficiencyRepeats, efficiencyThreads, output, force, healSteps,
+            healData, healQuant, healBatch, healRank, healLr, json,
         };
         return cmd.WithAction(p =>
         {
@@ -131,6 +164,9 @@ public static class SweepCommand
             Cli.Require(p.GetValue(batch) >= 1, $"--batch {p.GetValue(batch)}: must be at least 1");
             Cli.Require(p.GetValue(seqLen) >= 2, $"--seq-len {p.GetValue(seqLen)}: must be at least 2");
             Cli.Require(itemLimit is null or >= 1, $"--limit {itemLimit}: must be at least 1");
+            Cli.Require(p.GetValue(seeds) is null || p.GetValue(seed) == 0, "give --seed or --seeds, not both");
+            Cli.Require(p.GetValue(efficiencyRepeats) >= 1, $"--efficiency-repeats {p.GetValue(efficiencyRepeats)}: must be at least 1");
+            string? calibrationPath = p.GetValue(calibration) is { } cal ? Cli.ExistingFile(cal, "--calibration") : null;
             HealOptions? heal = null;
             if (p.GetValue(healSteps) > 0)
             {
@@ -162,6 +198,12 @@ public static class SweepCommand
                 Ns = p.GetValue(n) is { } ns ? ParseNs(ns) : null,
                 Fractions = p.GetValue(fractions) is { } fs ? ParseFractions(fs) : null,
                 Seed = p.GetValue(seed),
+                Seeds = p.GetValue(seeds) is { } ss ? ParseSeeds(ss) : null,
+                ProtectLast = p.GetValue(protectLast),
+                CalibrationPath = calibrationPath,
+                CalibrationChunks = p.GetValue(calibrationChunks),
+                Efficiency = p.GetValue(efficiency) ? new EfficiencyOptions { Repeats = p.GetValue(efficiencyRepeats) } : null,
+                EfficiencyThreads = p.GetValue(efficiency) ? p.GetValue(efficiencyThreads) : null,
                 OutDir = p.GetValue(output)!,
                 Force = p.GetValue(force),
                 Heal = heal,
@@ -174,7 +216,8 @@ public static class SweepCommand
                 },
             };
             var tok = Cli.LoadTokenizer(modelDir);
-            using var lm = Cli.LoadModel(p, modelDir, workload: Workload.Evaluate, batchSize: options.Eval.BatchSize, seqLen: options.SeqLen);
+            using var lm = Cli.LoadModel(p, modelDir, workload: Workload.Evaluate, batchSize: options.Eval.BatchSize,
+                seqLen: options.SeqLen);
             bool existed = Directory.Exists(options.OutDir);
             SweepResult result;
             try
@@ -251,6 +294,14 @@ public static class SweepCommand
             result.AddRange(Enumerable.Range(lo, Math.Max(0, hi - lo + 1)));
         }
         return result;
+    }
+
+    static List<int> ParseSeeds(string s)
+    {
+        var parts = s.Split(',', Split);
+        if (parts.Length == 0 || !parts.All(x => int.TryParse(x, NumberStyles.Integer, CultureInfo.InvariantCulture, out _)))
+            throw LayerPruneException.Usage($"--seeds {s}: expected integers like 0,1,2");
+        return parts.Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToList();
     }
 
     static List<double> ParseFractions(string s)

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using LayerPrune.Pruning.Strategies;
 
 namespace LayerPrune.Reporting;
 
@@ -164,6 +165,39 @@ public static class ReportWriter
               .Append(" | ").Append(F(r.ScoreAtLargest))
               .Append(" | ").Append(firstOutside)
               .Append(" |\n");
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// "## Strategies side by side": one row per strategy, the largest fraction within tolerance of each metric (n in
+    /// brackets) and what choosing the layers cost (forward passes, decoder-layer forwards, tokens; for strategies that
+    /// measure once for all n, the cost up to the largest n). A strategy without a cost entry shows "–".
+    /// </summary>
+    public static string StrategySection(IReadOnlyList<ToleranceResult> results, IReadOnlyDictionary<string, SelectionCost?> costs)
+    {
+        ArgumentNullException.ThrowIfNull(results);
+        ArgumentNullException.ThrowIfNull(costs);
+        var metrics = results.Select(r => r.Metric).Distinct(StringComparer.Ordinal).ToList();
+        var strategies = results.Select(r => r.Strategy).Distinct(StringComparer.Ordinal).ToList();
+        var sb = new StringBuilder("\n## Strategies side by side\n\n");
+        sb.Append("Largest fraction within tolerance per metric (as above) and the selection cost of each strategy.\n\n");
+        sb.Append("| strategy | ").Append(string.Join(" | ", metrics.Select(Esc)))
+          .Append(" | selection forward passes | selection layer forwards | selection tokens |\n");
+        sb.Append("|---|").Append(string.Concat(metrics.Select(_ => "---:|"))).Append("---:|---:|---:|\n");
+        foreach (var s in strategies)
+        {
+            sb.Append("| ").Append(Esc(s)).Append(" |");
+            foreach (var m in metrics)
+            {
+                var r = results.FirstOrDefault(x => x.Strategy == s && x.Metric == m);
+                string cell = r is null ? "–" : $"{F(r.LargestFraction)} (n={r.LargestN.ToString(CultureInfo.InvariantCulture)})";
+                sb.Append(' ').Append(cell).Append(" |");
+            }
+            if (costs.TryGetValue(s, out var c) && c is not null)
+                sb.Append(CultureInfo.InvariantCulture, $" {c.ForwardPasses} | {c.LayerForwards} | {c.Tokens} |\n");
+            else
+                sb.Append(" – | – | – |\n");
         }
         return sb.ToString();
     }

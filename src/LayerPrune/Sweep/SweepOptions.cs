@@ -1,5 +1,7 @@
+using LayerPrune.Efficiency;
 using LayerPrune.Evaluation;
 using LayerPrune.Healing;
+using LayerPrune.Pruning.Strategies;
 
 namespace LayerPrune.Sweep;
 
@@ -15,8 +17,11 @@ public sealed record SweepOptions
     /// <summary>Default of <see cref="Batch"/>.</summary>
     public const int DefaultBatch = 8;
 
-    /// <summary>The strategies <see cref="Strategies"/> may name.</summary>
-    public static readonly string[] KnownStrategies = ["similarity", "deepest", "shallowest", "random"];
+    /// <summary>Default of <see cref="CalibrationChunks"/>.</summary>
+    public const int DefaultCalibrationChunks = 32;
+
+    /// <summary>The strategies <see cref="Strategies"/> may name (<see cref="PruneStrategies.Names"/>).</summary>
+    public static readonly string[] KnownStrategies = [.. PruneStrategies.Names];
 
     /// <summary>The source model's folder (recorded in the config; the model itself is passed to Run).</summary>
     public required string ModelDir { get; init; }
@@ -47,6 +52,27 @@ public sealed record SweepOptions
 
     /// <summary>Seed of the random strategy.</summary>
     public int Seed { get; init; }
+
+    /// <summary>Seeds of the random strategy, one row per seed and n (report.md gives mean ± std); null = <see cref="Seed"/>
+    /// alone, with rows that record no seed (as before seeds existed).</summary>
+    public IReadOnlyList<int>? Seeds { get; init; }
+
+    /// <summary>No strategy removes the final layer (similarity, bi, greedy, loss-rank, shallowest, random; deepest never
+    /// does).</summary>
+    public bool ProtectLast { get; init; }
+
+    /// <summary>Calibration text or pre-tokenized JSONL of greedy and loss-rank; null = <see cref="DataPath"/>.</summary>
+    public string? CalibrationPath { get; init; }
+
+    /// <summary>Chunks of <see cref="SeqLen"/> tokens of the calibration loss (greedy, loss-rank).</summary>
+    public int CalibrationChunks { get; init; } = DefaultCalibrationChunks;
+
+    /// <summary>When set, every unhealed variant's decode/prefill speed and memory are measured against the unpruned
+    /// model timed in the same call (<see cref="EfficiencyMeter.Measure"/>) and added to its row and the report.</summary>
+    public EfficiencyOptions? Efficiency { get; init; }
+
+    /// <summary>libtorch CPU threads while efficiency is measured (restored afterwards); null = the process's setting.</summary>
+    public int? EfficiencyThreads { get; init; }
 
     /// <summary>Output folder (results.json/.csv, report.md, figures); rerunning the same sweep resumes it.</summary>
     public required string OutDir { get; init; }

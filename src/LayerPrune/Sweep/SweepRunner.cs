@@ -1,13 +1,19 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LayerPrune.Data;
+using LayerPrune.Efficiency;
 using LayerPrune.Evaluation;
 using LayerPrune.Healing;
 using LayerPrune.Modeling;
 using LayerPrune.Pruning;
+using LayerPrune.Pruning.Strategies;
 using LayerPrune.Reporting;
 using LayerPrune.Similarity;
 using LayerPrune.Tokenization;
+using TorchSharp;
 
 namespace LayerPrune.Sweep;
 
@@ -32,7 +38,8 @@ public static class SweepRunner
         var tasks = o.Tasks.Select(EvalTasks.Parse).ToList();
         int L = model.NumLayers;
 
-        using var outLock = OutputLock.Acquire(o.OutDir, nameof(SweepOptions.OutDir)); // a concurrent sweep into the same folder fails at once
+        // A concurrent sweep into the same folder fails at once.
+        using var outLock = OutputLock.Acquire(o.OutDir, nameof(SweepOptions.OutDir));
         Directory.CreateDirectory(o.OutDir);
         var config = ConfigJson(o, ns);
         string resultsPath = Path.Combine(o.OutDir, "results.json");
@@ -45,18 +52,26 @@ public static class SweepRunner
                 $"set {nameof(SweepOptions.Force)} to start over or choose another {nameof(SweepOptions.OutDir)}");
         var rows = o.Force ? [] : SweepFiles.Read(Path.Combine(o.OutDir, "results.json"))?.Rows ?? [];
 
-        // 1. One similarity pass gives l*(n) for every n (cached in the output folder).
+        // 1. One similarity pass gives l*(n) for every n (cached in the output folder); bi reads the same pass.
         SimilarityResult? similarity = null;
+        SelectionCost? similarityCost = null;
+        string costPath = Path.Combine(o.OutDir, "similarity_cost.json");
         if (o.Strategies.Contains("similarity"))
         {
             string simPath = Path.Combine(o.OutDir, "similarity.json");
             similarity = rows.Count > 0 && File.Exists(simPath) ? ReadSimilarity(simPath) : null;
+            similarityCost = similarity is null ? null : ReadCost(costPath);
             if (similarity is null)
             {
                 var samples = SampleLoader.Load(o.DataPath, tok, o.Samples, o.SeqLen);
-                using var p = ProgressReporter.Start("similarity", samples.Count, "samples", sink, clock: null);
-                similarity = LayerSimilarity.Compute(model, samples, o.Batch, false, n => p.Advance(n));
+                var clock = Stopwatch.StartNew();
+                using (var p = ProgressReporter.Start("similarity", samples.Count, "samples", sink, clock: null))
+                    similarity = LayerSimilarity.Compute(model, samples, o.Batch, o.Strategies.Contains(BlockInfluenceStrategy.Name),
+                        n => p.Advance(n));
+                long tokens = samples.Sum(x => (long)x.Length);
+                similarityCost = SelectionCost.SimilarityPass(samples.Count, tokens, L, clock.Elapsed.TotalSeconds);
                 SimilarityReport.Write(o.OutDir, similarity, o.ModelDir, o.DataPath, o.SeqLen);
+                File.WriteAllText(costPath, similarityCost.ToJson().ToJsonString());
             }
         }
 
@@ -64,40 +79,71 @@ public static class SweepRunner
         var prepared = tasks.Select(t => t.Prepare(tok, o.Eval)).ToList();
         var protocol = ResultsJson.Protocol(prepared);
 
-        // 3. Variants: the unpruned baseline, then each (n, strategy); healed copies after them.
-        var variants = new List<PrunePlan?> { null };
+        // 3. Variants: the unpruned baseline, then each (n, strategy, seed); healed copies after them. A strategy does its
+        // measuring (Prepare) only when one of its variants is still to be evaluated.
+        var variants = new List<Variant> { new("none", 0, null) };
         foreach (int n in ns)
             foreach (var s in o.Strategies)
-                variants.Add(Plan(s, n, L, similarity, o.Seed));
+                foreach (int? seed in s == "random" && o.Seeds is { } seeds ? seeds.Select(x => (int?)x) : [null])
+                    variants.Add(new Variant(s, n, seed));
         var done = rows.Select(r => r.Key).ToHashSet();
-        var jobs = variants.Select(v => (plan: v, healed: false))
-            .Concat(o.Heal is null ? [] : variants.Where(v => v is not null).Select(v => (plan: v, healed: true))).ToList();
+        var jobs = variants.Select(v => (v, healed: false))
+            .Concat(o.Heal is null ? [] : variants.Where(v => v.N > 0).Select(v => (v, healed: true))).ToList();
+        var planners = new Dictionary<(string, int?), Func<int, PrunePlan>>();
+        Func<int, PrunePlan> Planner(Variant v)
+        {
+            if (planners.TryGetValue((v.Strategy, v.Seed), out var f)) return f;
+            var inputs = new StrategyInputs
+            {
+                Model = model,
+                Similarity = similarity,
+                SimilaritySamples = () => SampleLoader.Load(o.DataPath, tok, o.Samples, o.SeqLen),
+                CalibrationChunks = () => PreTokenized.LossChunks(o.CalibrationPath ?? o.DataPath, tok, o.SeqLen,
+                    o.CalibrationChunks, model.Config.VocabSize),
+                ProtectLast = o.ProtectLast,
+                BatchSize = o.Batch,
+                Seed = v.Seed ?? o.Seed,
+                Progress = sink,
+            };
+            f = PruneStrategies.Prepare(v.Strategy, inputs, ns.Max());
+            planners[(v.Strategy, v.Seed)] = f;
+            return f;
+        }
         using (var bar = ProgressReporter.Start("sweep", jobs.Count, "variants", sink, clock: null))
         {
-            bar.Advance(jobs.Count(j => done.Contains(Key(j.plan, j.healed))));
-            foreach (var (plan, healed) in jobs)
+            bar.Advance(jobs.Count(j => done.Contains(j.v.Key(j.healed))));
+            foreach (var (v, healed) in jobs)
             {
-                if (done.Contains(Key(plan, healed))) continue;
+                if (done.Contains(v.Key(healed))) continue;
+                var plan = v.N == 0 ? null : Planner(v)(v.N);
                 OrderedDictionary<string, double> metrics;
                 if (!healed)
                     metrics = Evaluate(prepared, model, plan?.Kept, sink);
                 else
                 {
-                    using var healedModel = HealVariant(model, plan!, o);
+                    using var healedModel = HealVariant(model, plan!, v, o);
                     metrics = Evaluate(prepared, healedModel, null, sink);
                 }
+                var (efficiency, reference) = healed || o.Efficiency is null ? (null, null) : MeasureEfficiency(model, plan, v, o);
                 rows.Add(new VariantRow
                 {
-                    Strategy = plan?.Strategy ?? "none",
-                    N = plan?.BlockSize ?? 0,
+                    Strategy = v.Strategy,
+                    N = v.N,
                     Fraction = plan?.Fraction ?? 0.0,
                     Removed = plan?.Removed ?? [],
                     Healed = healed,
-                    AngularDistance = plan?.Distance,
+                    AngularDistance = v.Strategy == "similarity" ? plan?.Distance : null,
+                    Seed = v.Seed,
+                    SelectionCost = plan is null || healed ? null : CostOf(plan, v.Strategy, similarityCost) is { } cost
+                        ? cost with { Seconds = double.NaN } // as results.json holds it (no wall-clock time)
+                        : null,
                     Metrics = metrics,
+                    Efficiency = efficiency,
+                    EfficiencyReference = reference,
                 });
                 SweepFiles.Write(o.OutDir, new SweepResult(config, protocol, rows));
-                bar.Advance(1, $"{plan?.Strategy ?? "unpruned"} n={plan?.BlockSize ?? 0}{(healed ? " healed" : "")}");
+                bar.Advance(1, $"{(v.N == 0 ? "unpruned" : v.Strategy)} n={v.N}{(v.Seed is int sd ? $" seed {sd}" : "")}" +
+                    (healed ? " healed" : ""));
             }
         }
 
@@ -135,6 +181,13 @@ public static class SweepRunner
             if (!SweepOptions.KnownStrategies.Contains(s))
                 throw new ArgumentException($"unknown strategy '{s}' (supported: {string.Join(", ", SweepOptions.KnownStrategies)})",
                     nameof(SweepOptions.Strategies));
+        if (o.Seeds is { } seeds && (seeds.Count == 0 || seeds.Distinct().Count() != seeds.Count))
+            throw new ArgumentException("give one or more distinct seeds", nameof(SweepOptions.Seeds));
+        if (o.CalibrationChunks < 1)
+            throw new ArgumentOutOfRangeException(nameof(SweepOptions.CalibrationChunks), o.CalibrationChunks, "must be at least 1");
+        if (o.EfficiencyThreads is < 1)
+            throw new ArgumentOutOfRangeException(nameof(SweepOptions.EfficiencyThreads), o.EfficiencyThreads, "must be at least 1");
+        o.Efficiency?.Validate();
         o.Eval.Validate();
         var sizes = o.Fractions is { } fr
             ? fr.Select(f => PrunePlan.BlockSizeFromFraction(f, layers))
@@ -148,15 +201,55 @@ public static class SweepRunner
         return ns;
     }
 
-    static PrunePlan Plan(string strategy, int n, int layers, SimilarityResult? similarity, int seed) => strategy switch
+    /// <summary>One (strategy, n, seed) point of the sweep; the unpruned model is ("none", 0).</summary>
+    sealed record Variant(string Strategy, int N, int? Seed)
     {
-        "similarity" => PrunePlan.FromSimilarity(similarity!, n),
-        "deepest" => PrunePlan.Deepest(n, layers),
-        "shallowest" => PrunePlan.Shallowest(n, layers),
-        _ => PrunePlan.RandomBlock(n, layers, seed),
-    };
+        public string Key(bool healed) => VariantRow.KeyOf(Strategy, N, healed, Seed);
+    }
 
-    static string Key(PrunePlan? p, bool healed) => VariantRow.KeyOf(p?.Strategy ?? "none", p?.BlockSize ?? 0, healed);
+    /// <summary>The plan's recorded selection cost; the similarity strategies' is the sweep's own similarity pass.</summary>
+    static SelectionCost? CostOf(PrunePlan plan, string strategy, SelectionCost? similarityPass)
+    {
+        if (strategy is "similarity" && similarityPass is not null) return similarityPass;
+        if (strategy is BlockInfluenceStrategy.Name && similarityPass is not null && plan.Selection?["cost"] is JsonObject bc
+            && (long)bc["tokens"]! == 0)
+            return similarityPass; // bi read the sweep's pass
+        return plan.Selection?["cost"] is JsonObject c ? VariantRow.CostFromJson(c) : null;
+    }
+
+    static SelectionCost? ReadCost(string path)
+    {
+        try
+        {
+            return File.Exists(path) ? VariantRow.CostFromJson(JsonNode.Parse(File.ReadAllText(path))!.AsObject()) : null;
+        }
+        catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException or FormatException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// The variant and the unpruned model timed interleaved in one <see cref="EfficiencyMeter.Measure"/> call (each variant
+    /// gets its own same-run reference); the unpruned row is measured alone and is its own reference (returned as null).
+    /// </summary>
+    static (EfficiencyResult? Result, EfficiencyResult? Reference) MeasureEfficiency(CausalLM model, PrunePlan? plan, Variant v,
+        SweepOptions o)
+    {
+        int threads = torch.get_num_threads();
+        if (o.EfficiencyThreads is int t) torch.set_num_threads(t);
+        try
+        {
+            var targets = new List<EfficiencyTarget> { new("unpruned", model) };
+            if (plan is not null) targets.Add(new EfficiencyTarget(v.Key(false), model, plan.Kept));
+            var r = EfficiencyMeter.Measure(targets, o.Efficiency!);
+            return plan is null ? (r[0], null) : (r[1], r[0]);
+        }
+        finally
+        {
+            torch.set_num_threads(threads);
+        }
+    }
 
     /// <summary>Every task's metrics (<see cref="MetricInfo.Column"/> → value) for the model running only
     /// <paramref name="kept"/> (all layers when null).</summary>
@@ -176,9 +269,10 @@ public static class SweepRunner
     /// Writes the variant's pruned checkpoint and heals it under OUT/variants/STRATEGY-nN/ (both steps resumable: an
     /// existing pruned folder is reused and an interrupted heal continues from its checkpoint), then loads the merged model.
     /// </summary>
-    static CausalLM HealVariant(CausalLM source, PrunePlan plan, SweepOptions o)
+    static CausalLM HealVariant(CausalLM source, PrunePlan plan, Variant v, SweepOptions o)
     {
-        string dir = Path.Combine(o.OutDir, "variants", $"{plan.Strategy}-n{plan.BlockSize}");
+        string seed = v.Seed is int s ? $"-seed{s}" : "";
+        string dir = Path.Combine(o.OutDir, "variants", $"{v.Strategy}-n{v.N}{seed}");
         string pruned = Path.Combine(dir, "pruned");
         string healed = Path.Combine(dir, "healed");
         if (!Directory.Exists(pruned)) CheckpointPruner.Write(source.Checkpoint, plan, pruned);
@@ -191,7 +285,7 @@ public static class SweepRunner
     public static JsonObject ConfigJson(SweepOptions o, IReadOnlyList<int> ns)
     {
         ArgumentNullException.ThrowIfNull(o);
-        return new JsonObject
+        var config = new JsonObject
         {
             ["model"] = Path.GetFullPath(o.ModelDir),
             ["data"] = Path.GetFullPath(o.DataPath),
@@ -206,6 +300,27 @@ public static class SweepRunner
             ["heal"] = o.Heal is null ? null : HealJson(o.Heal),
             ["indexing"] = "removed = 0-based layer indices of the source model; fraction = n / L",
         };
+        // Settings added later are recorded only when used, so that earlier sweeps of the same command still resume.
+        if (o.Seeds is { } seeds) config["seeds"] = new JsonArray(seeds.Select(x => (JsonNode?)x).ToArray());
+        if (o.ProtectLast) config["protect_last"] = true;
+        if (o.Strategies.Any(PruneStrategies.NeedsCalibration))
+        {
+            config["calibration"] = Path.GetFullPath(o.CalibrationPath ?? o.DataPath);
+            config["calibration_chunks"] = o.CalibrationChunks;
+        }
+        if (o.Efficiency is { } e)
+        {
+            config["efficiency"] = new JsonObject
+            {
+                ["prompt_length"] = e.PromptLength,
+                ["decode_tokens"] = e.DecodeTokens,
+                ["warmup"] = e.Warmup,
+                ["repeats"] = e.Repeats,
+                ["seed"] = e.Seed,
+                ["threads"] = o.EfficiencyThreads,
+            };
+        }
+        return config;
     }
 
     static JsonObject HealJson(HealOptions h) => new()
@@ -261,7 +376,9 @@ public static class SweepRunner
         }
     }
 
-    /// <summary>One figure per metric (its direction, chance level and axis label from <see cref="MetricInfo"/>) and report.md.</summary>
+    /// <summary>One figure per metric (its direction, chance level and axis label from <see cref="MetricInfo"/>), the
+    /// efficiency figure when measured, and report.md. Random variants of several seeds enter figures and tables as their
+    /// mean per n; report.md lists the mean ± std.</summary>
     static void WriteFigures(SweepOptions o, SweepResult result, int L, IReadOnlyList<IPreparedTask> tasks)
     {
         // Healed variants are their own series ("similarity+heal"), sharing the unpruned baseline.
@@ -271,8 +388,8 @@ public static class SweepRunner
         foreach (var s in strategies)
         {
             reportRows.Add(new SweepRow(s, 0, 0, baseline.Metrics));
-            foreach (var r in result.Rows.Where(r => r.Series == s))
-                reportRows.Add(new SweepRow(s, r.N, r.Fraction, r.Metrics));
+            foreach (var g in result.Rows.Where(r => r.Series == s).GroupBy(r => r.N))
+                reportRows.Add(new SweepRow(s, g.Key, g.First().Fraction, MeanMetrics(g.ToList())));
         }
         var metrics = tasks.SelectMany(t => t.Metrics).ToList();
         string model = Path.GetFileName(Path.GetFullPath(o.ModelDir).TrimEnd('/'));
@@ -287,9 +404,65 @@ public static class SweepRunner
         }
         string figures = string.Join(", ", metrics.Select(m => $"![{m.Column}]({m.Column}.png)"));
         if (File.Exists(Path.Combine(o.OutDir, "similarity.png"))) figures += ", ![similarity](similarity.png)";
-        var report = ReportWriter.Build(reportRows, metrics.Select(m => m.Report).ToList(), $"LayerPrune sweep: {model} ({L} layers)")
+        var specs = metrics.Select(m => m.Report).ToList();
+        string title = $"LayerPrune sweep: {model} ({L} layers)";
+        var costs = new Dictionary<string, SelectionCost?>();
+        foreach (var s in o.Strategies)
+            costs[s] = result.Rows.Where(r => r.Strategy == s && !r.Healed).OrderBy(r => r.N).LastOrDefault()?.SelectionCost;
+        var report = ReportWriter.Build(reportRows, specs, title)
+            + ReportWriter.StrategySection(ReportWriter.Evaluate(reportRows, specs), costs)
+            + SeedSection(result.Rows, metrics.Select(m => m.Column).ToList())
+            + EfficiencySection(o, result.Rows)
             + ReportWriter.ProtocolSection(tasks.Select(t => (t.Spec.Kind + ":" + Path.GetFileName(t.Spec.Path), t.Protocol)))
             + "\nFigures: " + figures + "\n";
         File.WriteAllText(Path.Combine(o.OutDir, "report.md"), report);
+    }
+
+    /// <summary>The mean of each metric over <paramref name="rows"/> (the seeds of one random n; one row: its metrics).</summary>
+    static IReadOnlyDictionary<string, double> MeanMetrics(IReadOnlyList<VariantRow> rows)
+    {
+        if (rows.Count == 1) return rows[0].Metrics;
+        var mean = new OrderedDictionary<string, double>();
+        foreach (var k in rows[0].Metrics.Keys)
+            mean[k] = rows.Average(r => r.Metrics.TryGetValue(k, out var v) ? v : double.NaN);
+        return mean;
+    }
+
+    /// <summary>"## Random seeds": per n and metric, mean ± sample std over the seeds (empty without several seeds).</summary>
+    static string SeedSection(IReadOnlyList<VariantRow> rows, IReadOnlyList<string> columns)
+    {
+        var seeded = rows.Where(r => r.Seed is not null).GroupBy(r => (r.Series, r.N)).Where(g => g.Count() > 1).ToList();
+        if (seeded.Count == 0) return "";
+        var sb = new StringBuilder("\n## Random seeds\n\n");
+        sb.Append("Mean ± sample standard deviation over the seeds of each random variant.\n\n");
+        sb.Append("| strategy | n | seeds | ").Append(string.Join(" | ", columns)).Append(" |\n");
+        sb.Append("|---|---:|---|").Append(string.Concat(columns.Select(_ => "---:|"))).Append('\n');
+        foreach (var g in seeded.OrderBy(g => g.Key.Series, StringComparer.Ordinal).ThenBy(g => g.Key.N))
+        {
+            var seeds = string.Join(",", g.Select(r => r.Seed!.Value));
+            sb.Append(CultureInfo.InvariantCulture, $"| {g.Key.Series} | {g.Key.N} | {seeds} |");
+            foreach (var c in columns)
+            {
+                var v = g.Select(r => r.Metrics.TryGetValue(c, out var x) ? x : double.NaN).ToList();
+                double mean = v.Average();
+                double std = Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Count - 1));
+                sb.Append(CultureInfo.InvariantCulture, $" {mean:0.0000} ± {std:0.0000} |");
+            }
+            sb.Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>The efficiency table and OUT/efficiency.png when the variants were measured (empty otherwise).</summary>
+    static string EfficiencySection(SweepOptions o, IReadOnlyList<VariantRow> rows)
+    {
+        var reference = rows.FirstOrDefault(r => r.Strategy == "none")?.Efficiency;
+        if (o.Efficiency is null || reference is null) return "";
+        var measured = rows.Where(r => r.N > 0 && r.Efficiency is not null)
+            .Select(r => new EfficiencyRow(r.Seed is int s ? $"{r.Strategy} seed {s}" : r.Strategy, r.N, r.Fraction, r.Efficiency!,
+                r.EfficiencyReference))
+            .ToList();
+        EfficiencyReport.Plot(Path.Combine(o.OutDir, EfficiencyReport.PlotFile), reference, measured);
+        return "\n" + EfficiencyReport.Section(reference, measured);
     }
 }

@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using LayerPrune.Efficiency;
+using LayerPrune.Pruning.Strategies;
 
 namespace LayerPrune.Sweep;
 
@@ -15,7 +17,19 @@ public sealed record VariantRow
 {
     /// <summary>The keys that are fields, not metrics.</summary>
     public static readonly IReadOnlySet<string> FixedKeys =
-        new HashSet<string> { "n", "fraction", "strategy", "removed", "healed", "angular_distance" };
+        new HashSet<string>
+        {
+            "n", "fraction", "strategy", "removed", "healed", "angular_distance", "seed", "selection_cost", "efficiency",
+            "efficiency_reference",
+        };
+
+    /// <summary>The columns <see cref="EfficiencyResult.RowFields"/> gives (derived from <see cref="Efficiency"/>, not
+    /// metrics).</summary>
+    public static readonly IReadOnlySet<string> EfficiencyKeys = new HashSet<string>
+    {
+        "decode_tokens_per_second", "prefill_tokens_per_second", "decode_speedup", "prefill_speedup", "weight_bytes",
+        "weight_saved_fraction", "kv_cache_bytes", "resident_bytes",
+    };
 
     /// <summary>Strategy; "none" for the unpruned model.</summary>
     public required string Strategy { get; init; }
@@ -35,6 +49,19 @@ public sealed record VariantRow
     /// <summary>The similarity strategy's angular distance of the removed block; null for other strategies.</summary>
     public double? AngularDistance { get; init; }
 
+    /// <summary>Seed of a random variant when the sweep has <see cref="SweepOptions.Seeds"/>; null otherwise.</summary>
+    public int? Seed { get; init; }
+
+    /// <summary>What choosing the layers cost in forward passes, layer forwards and tokens (the strategy's measuring; the
+    /// wall-clock seconds are not kept, so rows are reproducible); null for the unpruned and healed rows.</summary>
+    public SelectionCost? SelectionCost { get; init; }
+
+    /// <summary>The variant's efficiency measurement (<see cref="SweepOptions.Efficiency"/>); null when not measured.</summary>
+    public EfficiencyResult? Efficiency { get; init; }
+
+    /// <summary>The unpruned model timed interleaved with <see cref="Efficiency"/> (its same-run reference).</summary>
+    public EfficiencyResult? EfficiencyReference { get; init; }
+
     /// <summary>Metric column (e.g. "validation_loss", "mc_acc") → value, in task order.</summary>
     public IReadOnlyDictionary<string, double> Metrics { get; init; } = new OrderedDictionary<string, double>();
 
@@ -42,16 +69,29 @@ public sealed record VariantRow
     public string Series => Strategy + (Healed ? "+heal" : "");
 
     /// <summary>Identifies the variant within a sweep (resume skips rows whose key is done).</summary>
-    public string Key => KeyOf(Strategy, N, Healed);
+    public string Key => KeyOf(Strategy, N, Healed, Seed);
 
-    /// <summary>The key of a (strategy, n, healed) variant.</summary>
-    public static string KeyOf(string strategy, int n, bool healed) => $"{strategy}/{n}/{(healed ? "healed" : "raw")}";
+    /// <summary>The key of a (strategy, n, healed, seed) variant.</summary>
+    public static string KeyOf(string strategy, int n, bool healed, int? seed = null)
+    {
+        string key = $"{strategy}/{n}/{(healed ? "healed" : "raw")}";
+        return seed is int s ? key + "/seed" + s.ToString(CultureInfo.InvariantCulture) : key;
+    }
 
-    /// <summary>The CSV/JSON columns after the fixed ones: angular_distance (when set), then the metrics.</summary>
+    /// <summary>The CSV/JSON columns after the fixed ones: angular_distance, seed, selection cost (when set), the metrics,
+    /// then the efficiency fields against the same-run reference (when measured).</summary>
     public IEnumerable<(string Name, double Value)> ExtraColumns()
     {
         if (AngularDistance is double d) yield return ("angular_distance", d);
+        if (Seed is int seed) yield return ("seed", seed);
+        if (SelectionCost is { } c)
+        {
+            yield return ("selection_forward_passes", c.ForwardPasses);
+            yield return ("selection_layer_forwards", c.LayerForwards);
+        }
         foreach (var (k, v) in Metrics) yield return (k, v);
+        if (Efficiency is { } e)
+            foreach (var (k, v) in e.RowFields(EfficiencyReference ?? e)) yield return (k, v);
     }
 
     /// <summary>The results.json form: n, fraction, strategy, removed, healed, angular_distance?, metrics (NaN → null).</summary>
@@ -65,7 +105,20 @@ public sealed record VariantRow
             ["removed"] = new JsonArray(Removed.Select(i => (JsonNode?)i).ToArray()),
             ["healed"] = Healed,
         };
-        foreach (var (k, v) in ExtraColumns()) o[k] = double.IsFinite(v) ? v : null;
+        foreach (var (k, v) in ExtraColumns())
+        {
+            if (k.StartsWith("selection_", StringComparison.Ordinal)) continue; // in selection_cost below
+            if (k == "seed") o[k] = Seed;
+            else o[k] = double.IsFinite(v) ? v : null;
+        }
+        if (SelectionCost is { } c)
+        {
+            var cost = c.ToJson();
+            cost.Remove("seconds"); // wall-clock: a resumed sweep's rows must equal an uninterrupted one's
+            o["selection_cost"] = cost;
+        }
+        if (Efficiency is { } e) o["efficiency"] = e.ToJson();
+        if (EfficiencyReference is { } r) o["efficiency_reference"] = r.ToJson();
         return o;
     }
 
@@ -75,7 +128,7 @@ public sealed record VariantRow
         ArgumentNullException.ThrowIfNull(o);
         var metrics = new OrderedDictionary<string, double>();
         foreach (var (k, v) in o)
-            if (!FixedKeys.Contains(k)) metrics[k] = v is null ? double.NaN : (double)v;
+            if (!FixedKeys.Contains(k) && !EfficiencyKeys.Contains(k)) metrics[k] = v is null ? double.NaN : (double)v;
         return new VariantRow
         {
             Strategy = (string)o["strategy"]!,
@@ -84,8 +137,21 @@ public sealed record VariantRow
             Removed = o["removed"]!.AsArray().Select(x => (int)x!).ToArray(),
             Healed = (bool)o["healed"]!,
             AngularDistance = o["angular_distance"] is JsonNode d ? (double)d : null,
+            Seed = o["seed"] is JsonNode seed ? (int)seed : null,
+            SelectionCost = o["selection_cost"] is JsonObject c ? CostFromJson(c) : null,
+            Efficiency = o["efficiency"] is JsonObject e ? EfficiencyResult.FromJson(e) : null,
+            EfficiencyReference = o["efficiency_reference"] is JsonObject r ? EfficiencyResult.FromJson(r) : null,
             Metrics = metrics,
         };
+    }
+
+    /// <summary>Reads <see cref="Pruning.Strategies.SelectionCost.ToJson"/>'s output; without "seconds" (a row's form,
+    /// which leaves the wall-clock time out) Seconds is NaN.</summary>
+    public static SelectionCost CostFromJson(JsonObject c)
+    {
+        ArgumentNullException.ThrowIfNull(c);
+        double seconds = c["seconds"] is JsonNode s ? (double)s : double.NaN;
+        return new SelectionCost((long)c["forward_passes"]!, (long)c["layer_forwards"]!, (long)c["tokens"]!, seconds);
     }
 }
 

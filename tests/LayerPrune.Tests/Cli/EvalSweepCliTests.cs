@@ -60,7 +60,8 @@ public class EvalSweepCliTests
     }
 
     [Theory]
-    [InlineData("--strategies", "foo", "error: --strategies: unknown strategy 'foo' (supported: similarity, deepest, shallowest, random)")]
+    [InlineData("--strategies", "foo",
+        "error: --strategies: unknown strategy 'foo' (supported: similarity, bi, greedy, loss-rank, deepest, shallowest, random)")]
     [InlineData("--n", "16", "error: --n: block size 16 is out of range 1..15 (the model has 16 layers)")]
     public void SweepOptionErrorsNameTheFlag(string flag, string value, string message)
     {
