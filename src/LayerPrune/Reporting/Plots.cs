@@ -1,4 +1,3 @@
-#pragma warning disable CS1573 // TODO(discipline): cleaned up after the sweep wiring merges
 using ScottPlot;
 
 namespace LayerPrune.Reporting;
@@ -75,6 +74,10 @@ public static class Plots
     /// Cells with l+n &gt; L, and NaN entries, are left blank.
     /// </summary>
     /// <param name="matrix">(L+1)x(L+1) matrix, D[l, l+n]; NaN where undefined. L &gt;= 2.</param>
+    /// <param name="path">PNG file to write.</param>
+    /// <param name="title">Figure title.</param>
+    /// <param name="width">Image width in pixels.</param>
+    /// <param name="height">Image height in pixels.</param>
     public static void SimilarityHeatmap(double[,] matrix, string path, string title,
         int width = DefaultWidth, int height = DefaultHeight) =>
         Save(CreateSimilarityHeatmap(matrix, title), path, width, height);
