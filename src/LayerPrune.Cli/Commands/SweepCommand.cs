@@ -245,9 +245,6 @@ public static class SweepCommand
     {
         try
         {
-            if (SweepRunner.HoldsOtherSweep(options, lm.NumLayers) && !options.Force)
-                throw new LayerPruneException($"--out {options.OutDir}: holds results of a different sweep (other model, data, " +
-                    "tasks or options); use --force to start over or another --out");
             return SweepRunner.Run(lm, tok, options, SpectreProgressSink.ForCli(p.GetValue(Cli.Quiet)));
         }
         catch (ArgumentException e) when (e.ParamName is { } name && Flags.TryGetValue(name, out var flag))

@@ -43,14 +43,17 @@ public static class SweepRunner
         Directory.CreateDirectory(o.OutDir);
         var config = ConfigJson(o, ns);
         string resultsPath = Path.Combine(o.OutDir, "results.json");
+        List<VariantRow> rows = [];
         if (File.Exists(resultsPath) && !o.Force)
-            ReadResults(resultsPath, o.OutDir); // a truncated or edited file: say how to start over
-        bool other = HoldsOtherSweep(o, L);
-        if (other && !o.Force)
-            throw new LayerPruneException(
-                $"{o.OutDir}: holds results of a different sweep (other model, data, tasks or options); " +
-                $"set {nameof(SweepOptions.Force)} to start over or choose another {nameof(SweepOptions.OutDir)}");
-        var rows = o.Force ? [] : SweepFiles.Read(Path.Combine(o.OutDir, "results.json"))?.Rows ?? [];
+        {
+            // Parsed once: a truncated or edited file says how to start over; another sweep's results are refused.
+            var previous = ReadResults(resultsPath, o.OutDir);
+            if (!JsonNode.DeepEquals(previous["config"], config))
+                throw LayerPruneException.Failed(nameof(SweepOptions.OutDir), o.OutDir,
+                    "holds results of a different sweep (other model, data, tasks or options); "
+                    + $"use `{nameof(SweepOptions.Force)}` to start over or another `{nameof(SweepOptions.OutDir)}`");
+            rows = SweepFiles.Rows(previous, resultsPath);
+        }
 
         // 1. One similarity pass gives l*(n) for every n (cached in the output folder); bi reads the same pass.
         SimilarityResult? similarity = null;
@@ -151,26 +154,6 @@ public static class SweepRunner
         var result = new SweepResult(config, protocol, rows);
         WriteFigures(o, result, L, prepared);
         return result;
-    }
-
-    /// <summary>True when <see cref="SweepOptions.OutDir"/> holds results.json of a sweep with another config (so
-    /// <see cref="Run"/> would refuse it without <see cref="SweepOptions.Force"/>).</summary>
-    public static bool HoldsOtherSweep(SweepOptions o, int layers)
-    {
-        ArgumentNullException.ThrowIfNull(o);
-        string path = Path.Combine(o.OutDir, "results.json");
-        if (!File.Exists(path)) return false;
-        JsonObject? previous;
-        try
-        {
-            previous = JsonNode.Parse(File.ReadAllText(path)) as JsonObject;
-        }
-        catch (JsonException)
-        {
-            return false; // damaged, not another sweep's: Run says so and how to start over
-        }
-        var config = ConfigJson(o, BlockSizes(o, layers));
-        return !(previous?["config"] is JsonObject pc && JsonNode.DeepEquals(pc, config) && previous["rows"] is JsonArray);
     }
 
     /// <summary>The block sizes to sweep (sorted, distinct); <see cref="ArgumentException"/> naming the option when invalid.</summary>

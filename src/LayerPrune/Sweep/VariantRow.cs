@@ -200,10 +200,17 @@ public static class SweepFiles
         {
             throw new LayerPruneException($"{path}: not valid JSON ({e.Message})", e);
         }
-        if (doc?["rows"] is not JsonArray rows) return (doc?["config"] as JsonObject, []);
+        return doc is null ? (null, []) : (doc["config"] as JsonObject, Rows(doc, path));
+    }
+
+    /// <summary>The typed rows of a parsed results.json document (none when it has no "rows" array).</summary>
+    public static List<VariantRow> Rows(JsonObject doc, string path)
+    {
+        ArgumentNullException.ThrowIfNull(doc);
+        if (doc["rows"] is not JsonArray rows) return [];
         try
         {
-            return (doc["config"] as JsonObject, rows.Select(r => VariantRow.FromJson(r!.AsObject())).ToList());
+            return rows.Select(r => VariantRow.FromJson(r!.AsObject())).ToList();
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException)
         {
