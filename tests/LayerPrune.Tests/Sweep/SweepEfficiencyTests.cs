@@ -9,6 +9,8 @@ namespace LayerPrune.Tests.Sweep;
 
 /// <summary><see cref="SweepOptions.Efficiency"/>: every variant's row carries its speed and memory against an unpruned
 /// reference timed in the same call, report.md has the table and the figure, and a rerun does not measure again.</summary>
+/// <remarks>Timing: runs alone, with the other process-wide measurements, not beside the parallel tests.</remarks>
+[Collection(LayerPrune.Tests.Efficiency.ProcessWideCollection.Name)]
 public class SweepEfficiencyTests(KjvModel kjv) : IClassFixture<KjvModel>
 {
     [Fact]
