@@ -1,4 +1,5 @@
 using LayerPrune.Checkpoints;
+using Families = LayerPrune.Modeling.Families;
 
 namespace LayerPrune.Gguf;
 
@@ -15,79 +16,30 @@ public enum GgufPermute
 public sealed record GgufTensorMapping(string HfName, string GgufName, GgufPermute Permute = GgufPermute.None, int PermuteHeads = 0);
 
 /// <summary>
-/// Per family: the llama.cpp architecture name, the metadata keys llama.cpp reads for it, and the tensor names its
-/// converter (convert_hf_to_gguf.py + gguf-py tensor_mapping.py) writes. Llama and Mistral → "llama" (q/k rows
-/// permuted for llama.cpp's interleaved RoPE), Qwen2 → "qwen2", Phi → "phi2" (both NeoX RoPE, no permutation).
+/// A model's GGUF layout, assembled from its family descriptor (<see cref="Architecture"/>: llama.cpp architecture name,
+/// per-layer and head tensor names): the tensors in file order and the hyper-parameter metadata llama.cpp reads.
+/// Llama and Mistral → "llama" (q/k rows permuted for llama.cpp's interleaved RoPE), Qwen2 → "qwen2", Phi → "phi2"
+/// (both NeoX RoPE, no permutation).
 /// </summary>
 public static class GgufTensorNames
 {
     /// <summary>llama.cpp's architecture name (general.architecture) for a family.</summary>
-    public static string Architecture(ArchitectureFamily family) => family switch
-    {
-        ArchitectureFamily.Llama or ArchitectureFamily.Mistral => "llama",
-        ArchitectureFamily.Qwen2 => "qwen2",
-        ArchitectureFamily.Phi => "phi2",
-        _ => throw new LayerPruneException($"GGUF export: architecture family {family} has no llama.cpp equivalent"),
-    };
+    public static string Architecture(ArchitectureFamily family) => Families.Architecture.For(family).GgufArchitecture;
 
     /// <summary>The per-layer GGUF tensor-name prefix ("blk.N.").</summary>
-    public static string BlockPrefix(int layer) => $"blk.{layer}.";
+    public static string BlockPrefix(int layer) => Families.Architecture.GgufBlockPrefix(layer);
 
     /// <summary>The tensors to export, in file order: token embedding, each block's tensors, final norm, output head.</summary>
     /// <param name="c">The model's config.</param>
     /// <param name="contains">Whether the checkpoint stores an HF tensor (optional biases, untied lm_head).</param>
     public static IEnumerable<GgufTensorMapping> Tensors(ModelConfig c, Func<string, bool> contains)
     {
-        yield return new("model.embed_tokens.weight", "token_embd.weight");
+        var family = Families.Architecture.For(c);
+        yield return Families.Architecture.GgufEmbedding;
         for (int i = 0; i < c.NumLayers; i++)
-            foreach (var m in Layer(c, i))
+            foreach (var m in family.GgufLayerTensors(c, i))
                 if (contains(m.HfName)) yield return m;
-        if (c.Family == ArchitectureFamily.Phi)
-        {
-            yield return new("model.final_layernorm.weight", "output_norm.weight");
-            yield return new("model.final_layernorm.bias", "output_norm.bias");
-            yield return new("lm_head.weight", "output.weight");
-            yield return new("lm_head.bias", "output.bias");
-            yield break;
-        }
-        yield return new("model.norm.weight", "output_norm.weight");
-        // Tied embeddings: llama.cpp falls back to token_embd.weight when output.weight is absent.
-        if (!c.TieWordEmbeddings && contains("lm_head.weight")) yield return new("lm_head.weight", "output.weight");
-    }
-
-    static IEnumerable<GgufTensorMapping> Layer(ModelConfig c, int i)
-    {
-        string hf = $"model.layers.{i}.", g = BlockPrefix(i);
-        bool llamaArch = Architecture(c.Family) == "llama";
-        GgufTensorMapping M(string h, string n, bool qk = false, int heads = 0) =>
-            new(hf + h, g + n, qk && llamaArch ? GgufPermute.Heads : GgufPermute.None, heads);
-        if (c.Family == ArchitectureFamily.Phi)
-        {
-            foreach (var s in new[] { "weight", "bias" })
-            {
-                yield return M($"input_layernorm.{s}", $"attn_norm.{s}");
-            }
-            foreach (var (h, n) in new[] { ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
-                                           ("self_attn.dense", "attn_output"), ("mlp.fc1", "ffn_up"), ("mlp.fc2", "ffn_down") })
-                foreach (var s in new[] { "weight", "bias" })
-                    yield return M($"{h}.{s}", $"{n}.{s}");
-            yield break;
-        }
-        yield return M("input_layernorm.weight", "attn_norm.weight");
-        foreach (var s in new[] { "weight", "bias" })
-        {
-            yield return M($"self_attn.q_proj.{s}", $"attn_q.{s}", qk: true, heads: c.NumHeads);
-            yield return M($"self_attn.k_proj.{s}", $"attn_k.{s}", qk: true, heads: c.NumKvHeads);
-            yield return M($"self_attn.v_proj.{s}", $"attn_v.{s}");
-            yield return M($"self_attn.o_proj.{s}", $"attn_output.{s}");
-        }
-        yield return M("post_attention_layernorm.weight", "ffn_norm.weight");
-        foreach (var s in new[] { "weight", "bias" })
-        {
-            yield return M($"mlp.gate_proj.{s}", $"ffn_gate.{s}");
-            yield return M($"mlp.up_proj.{s}", $"ffn_up.{s}");
-            yield return M($"mlp.down_proj.{s}", $"ffn_down.{s}");
-        }
+        foreach (var m in family.GgufHeadTensors(c, contains)) yield return m;
     }
 
     /// <summary>
@@ -113,8 +65,7 @@ public static class GgufTensorNames
         Add("attention.value_length", GgufValue.U32((uint)c.HeadDim));
         Add("rope.freq_base", GgufValue.F32((float)c.Rope.Theta));
         Add("rope.dimension_count", GgufValue.U32((uint)(int)(c.Rope.PartialRotaryFactor * c.HeadDim)));
-        if (c.Family == ArchitectureFamily.Phi) Add("attention.layer_norm_epsilon", GgufValue.F32((float)c.NormEps));
-        else Add("attention.layer_norm_rms_epsilon", GgufValue.F32((float)c.NormEps));
+        Add(Families.Architecture.For(c).GgufNormEpsKey, GgufValue.F32((float)c.NormEps));
         if (c.Rope.Type == "linear")
         {
             Add("rope.scaling.type", GgufValue.Str("linear"));

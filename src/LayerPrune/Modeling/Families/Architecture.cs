@@ -1,4 +1,5 @@
 using LayerPrune.Checkpoints;
+using LayerPrune.Gguf;
 using static TorchSharp.torch;
 
 namespace LayerPrune.Modeling.Families;
@@ -12,13 +13,9 @@ public sealed record PaperHealSettings(double Lr, int Rank, string Matched);
 /// <summary>
 /// Everything that differs between architecture families, in one place per family: config.json defaults, how a
 /// decoder layer / final norm / lm_head is built (and so which tensors a checkpoint must hold, with which shapes),
-/// the HF tensor names, the LoRA target modules and the healing recipe. Code outside the descriptors asks the
-/// descriptor instead of branching on <see cref="ArchitectureFamily"/>.
+/// the HF tensor names with their GGUF (llama.cpp) names, the LoRA target modules and the healing recipe. Code outside
+/// the descriptors asks the descriptor instead of branching on <see cref="ArchitectureFamily"/>.
 /// </summary>
-/// <remarks>
-/// Later per-family mappings belong here too: GGUF tensor names (e.g. "blk.{i}.attn_q.weight" for
-/// "model.layers.{i}.self_attn.q_proj.weight") and llama.cpp architecture keys go next to the HF names below.
-/// </remarks>
 public abstract class Architecture
 {
     /// <summary>The embedding's module name (HF state dict).</summary>
@@ -117,6 +114,33 @@ public abstract class Architecture
         head.Dispose();
         return recorder.Tensors;
     }
+
+    // ---- GGUF (llama.cpp) ----
+
+    /// <summary>llama.cpp's architecture name (general.architecture and the metadata key prefix), e.g. "llama".</summary>
+    public abstract string GgufArchitecture { get; }
+
+    /// <summary>The metadata key (after "{arch}.") llama.cpp reads the norm epsilon from.</summary>
+    public abstract string GgufNormEpsKey { get; }
+
+    /// <summary>The embedding table's GGUF tensor (the first one in the file).</summary>
+    public static GgufTensorMapping GgufEmbedding { get; } = new($"{EmbedTokensName}.weight", "token_embd.weight");
+
+    /// <summary>The per-layer GGUF tensor-name prefix ("blk.N.").</summary>
+    public static string GgufBlockPrefix(int layer) => $"blk.{layer}.";
+
+    /// <summary>
+    /// Decoder layer <paramref name="i"/>'s tensors as llama.cpp's converter (convert_hf_to_gguf.py + gguf-py
+    /// tensor_mapping.py) names them, in file order, optional ones (biases) included: HF name → GGUF name, with the q/k
+    /// row permutation where llama.cpp's graph for <see cref="GgufArchitecture"/> rotates adjacent pairs.
+    /// </summary>
+    public abstract IEnumerable<GgufTensorMapping> GgufLayerTensors(ModelConfig c, int i);
+
+    /// <summary>
+    /// The tensors after the layers (final norm, output head) in file order; <paramref name="contains"/> says whether
+    /// the checkpoint stores an HF tensor (a tied head is not exported: llama.cpp falls back to token_embd.weight).
+    /// </summary>
+    public abstract IEnumerable<GgufTensorMapping> GgufHeadTensors(ModelConfig c, Func<string, bool> contains);
 
     // ---- healing ----
 
