@@ -51,8 +51,8 @@ public static class GgufTensorNames
     public static List<KeyValuePair<string, GgufValue>> Hyperparameters(ModelConfig c, bool ignoreSlidingWindow)
     {
         string arch = Architecture(c.Family);
-        Check(c, arch, ignoreSlidingWindow);
         int contextLength = IntKey(c, "max_position_embeddings") ?? IntKey(c, "n_positions") ?? 2048;
+        Check(c, arch, contextLength, ignoreSlidingWindow);
         var kv = new List<KeyValuePair<string, GgufValue>>();
         void Add(string key, GgufValue v) => kv.Add(new($"{arch}.{key}", v));
         Add("block_count", GgufValue.U32((uint)c.NumLayers));
@@ -75,7 +75,7 @@ public static class GgufTensorNames
         return kv;
     }
 
-    static void Check(ModelConfig c, string arch, bool ignoreSlidingWindow)
+    static void Check(ModelConfig c, string arch, int contextLength, bool ignoreSlidingWindow)
     {
         if (c.HiddenAct != (c.Family == ArchitectureFamily.Phi ? "gelu_new" : "silu"))
             throw new LayerPruneException($"{c.Path}: hidden_act '{c.HiddenAct}' cannot be represented in llama.cpp's {arch} architecture");
@@ -86,11 +86,15 @@ public static class GgufTensorNames
                 $"{c.Path}: partial_rotary_factor {c.Rope.PartialRotaryFactor} cannot be represented in llama.cpp's {arch} architecture");
         if (c.Family == ArchitectureFamily.Phi && c.Rope.Type != "default")
             throw new LayerPruneException($"{c.Path}: RoPE type {c.Rope.Type} is not supported for phi2 export");
-        int? window = c.SlidingWindows.FirstOrDefault(w => w is not null);
+        // A window of the whole context (or more) never masks anything inside it: exported as full attention.
+        // No llama.cpp architecture that runs a Llama block reads a sliding window (docs/gguf.md#sliding-window).
+        int? window = c.SlidingWindows.FirstOrDefault(w => w is not null && w < contextLength);
         if (window is not null && !ignoreSlidingWindow)
-            throw new LayerPruneException($"{c.Path}: sliding_window {window} cannot be represented in llama.cpp's {arch} architecture " +
-                $"(llama.cpp would attend beyond {window} tokens); pass --ignore-sliding-window to export anyway, " +
-                "as llama.cpp's own converter does");
+            throw LayerPruneException.Mentioning(
+                $"{c.Path}: sliding_window {window} cannot be represented in llama.cpp's {arch} architecture, which attends over " +
+                $"all {contextLength} positions (no llama.cpp architecture for this block reads a sliding window); " +
+                "set `IgnoreSlidingWindow` to export anyway, as llama.cpp's own converter does (exact within the first " +
+                $"{window} positions)");
     }
 
     /// <summary>

@@ -52,6 +52,7 @@ public class GgufCliTests : IDisposable
         Fails(2, "--type q4_k", "export", "--model", Golden("llama"), "--out", gguf, "--type", "q4_k");
         Fails(2, "--format onnx", "export", "--model", Golden("llama"), "--out", gguf, "--format", "onnx");
         Fails(1, "sliding_window 8", "export", "--model", Golden("mistral"), "--out", gguf);
+        Fails(1, "set --ignore-sliding-window to export anyway", "export", "--model", Golden("mistral"), "--out", gguf);
         Assert.False(File.Exists(gguf));
         Assert.Empty(Directory.GetFiles(_tmp)); // no temp file left behind
         Assert.Equal(0, CliRunner.Run("export", "--model", Golden("llama"), "--out", gguf, "--type", "f32").exitCode);

@@ -123,11 +123,99 @@ public class GgufExportTests(KjvGguf kjv) : IClassFixture<KjvGguf>, IDisposable
         string dir = Path.Combine(TestPaths.Fixtures, "golden", "mistral"), gguf = Path.Combine(_tmp, "mistral.gguf");
         var e = Assert.Throws<LayerPruneException>(() => GgufExporter.Export(dir, gguf, new GgufExportOptions { Type = GgufOutputType.F32 }));
         Assert.Contains("sliding_window 8", e.Message);
+        Assert.Contains("`IgnoreSlidingWindow`", e.Message); // the CLI shows it as --ignore-sliding-window (GgufCliTests)
         Assert.False(File.Exists(gguf));
         GgufExporter.Export(dir, gguf, new GgufExportOptions { Type = GgufOutputType.F32, IgnoreSlidingWindow = true });
         using var golden = new GoldenFixture("mistral");
         // The fixture's window is 8 positions: prompt 4 + 4 new tokens stay inside it.
         AssertSameAsLlamaCpp(dir, gguf, golden.TwoSamples()[0][..4], 4, "golden mistral f32 (within the window)");
+    }
+
+    /// <summary>
+    /// The golden Mistral export (f32, llama tensor set and q/k order) relabelled as llama.cpp architecture
+    /// <paramref name="arch"/>: every "llama." key renamed, plus {arch}.attention.sliding_window = 8 and
+    /// sliding_window_pattern = 0 (llama_hparams::set_swa_pattern(0): every layer slides) — what a Mistral export
+    /// would write if that architecture honoured the window.
+    /// </summary>
+    string RelabelledMistral(string arch, params (string Key, float Value)[] extra)
+    {
+        string dir = Path.Combine(TestPaths.Fixtures, "golden", "mistral"), llama = Path.Combine(_tmp, "mistral-llama.gguf");
+        if (!File.Exists(llama)) GgufExporter.Export(dir, llama, new GgufExportOptions { Type = GgufOutputType.F32, IgnoreSlidingWindow = true });
+        var src = GgufFile.Open(llama);
+        var md = src.Metadata
+            .Select(kv => kv.Key == "general.architecture" ? new(kv.Key, GgufValue.Str(arch))
+                : kv.Key.StartsWith("llama.", StringComparison.Ordinal) ? new KeyValuePair<string, GgufValue>(arch + kv.Key[5..], kv.Value) : kv)
+            .ToList();
+        md.Add(new($"{arch}.attention.sliding_window", GgufValue.U32(8)));
+        md.Add(new($"{arch}.attention.sliding_window_pattern", GgufValue.U32(0)));
+        foreach (var (key, value) in extra) md.Add(new($"{arch}.{key}", GgufValue.F32(value)));
+        string path = Path.Combine(_tmp, $"mistral-as-{arch}.gguf");
+        var tensors = src.Tensors.Select(t => new GgufTensorToWrite(t.Name, t.Dims, t.Type, s => src.CopyTensor(t, s))).ToList();
+        GgufWriter.Write(path, md, tensors, force: true, src.Alignment);
+        return path;
+    }
+
+    /// <summary>
+    /// Why a Mistral export cannot carry its window: every architecture of the bundled llama.cpp that loads the Llama
+    /// block's tensors (RMSNorm, q/k/v/o, SwiGLU gate/up/down) reads no sliding window (llama_model_n_swa = 0) even
+    /// with {arch}.attention.sliding_window and sliding_window_pattern set. If one starts honouring it, this fails:
+    /// export Mistral with that architecture then.
+    /// </summary>
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("mistral3")]
+    [InlineData("smollm3")]
+    [InlineData("ernie4_5")]
+    [InlineData("exaone")]
+    [InlineData("nanbeige")]
+    [InlineData("deci")]
+    [InlineData("qwen2")]
+    [InlineData("granite")]
+    public void LlamaCpp_Architectures_That_Run_A_Llama_Block_Ignore_The_Sliding_Window(string arch)
+    {
+        // granite needs its scales: 1 for all but attention.scale, which replaces 1/sqrt(head_dim) (= 1/4).
+        (string, float)[] extra = arch == "granite"
+            ? [("logit_scale", 1), ("residual_scale", 1), ("embedding_scale", 1), ("attention.scale", 0.25f)]
+            : [];
+        Assert.Equal(0, LlamaCpp.SlidingWindow(RelabelledMistral(arch, extra), out _));
+    }
+
+    /// <summary>
+    /// The architectures of the bundled llama.cpp that do read the window (its loader logs n_swa = 8 for the same file)
+    /// run other blocks: loading the Llama tensor set fails on a tensor the Llama block does not have (post-norms, q/k
+    /// norms, fused qkv). phi3 would run it (with gate/up fused), but its loader switches the window off.
+    /// </summary>
+    [Theory]
+    [InlineData("gemma3", 8, "missing tensor 'blk.0.post_attention_norm.weight'")]
+    [InlineData("exaone4", 8, "missing tensor 'blk.0.post_attention_norm.weight'")]
+    [InlineData("olmo2", 8, "missing tensor 'blk.0.attn_q_norm.weight'")]
+    [InlineData("plamo3", 8, "missing tensor 'blk.0.attn_qkv.weight'")]
+    [InlineData("phi3", 0, "Phi SWA is currently disabled")]
+    public void LlamaCpp_Architectures_That_Read_The_Window_Do_Not_Run_This_Llama_Block(string arch, int window, string reason)
+    {
+        string log = "";
+        Assert.ThrowsAny<Exception>(() => LlamaCpp.SlidingWindow(RelabelledMistral(arch), out log));
+        Assert.Matches($@"print_info: n_swa\s+= {window}\n", log); // printed after the hyper-parameters, before the tensors
+        Assert.Contains(reason, log);
+    }
+
+    /// <summary>A window of the whole context never masks: such a Mistral exports without the flag and matches llama.cpp for 32 tokens.</summary>
+    [Fact]
+    public void Mistral_With_A_Window_Of_The_Whole_Context_Exports_And_Matches_LlamaCpp()
+    {
+        string dir = Path.Combine(_tmp, "mistral-window-512");
+        Directory.CreateDirectory(dir);
+        string golden = Path.Combine(TestPaths.Fixtures, "golden", "mistral");
+        File.Copy(Path.Combine(golden, "model.safetensors"), Path.Combine(dir, "model.safetensors"));
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(golden, "config.json")))!;
+        config["sliding_window"] = config["max_position_embeddings"]!.GetValue<int>(); // 512
+        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+        string gguf = Path.Combine(_tmp, "mistral-window-512.gguf");
+        GgufExporter.Export(dir, gguf, new GgufExportOptions { Type = GgufOutputType.F32 });
+        using var fixture = new GoldenFixture("mistral");
+        var prompt = fixture.TwoSamples()[0];
+        Assert.True(prompt.Length > 8, "the prompt alone must be longer than the golden fixture's window of 8");
+        AssertSameAsLlamaCpp(dir, gguf, prompt, NewTokens, "mistral, window = context (512) f32");
     }
 
     /// <summary>
@@ -206,6 +294,42 @@ public class GgufExportTests(KjvGguf kjv) : IClassFixture<KjvGguf>, IDisposable
         int same = q8.Zip(full).TakeWhile(p => p.First == p.Second).Count();
         Console.WriteLine($"kjv q8_0 ({InfoCommandSize(r.Bytes)}): greedy agrees with f32 for the first {same} of {NewTokens} tokens");
         Assert.True(same >= 8, $"q8_0 greedy diverges from f32 after {same} tokens");
+    }
+
+    /// <summary>
+    /// kjv's ffn_down rows have 688 columns (not whole Q8_0 blocks of 32): llama.cpp's quantizer refuses q8_0 for them
+    /// ("no tensor type fallback is defined for type q8_0"; its fallbacks exist for k- and i-quants only). Our q8_0
+    /// export stores them as F16, which is exactly llama.cpp's own quantization of our f32 export with
+    /// `llama-quantize --tensor-type` overrides to f16 for those matrices: every tensor byte-identical.
+    /// </summary>
+    [Fact]
+    public void Kjv_Q8_0_Export_Is_Byte_Identical_To_LlamaCpp_Quantization_With_F16_For_Partial_Blocks()
+    {
+        string ours = Path.Combine(_tmp, "kjv-q8_0.gguf"), theirs = Path.Combine(_tmp, "kjv-q8_0-llamacpp.gguf");
+        GgufExporter.Export(KjvModel.Dir, ours, new GgufExportOptions { Type = GgufOutputType.Q8_0 });
+        Assert.False(LlamaCpp.Quantize(kjv.F32, Path.Combine(_tmp, "refused.gguf"), LLamaFtype.MOSTLY_Q8_0, []));
+        // The overrides come from llama.cpp's input (our f32 file), not from our q8_0 output.
+        var partial = GgufFile.Open(kjv.F32).Tensors.Where(t => t.Dims.Length >= 2 && t.Dims[0] % GgufExporter.Q8Block != 0)
+            .Select(t => ($"^{System.Text.RegularExpressions.Regex.Escape(t.Name)}$", GGMLType.GGML_TYPE_F16)).ToList();
+        Assert.Equal(16, partial.Count); // blk.0..15.ffn_down.weight
+        Assert.True(LlamaCpp.Quantize(kjv.F32, theirs, LLamaFtype.MOSTLY_Q8_0, partial));
+        var a = GgufFile.Open(ours);
+        var b = GgufFile.Open(theirs);
+        var bt = b.Tensors.ToDictionary(t => t.Name);
+        Assert.Equal(a.Tensors.Select(t => t.Name).Order(), bt.Keys.Order());
+        Assert.Equal(16, a.Tensors.Count(t => t.Type == GgmlType.F16));
+        Assert.Equal(16 * 6 + 2, a.Tensors.Count(t => t.Type == GgmlType.Q8_0)); // q, k, v, o, gate, up per layer, token_embd, output
+        foreach (var t in a.Tensors)
+        {
+            Assert.True(t.Type == bt[t.Name].Type, $"{t.Name}: ours {t.Type}, llama.cpp {bt[t.Name].Type}");
+            Assert.True(a.ReadTensorBytes(t).AsSpan().SequenceEqual(b.ReadTensorBytes(bt[t.Name])), $"{t.Name} ({t.Type}) bytes differ");
+        }
+        Assert.Equal(7, a.Get("general.file_type")!.AsLong());
+        Assert.Equal(7, b.Get("general.file_type")!.AsLong());
+        var prompt = TokenizerLoader.Load(KjvModel.Dir).Encode(KjvPrompt);
+        var (mine, _) = LlamaCpp.Greedy(ours, prompt, NewTokens);
+        var (reference, _) = LlamaCpp.Greedy(theirs, prompt, NewTokens);
+        Assert.Equal(reference, mine);
     }
 
     static string InfoCommandSize(long bytes) => $"{bytes / 1048576.0:F1} MiB";
