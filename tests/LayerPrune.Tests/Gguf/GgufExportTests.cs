@@ -305,20 +305,49 @@ public class GgufExportTests(KjvGguf kjv) : IClassFixture<KjvGguf>, IDisposable
     [Fact]
     public void Kjv_Q8_0_Export_Is_Byte_Identical_To_LlamaCpp_Quantization_With_F16_For_Partial_Blocks()
     {
-        string ours = Path.Combine(_tmp, "kjv-q8_0.gguf"), theirs = Path.Combine(_tmp, "kjv-q8_0-llamacpp.gguf");
-        GgufExporter.Export(KjvModel.Dir, ours, new GgufExportOptions { Type = GgufOutputType.Q8_0 });
-        Assert.False(LlamaCpp.Quantize(kjv.F32, Path.Combine(_tmp, "refused.gguf"), LLamaFtype.MOSTLY_Q8_0, []));
-        // The overrides come from llama.cpp's input (our f32 file), not from our q8_0 output.
-        var partial = GgufFile.Open(kjv.F32).Tensors.Where(t => t.Dims.Length >= 2 && t.Dims[0] % GgufExporter.Q8Block != 0)
+        var prompt = TokenizerLoader.Load(KjvModel.Dir).Encode(KjvPrompt);
+        var (f16, q8) = AssertQ8_0IsLlamaCppQuantization(KjvModel.Dir, kjv.F32, prompt, ignoreSlidingWindow: false);
+        Assert.Equal(16, f16); // blk.0..15.ffn_down.weight
+        Assert.Equal(16 * 6 + 2, q8); // q, k, v, o, gate, up per layer, token_embd, output
+    }
+
+    /// <summary>The same for the golden fixtures (176-column down projections; Qwen2 biases, Phi, llama3 rope_freqs).</summary>
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("llama3rope")]
+    [InlineData("mistral")]
+    [InlineData("qwen2")]
+    [InlineData("phi")]
+    public void Golden_Q8_0_Export_Is_Byte_Identical_To_LlamaCpp_Quantization_With_F16_For_Partial_Blocks(string fixture)
+    {
+        string dir = Path.Combine(TestPaths.Fixtures, "golden", fixture), f32 = Path.Combine(_tmp, fixture + "-f32.gguf");
+        GgufExporter.Export(dir, f32, new GgufExportOptions { Type = GgufOutputType.F32, IgnoreSlidingWindow = fixture == "mistral" });
+        using var golden = new GoldenFixture(fixture);
+        var (f16, _) = AssertQ8_0IsLlamaCppQuantization(dir, f32, golden.TwoSamples()[0][..4], ignoreSlidingWindow: fixture == "mistral");
+        Assert.Equal(8, f16); // one down projection (ffn_down / fc2: 176 columns) per layer
+    }
+
+    /// <summary>
+    /// Our q8_0 export of <paramref name="dir"/> against llama.cpp's quantization of our f32 export
+    /// <paramref name="f32"/>: llama.cpp refuses plain q8_0 (partial blocks), and with f16 overrides for exactly the
+    /// matrices whose rows are not whole blocks (read from its input, not from our output) every tensor is
+    /// byte-identical and llama.cpp's greedy continuation on both files is the same. Returns the F16 and Q8_0 counts.
+    /// </summary>
+    (int F16, int Q8) AssertQ8_0IsLlamaCppQuantization(string dir, string f32, IReadOnlyList<int> prompt, bool ignoreSlidingWindow)
+    {
+        string name = Path.GetFileName(dir);
+        string ours = Path.Combine(_tmp, $"{name}-q8_0.gguf"), theirs = Path.Combine(_tmp, $"{name}-q8_0-llamacpp.gguf");
+        GgufExporter.Export(dir, ours, new GgufExportOptions { Type = GgufOutputType.Q8_0, IgnoreSlidingWindow = ignoreSlidingWindow });
+        Assert.False(LlamaCpp.Quantize(f32, Path.Combine(_tmp, $"{name}-refused.gguf"), LLamaFtype.MOSTLY_Q8_0, []));
+        var partial = GgufFile.Open(f32).Tensors.Where(t => t.Dims.Length >= 2 && t.Dims[0] % GgufExporter.Q8Block != 0)
             .Select(t => ($"^{System.Text.RegularExpressions.Regex.Escape(t.Name)}$", GGMLType.GGML_TYPE_F16)).ToList();
-        Assert.Equal(16, partial.Count); // blk.0..15.ffn_down.weight
-        Assert.True(LlamaCpp.Quantize(kjv.F32, theirs, LLamaFtype.MOSTLY_Q8_0, partial));
+        Assert.NotEmpty(partial);
+        Assert.True(LlamaCpp.Quantize(f32, theirs, LLamaFtype.MOSTLY_Q8_0, partial));
         var a = GgufFile.Open(ours);
         var b = GgufFile.Open(theirs);
         var bt = b.Tensors.ToDictionary(t => t.Name);
         Assert.Equal(a.Tensors.Select(t => t.Name).Order(), bt.Keys.Order());
-        Assert.Equal(16, a.Tensors.Count(t => t.Type == GgmlType.F16));
-        Assert.Equal(16 * 6 + 2, a.Tensors.Count(t => t.Type == GgmlType.Q8_0)); // q, k, v, o, gate, up per layer, token_embd, output
+        Assert.Equal(partial.Count, a.Tensors.Count(t => t.Type == GgmlType.F16));
         foreach (var t in a.Tensors)
         {
             Assert.True(t.Type == bt[t.Name].Type, $"{t.Name}: ours {t.Type}, llama.cpp {bt[t.Name].Type}");
@@ -326,10 +355,10 @@ public class GgufExportTests(KjvGguf kjv) : IClassFixture<KjvGguf>, IDisposable
         }
         Assert.Equal(7, a.Get("general.file_type")!.AsLong());
         Assert.Equal(7, b.Get("general.file_type")!.AsLong());
-        var prompt = TokenizerLoader.Load(KjvModel.Dir).Encode(KjvPrompt);
         var (mine, _) = LlamaCpp.Greedy(ours, prompt, NewTokens);
         var (reference, _) = LlamaCpp.Greedy(theirs, prompt, NewTokens);
         Assert.Equal(reference, mine);
+        return (partial.Count, a.Tensors.Count(t => t.Type == GgmlType.Q8_0));
     }
 
     static string InfoCommandSize(long bytes) => $"{bytes / 1048576.0:F1} MiB";
