@@ -25,7 +25,11 @@ public sealed record GgufExportOptions
     public GgufOutputType Type { get; init; } = GgufOutputType.F16;
     /// <summary>Replace an existing output file.</summary>
     public bool Force { get; init; }
-    /// <summary>Export a sliding-window model although llama.cpp's architecture cannot represent the window.</summary>
+    /// <summary>
+    /// Export a model whose sliding window is shorter than its context although no llama.cpp architecture for its block
+    /// represents the window (docs/gguf.md): llama.cpp then attends over the whole context, exact only while prompt and
+    /// output fit in the window.
+    /// </summary>
     public bool IgnoreSlidingWindow { get; init; }
     /// <summary>general.name (default: the model folder's name).</summary>
     public string? Name { get; init; }

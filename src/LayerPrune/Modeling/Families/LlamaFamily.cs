@@ -13,8 +13,8 @@ namespace LayerPrune.Modeling.Families;
 public sealed class LlamaFamily : Architecture
 {
     /// <summary>LlamaForCausalLM.</summary>
-    public static readonly LlamaFamily Llama = new(ArchitectureFamily.Llama, "llama", qkvBiasAlways: false, gguf: "llama", ggufPermutesQk: true,
-        paper: hidden => hidden switch
+    public static readonly LlamaFamily Llama = new(ArchitectureFamily.Llama, "llama", qkvBiasAlways: false,
+        gguf: "llama", ggufPermutesQk: true, paper: hidden => hidden switch
         {
             4096 => new(3e-4, 2, "Llama-2-7B"),
             5120 => new(3e-4, 64, "Llama-2-13B"),
@@ -23,12 +23,12 @@ public sealed class LlamaFamily : Architecture
         });
 
     /// <summary>MistralForCausalLM.</summary>
-    public static readonly LlamaFamily Mistral = new(ArchitectureFamily.Mistral, "mistral", qkvBiasAlways: false, gguf: "llama", ggufPermutesQk: true,
-        paper: _ => new(3e-6, 4, "Mistral-7B"));
+    public static readonly LlamaFamily Mistral = new(ArchitectureFamily.Mistral, "mistral", qkvBiasAlways: false,
+        gguf: "llama", ggufPermutesQk: true, paper: _ => new(3e-6, 4, "Mistral-7B"));
 
     /// <summary>Qwen2ForCausalLM.</summary>
-    public static readonly LlamaFamily Qwen2 = new(ArchitectureFamily.Qwen2, "qwen2", qkvBiasAlways: true, gguf: "qwen2", ggufPermutesQk: false,
-        paper: _ => new(3e-4, 64, "Qwen-7B/14B"));
+    public static readonly LlamaFamily Qwen2 = new(ArchitectureFamily.Qwen2, "qwen2", qkvBiasAlways: true,
+        gguf: "qwen2", ggufPermutesQk: false, paper: _ => new(3e-4, 64, "Qwen-7B/14B"));
 
     /// <summary>PEFT's default Llama-style target list: all attention and MLP projections.</summary>
     public static readonly IReadOnlyList<string> AllLinear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
