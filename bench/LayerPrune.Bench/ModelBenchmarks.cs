@@ -35,7 +35,7 @@ public static class ModelBenchmarks
     }
 
     /// <summary>Forward FLOPs per token: 2 per weight of every matmul (layers + lm_head) + attention scores and mixing (causal: T/2 keys on average).</summary>
-    static double FlopsPerToken(CausalLM m, int seqLen)
+    internal static double FlopsPerToken(CausalLM m, int seqLen)
     {
         var c = m.Config;
         double linear = m.NamedLinears().Sum(x => (double)x.linear.InFeatures * x.linear.OutFeatures) + (double)c.HiddenSize * c.VocabSize;

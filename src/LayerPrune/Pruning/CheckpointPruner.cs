@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using LayerPrune.Checkpoints;
+using LayerPrune.Modeling.Families;
 
 namespace LayerPrune.Pruning;
 
@@ -49,7 +50,7 @@ public static partial class CheckpointPruner
             if (!m.Success) { tensors.Add(TensorToWrite.FromFile(name, source.FileOf(name), name)); continue; }
             int layer = int.Parse(m.Groups[1].Value);
             if (newIndex.TryGetValue(layer, out int renumbered))
-                tensors.Add(TensorToWrite.FromFile($"model.layers.{renumbered}.{m.Groups[2].Value}", source.FileOf(name), name));
+                tensors.Add(TensorToWrite.FromFile(Architecture.LayerPrefix(renumbered) + m.Groups[2].Value, source.FileOf(name), name));
         }
 
         long shardLimit = maxShardBytes ?? (source.IsSharded ? source.Files.Values.Max(f => f.FileLength) : long.MaxValue);

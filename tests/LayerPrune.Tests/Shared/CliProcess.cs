@@ -2,14 +2,17 @@ using System.Diagnostics;
 
 namespace LayerPrune.Tests.Robustness;
 
-/// <summary>Runs the real CLI (layerprune.dll, copied into the test output by the project reference) as a child process.</summary>
+/// <summary>
+/// Runs the real CLI (layerprune.dll, copied into the test output by the project reference) as a child process in the repository
+/// root, with exact fp32 unless the test picks a dtype (<see cref="ExactDtype"/>) and a 10-minute limit.
+/// </summary>
 public static class CliProcess
 {
     public static string Dll => Path.Combine(AppContext.BaseDirectory, "layerprune.dll");
 
     public static ProcessStartInfo StartInfo(IEnumerable<string> args, IDictionary<string, string>? env = null)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = TestPaths.RepoRoot };
         psi.ArgumentList.Add(Dll);
         foreach (var a in ExactDtype.Apply(args.ToList())) psi.ArgumentList.Add(a);
         psi.Environment["NO_COLOR"] = "1";
