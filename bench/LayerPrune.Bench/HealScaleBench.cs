@@ -13,7 +13,8 @@ namespace LayerPrune.Bench;
 /// forward of the plain model (no_grad, weights in the compute dtype), of the NF4 + LoRA model's forward, and of a
 /// training step (forward + backward + clip + AdamW, r 8 on every projection, dropout 0.05) with and without activation
 /// checkpointing; ratios to the plain forward. Usage:
-/// <c>heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128] [--repeats 2]</c>.
+/// <c>heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128] [--repeats 2] [--both]</c> (--both: also
+/// without checkpointing, which keeps every layer's activations).
 /// </summary>
 public static class HealScaleBench
 {
@@ -56,7 +57,8 @@ public static class HealScaleBench
             a.Training = true;
         var parameters = adapters.SelectMany(a => a.Adapter.Parameters()).ToList();
         using var opt = torch.optim.AdamW(parameters, 3e-4);
-        foreach (bool checkpointing in new[] { true, false })
+        bool[] modes = args.Contains("--both") ? [true, false] : [true];
+        foreach (bool checkpointing in modes)
         {
             model.GradientCheckpointing = checkpointing ? new GradientCheckpointing { PreservedGenerators = [dropout] } : null;
             ProcessMemory.ResetPeak();

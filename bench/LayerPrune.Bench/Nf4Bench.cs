@@ -26,7 +26,6 @@ public static class Nf4Benchmarks
         double dequant = Median(iterations, () => q.Dequantize(ScalarType.Float32));
         double dequantDq = Median(iterations, () => qd.Dequantize(ScalarType.Float32));
         double dequantBf16 = Median(iterations, () => q.Dequantize(ScalarType.BFloat16));
-        double unchunkedBf16 = Median(iterations, () => Unchunked(q, ScalarType.BFloat16));
         double linear = Median(iterations, () => nn.functional.linear(x, w));
         double both = Median(iterations, () =>
         {
@@ -40,21 +39,9 @@ public static class Nf4Benchmarks
         output.WriteLine($"  dequantize -> fp32               {dequant,9:F2} ms");
         output.WriteLine($"  dequantize -> fp32, double quant {dequantDq,9:F2} ms");
         output.WriteLine($"  dequantize -> bf16               {dequantBf16,9:F2} ms");
-        output.WriteLine($"  dequantize -> bf16, unchunked    {unchunkedBf16,9:F2} ms  (the whole-tensor passes used before)");
         output.WriteLine($"  fp32 linear [8x4096]x[4096x4096]^T {linear,7:F2} ms");
         output.WriteLine($"  dequantize + linear              {both,9:F2} ms");
         output.WriteLine($"  ratio dequantize / linear        {dequant / linear,9:F2}x");
-    }
-
-    /// <summary>The earlier Nf4Weight.Dequantize: one full-size pass per op (index, lookup, scale, cast).</summary>
-    static Tensor Unchunked(Nf4Weight q, ScalarType dtype)
-    {
-        using var scope = NewDisposeScope();
-        var pairs = Enumerable.Range(0, 256).SelectMany(b => new[] { Nf4Weight.Codebook[b >> 4], Nf4Weight.Codebook[b & 15] }).ToArray();
-        var table = tensor(pairs).view(256, 2);
-        var vals = table.index_select(0, q.Packed.to(ScalarType.Int32)).view(-1);
-        var w = vals.view(q.Blocks, q.BlockSize).mul_(q.Absmax!.unsqueeze(1)).view(q.Shape).to(dtype);
-        return w.MoveToOuterDisposeScope();
     }
 
     static double Median(int iterations, Func<Tensor> op)
