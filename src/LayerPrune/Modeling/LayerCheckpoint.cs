@@ -62,7 +62,8 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
     /// <inheritdoc/>
     public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
     {
-        var x = ctx.get_saved_variables()[0];
+        var saved = ctx.get_saved_variables();
+        var x = saved[0];
         var layer = (DecoderLayer)ctx.get_data("layer");
         using var a = (AttentionInputs)ctx.get_data("attention");
         var settings = (GradientCheckpointing)ctx.get_data("settings");
@@ -94,7 +95,7 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
         {
             for (int i = 0; i < generators.Count; i++)
                 generators[i].set_state(current[i]);
-            foreach (var s in forwardStates.Concat(current))
+            foreach (var s in forwardStates.Concat(current).Concat(saved))
                 s.Dispose();
         }
         // One entry per argument of apply: the layer, attention inputs and settings are not tensors.
