@@ -3,6 +3,7 @@ using LayerPrune.Bench;
 // Benchmarks print ratios against a baseline measured in the same run (never a bare time).
 // Usage: dotnet run -c Release --project bench/LayerPrune.Bench -- [all|forward|similarity|prefix|nf4|heal|efficiency] [--model DIR]
 //        ... -- scale --model DIR [--model DIR ...] [--commands ...]   (issue 14: every command on real-shape checkpoints; ScaleBench.cs)
+//        ... -- heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128]   (QLoRA step vs forward, HealScaleBench.cs)
 //        ... -- shape NAME --out DIR   (a random-init checkpoint of a real shape in bench/shapes/, e.g. tinyllama-1.1b for
 //                                        `efficiency --model DIR --dtype bf16`)
 string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
@@ -28,4 +29,5 @@ if (which is "all" or "nf4") Nf4Benchmarks.Run(o);
 if (which is "all" or "heal") HealBenchmarks.Run(o);
 if (which is "scale") ScaleBench.Run(o, args);
 if (which is "all" or "efficiency") EfficiencyBench.Run(o, model, args);
+if (which is "heal-scale") HealScaleBench.Run(o, model, args); // a real-shape checkpoint: --model DIR (not in "all")
 return 0;

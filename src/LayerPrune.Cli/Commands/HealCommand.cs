@@ -40,6 +40,10 @@ public static class HealCommand
         var warmup = new Option<int?>("--warmup") { Description = $"Linear warmup steps (default {d.Warmup})" };
         var quant = new Option<string?>("--quant") { Description = "Base weights: nf4 (QLoRA, default) | none" };
         var doubleQuant = new Option<bool>("--double-quant") { Description = "NF4 double quantization of the block scales" };
+        var checkpointing = new Option<bool?>("--gradient-checkpointing")
+        {
+            Description = "Recompute each decoder layer in backward (default true; false: faster, keeps every layer's activations)",
+        };
         var targets = new Option<string?>("--targets")
         {
             Description = "Comma-separated module names (default: all attention + MLP projections; "
@@ -65,7 +69,8 @@ public static class HealCommand
         const string about = "QLoRA/LoRA fine-tuning (\"healing\") of a pruned model; writes PEFT adapters and a merged checkpoint";
         var cmd = new Command("heal", about)
         {
-            model, data, output, steps, batch, microBatch, seqLen, rank, alpha, dropout, lr, warmup, quant, doubleQuant, targets,
+            model, data, output, steps, batch, microBatch, seqLen, rank, alpha, dropout, lr, warmup, quant, doubleQuant, checkpointing,
+            targets,
             evalData, evalEvery, evalChunks, saveEvery, seed, resume, force, recipe, json,
         };
         return cmd.WithAction(p =>
@@ -96,7 +101,7 @@ public static class HealCommand
                 Batch = p.GetValue(batch) ?? o.Batch, MicroBatch = p.GetValue(microBatch), SeqLen = p.GetValue(seqLen) ?? o.SeqLen,
                 Rank = p.GetValue(rank) ?? o.Rank, Alpha = p.GetValue(alpha) ?? o.Alpha, Dropout = p.GetValue(dropout) ?? o.Dropout,
                 LearningRate = p.GetValue(lr) ?? o.LearningRate, Warmup = p.GetValue(warmup) ?? o.Warmup, Quant = q ?? o.Quant,
-                DoubleQuant = p.GetValue(doubleQuant),
+                DoubleQuant = p.GetValue(doubleQuant), GradientCheckpointing = p.GetValue(checkpointing) ?? o.GradientCheckpointing,
                 Targets = p.GetValue(targets) is { } t ? t.Split(',', split) : o.Targets,
                 EvalDataPath = p.GetValue(evalData) is { } e ? Cli.ExistingFile(e, "--eval-data") : null,
                 EvalEvery = p.GetValue(evalEvery) ?? o.EvalEvery, EvalChunks = p.GetValue(evalChunks) ?? o.EvalChunks,

@@ -54,6 +54,11 @@ public sealed record HealOptions
     public BaseQuantization Quant { get; init; } = BaseQuantization.Nf4;
     /// <summary>NF4 double quantization of the block scales.</summary>
     public bool DoubleQuant { get; init; }
+    /// <summary>
+    /// Activation checkpointing per decoder layer (recompute each layer in backward): training memory of one layer's
+    /// activations instead of all layers', for about one more forward pass of compute. Same results (see docs/healing.md).
+    /// </summary>
+    public bool GradientCheckpointing { get; init; } = true;
     /// <summary>Target module suffixes; null = every attention + MLP projection of the family.</summary>
     public IReadOnlyList<string>? Targets { get; init; }
     /// <summary>Validation loss every this many steps (and at the last).</summary>

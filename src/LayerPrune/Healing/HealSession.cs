@@ -73,6 +73,8 @@ public sealed class HealSession : IDisposable
         _dropoutRng = new Generator((ulong)o.Seed + 1);
         foreach (var (_, a) in Adapters)
             a.DropoutGenerator = _dropoutRng;
+        if (o.GradientCheckpointing)
+            model.GradientCheckpointing = new GradientCheckpointing { PreservedGenerators = [_dropoutRng] };
         _parameters = Adapters.SelectMany(a => a.Adapter.Parameters()).ToList();
         TrainableParameters = _parameters.Sum(p => p.NumberOfElements);
         // HF Trainer's default optimizer: AdamW(β1 0.9, β2 0.999, ε 1e-8, weight_decay 0.0) on the trainable parameters.
@@ -288,6 +290,7 @@ public sealed class HealSession : IDisposable
     {
         _log?.Dispose();
         _optimizer.Dispose();
+        Model.GradientCheckpointing = null;
         _dropoutRng.Dispose();
         if (_ownsModel)
             Model.Dispose();

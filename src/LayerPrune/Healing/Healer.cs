@@ -79,6 +79,7 @@ public static class Healer
             ["schedule"] = "cosine", ["optimizer"] = "adamw (0.9, 0.999, 1e-8, wd 0)", ["max_grad_norm"] = MaxGradNorm,
             ["quant"] = o.Quant == BaseQuantization.Nf4 ? "nf4" : "none", ["double_quant"] = o.DoubleQuant,
             ["targets"] = new JsonArray(o.Targets!.Select(t => (JsonNode?)t).ToArray()), ["seed"] = o.Seed,
+            ["gradient_checkpointing"] = o.GradientCheckpointing,
             ["trainable_parameters"] = r.TrainableParameters,
             ["final_train_loss"] = r.FinalTrainLoss, ["final_val_loss"] = r.FinalValLoss, ["merged_val_loss"] = r.MergedValLoss,
             ["eval_chunks"] = o.EvalDataPath is null ? null : o.EvalChunks,
@@ -102,9 +103,10 @@ public static class Healer
             return new TensorToWrite(name, info.Dtype, info.Shape, info.ByteLength, s =>
             {
                 using var w = source.Load(name);
-                using var m = adapter.MergeInto(w);
-                using var c = m.contiguous();
-                s.Write(c.bytes);
+                using (var m = adapter.MergeInto(w))
+                using (var c = m.contiguous())
+                    s.Write(c.bytes);
+                ResidentPages.Release(w); // one weight resident at a time, also for a 7B checkpoint
             });
         }
         var meta = new Dictionary<string, string> { ["format"] = "pt" };

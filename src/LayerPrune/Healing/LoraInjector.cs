@@ -64,6 +64,8 @@ public static class LoraInjector
             if (quantize == BaseQuantization.Nf4 && linear.Weight is not null && !IsOutputHead(name))
             {
                 linear.Quantized = Nf4Weight.Quantize(linear.Weight, doubleQuant);
+                // A view of the checkpoint mapping: its pages would stay resident as long as any weight maps the file.
+                ResidentPages.Release(linear.Weight);
                 linear.Weight.Dispose();
                 linear.Weight = null;
             }

@@ -199,12 +199,29 @@ public sealed class CausalLM : Module
         {
             options?.OnResidual?.Invoke(k, h);
             int i = order[k];
-            if (Model.Layers[i] is { } layer) h = layer.Forward(h, att, cache, k);
+            if (Model.Layers[i] is { } layer) h = RunLayer(layer, h, att, cache, k);
             else using (var streamed = LoadLayer(i)) h = streamed.Forward(h, att, cache, k);
         }
         options?.OnResidual?.Invoke(order.Count, h);
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);
         return (options?.HiddenOnly == true ? h : Head(h)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Activation checkpointing per decoder layer for training (HF gradient_checkpointing_enable); null = off. Applies to
+    /// resident layers in forward passes that record a graph and use no KV cache.
+    /// </summary>
+    public GradientCheckpointing? GradientCheckpointing { get; set; }
+
+    Tensor RunLayer(DecoderLayer layer, Tensor h, AttentionInputs att, KvCache? cache, int slot)
+    {
+        if (GradientCheckpointing is { } settings && cache is null && is_grad_enabled())
+        {
+            // A frozen embedding's output needs no grad, but the checkpoint's output must (HF enable_input_require_grads).
+            var input = h.requires_grad ? h : h.detach().requires_grad_(true);
+            return LayerCheckpoint.Apply(layer, input, att, settings);
+        }
+        return layer.Forward(h, att, cache, slot);
     }
 
     /// <summary>

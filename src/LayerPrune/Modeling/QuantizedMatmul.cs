@@ -14,8 +14,18 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
     /// <summary>The name autograd shows for this node.</summary>
     public override string Name => "QuantizedMatmul";
 
-    /// <summary>x [..., in] · Wᵀ → [..., out], differentiable in x.</summary>
-    public static Tensor Apply(Tensor x, IQuantizedWeight weight) => apply(x, weight);
+    /// <summary>
+    /// x [..., in] · Wᵀ → [..., out], differentiable in x. While a checkpointed layer is recomputed for backward
+    /// (<see cref="LayerCheckpoint.Recomputing"/>) the dequantized weight is saved instead: only that layer's graph is
+    /// alive, so it costs one layer's weights and saves the second dequantization in backward.
+    /// </summary>
+    public static Tensor Apply(Tensor x, IQuantizedWeight weight)
+    {
+        if (!LayerCheckpoint.Recomputing || !is_grad_enabled())
+            return apply(x, weight);
+        using var w = weight.Dequantize(x.dtype); // [out, in], kept alive by the graph until this layer's backward
+        return nn.functional.linear(x, w);
+    }
 
     /// <inheritdoc/>
     public override Tensor forward(AutogradContext ctx, params object[] vars)

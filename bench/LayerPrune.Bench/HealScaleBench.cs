@@ -1,0 +1,103 @@
+using System.Diagnostics;
+using LayerPrune.Efficiency;
+using LayerPrune.Healing;
+using LayerPrune.Modeling;
+using LayerPrune.Planning;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LayerPrune.Bench;
+
+/// <summary>
+/// QLoRA training speed on a real-shape checkpoint (issue 14), one process, same batch: tokens/s of the inference
+/// forward of the plain model (no_grad, weights in the compute dtype), of the NF4 + LoRA model's forward, and of a
+/// training step (forward + backward + clip + AdamW, r 8 on every projection, dropout 0.05) with and without activation
+/// checkpointing; ratios to the plain forward. Usage:
+/// <c>heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128] [--repeats 2] [--both]</c> (--both: also
+/// without checkpointing, which keeps every layer's activations).
+/// </summary>
+public static class HealScaleBench
+{
+    /// <summary>Runs the measurement and prints one line per configuration.</summary>
+    public static void Run(TextWriter output, string dir, string[] args)
+    {
+        string Arg(string name, string fallback) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? fallback;
+        var (device, dtype) = ComputeTarget.Resolve("cpu", Arg("--dtype", "auto"));
+        int batch = int.Parse(Arg("--batch", "4"));
+        int seqLen = int.Parse(Arg("--seq-len", "128"));
+        int repeats = int.Parse(Arg("--repeats", "2"));
+        double tokens = (double)batch * seqLen;
+        using var model = CausalLM.Load(dir, device, dtype);
+        output.WriteLine($"heal-scale {dir}: {ComputeTarget.Name(dtype)}, batch {batch} × {seqLen}, CPU flags {CpuFeatures.Summary}, " +
+            $"torch threads {get_num_threads()}, median of {repeats} after a warm-up; RSS {Gb(ProcessMemory.Read()?.Rss)} after load");
+        foreach (var (_, t) in model.NamedTensors())
+            t.requires_grad_(false);
+        using var g = new Generator(0);
+        using var ids = randint(0, model.Config.VocabSize, [batch, seqLen], generator: g, dtype: ScalarType.Int64);
+        var seqs = Enumerable.Range(0, batch).Select(b => ids[b].data<long>().Select(x => (int)x).ToArray()).ToList();
+
+        var (forwardS, forwardCpu) = Measure(repeats, () => Forward(model, ids));
+        output.WriteLine($"  forward, plain {ComputeTarget.Name(dtype)} weights: {tokens / forwardS,7:F1} tok/s " +
+            $"({forwardS:F2} s, CPU {forwardCpu:F2} s)");
+
+        var adapters = LoraInjector.Inject(model.NamedLinears(), new LoraSettings(LoraSettings.AllLinear, 8, 16, 0.05), 0,
+            BaseQuantization.Nf4);
+        ProcessMemory.Settle();
+        output.WriteLine($"  RSS {Gb(ProcessMemory.Read()?.Rss)} after NF4 quantization");
+        using var dropout = new Generator(1);
+        foreach (var (_, a) in adapters)
+        {
+            a.DropoutGenerator = dropout;
+            a.Training = false;
+        }
+        var (nf4S, nf4Cpu) = Measure(repeats, () => Forward(model, ids));
+        output.WriteLine($"  forward, NF4 + LoRA:  {tokens / nf4S,7:F1} tok/s ({nf4S:F2} s, CPU {nf4Cpu:F2} s) = " +
+            $"{forwardS / nf4S:F3} × plain forward");
+        foreach (var (_, a) in adapters)
+            a.Training = true;
+        var parameters = adapters.SelectMany(a => a.Adapter.Parameters()).ToList();
+        using var opt = torch.optim.AdamW(parameters, 3e-4);
+        bool[] modes = args.Contains("--both") ? [true, false] : [true];
+        foreach (bool checkpointing in modes)
+        {
+            model.GradientCheckpointing = checkpointing ? new GradientCheckpointing { PreservedGenerators = [dropout] } : null;
+            ProcessMemory.ResetPeak();
+            var (trainS, trainCpu) = Measure(repeats, () =>
+            {
+                opt.zero_grad();
+                using var loss = Healer.Loss(model, seqs);
+                loss.backward();
+                torch.nn.utils.clip_grad_norm_(parameters, 1.0);
+                opt.step();
+            });
+            output.WriteLine($"  train step, checkpointing {(checkpointing ? "on " : "off")}: {tokens / trainS,7:F1} tok/s " +
+                $"({trainS:F2} s, CPU {trainCpu:F2} s) = {forwardS / trainS:F3} × plain forward, {nf4S / trainS:F3} × NF4 forward; " +
+                $"peak RSS {Gb(ProcessMemory.Read()?.Peak)} while training");
+        }
+        model.GradientCheckpointing = null;
+    }
+
+    static void Forward(CausalLM model, Tensor ids)
+    {
+        using var _ = no_grad();
+        using var logits = model.Forward(ids);
+    }
+
+    /// <summary>Median wall and process-CPU seconds of <paramref name="n"/> runs after one warm-up.</summary>
+    static (double Wall, double Cpu) Measure(int n, Action a)
+    {
+        a();
+        var runs = new List<(double Wall, double Cpu)>();
+        for (int i = 0; i < n; i++)
+        {
+            var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+            var sw = Stopwatch.StartNew();
+            a();
+            runs.Add((sw.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds));
+        }
+        runs.Sort();
+        return runs[n / 2];
+    }
+
+    static string Gb(long? bytes) => bytes is long b ? $"{b / 1e9:F2} GB" : "n/a";
+}

@@ -1,0 +1,119 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.autograd;
+
+namespace LayerPrune.Modeling;
+
+/// <summary>
+/// Activation checkpointing per decoder layer (HF <c>gradient_checkpointing_enable()</c>; torch.utils.checkpoint with
+/// use_reentrant=True): the forward pass runs the layer without building a graph and keeps only the layer's input; the
+/// backward pass runs the layer's forward again with grad and back-propagates through it. Training memory is then one
+/// residual stream per layer plus one layer's activations, instead of every layer's activations.
+/// </summary>
+public sealed class GradientCheckpointing
+{
+    /// <summary>
+    /// Generators whose state is restored before the recompute (torch.utils.checkpoint preserve_rng_state), so
+    /// dropout drawn from them gives the same masks in the recompute as in the forward pass.
+    /// </summary>
+    public IReadOnlyList<Generator> PreservedGenerators { get; init; } = [];
+}
+
+/// <summary>
+/// The autograd node of one checkpointed layer: y = layer(x), differentiable in x and in the layer's trainable
+/// parameters (their gradients are accumulated by the backward pass through the recomputed graph, as the reentrant
+/// torch.utils.checkpoint does).
+/// </summary>
+public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
+{
+    [ThreadStatic]
+    static int _recomputeDepth;
+
+    /// <summary>The name autograd shows for this node.</summary>
+    public override string Name => "LayerCheckpoint";
+
+    /// <summary>
+    /// True while a checkpointed layer is being recomputed for its backward pass: only that layer's graph is alive, so
+    /// saving tensors for backward (e.g. a dequantized weight, see <see cref="QuantizedMatmul"/>) costs one layer.
+    /// </summary>
+    public static bool Recomputing => _recomputeDepth > 0;
+
+    /// <summary>x [B, T, H] → layer(x) [B, T, H] with the layer's activations recomputed in backward.</summary>
+    public static Tensor Apply(DecoderLayer layer, Tensor x, AttentionInputs a, GradientCheckpointing settings) =>
+        apply(x, layer, a, settings);
+
+    /// <inheritdoc/>
+    public override Tensor forward(AutogradContext ctx, params object[] vars)
+    {
+        var x = (Tensor)vars[0];
+        var layer = (DecoderLayer)vars[1];
+        var a = (AttentionInputs)vars[2];
+        var settings = (GradientCheckpointing)vars[3];
+        ctx.save_for_backward([x]);
+        ctx.save_data("layer", layer);
+        // The caller disposes its attention inputs after the forward call: keep handles of our own until backward.
+        ctx.save_data("attention", Retain(a));
+        ctx.save_data("settings", settings);
+        ctx.save_data("rng", settings.PreservedGenerators.Select(g => g.get_state().DetachFromDisposeScope()).ToList());
+        using (no_grad())
+            return layer.Forward(x, a, null, 0);
+    }
+
+    /// <inheritdoc/>
+    public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
+    {
+        var saved = ctx.get_saved_variables();
+        var x = saved[0];
+        var layer = (DecoderLayer)ctx.get_data("layer");
+        using var a = (AttentionInputs)ctx.get_data("attention");
+        var settings = (GradientCheckpointing)ctx.get_data("settings");
+        var forwardStates = (List<Tensor>)ctx.get_data("rng");
+        var generators = settings.PreservedGenerators;
+        // The generators continue from where the whole forward pass left them once this recompute is done.
+        var current = generators.Select(g => g.get_state().DetachFromDisposeScope()).ToList();
+        Tensor gradInput;
+        try
+        {
+            for (int i = 0; i < generators.Count; i++)
+                generators[i].set_state(forwardStates[i]);
+            using var scope = NewDisposeScope();
+            using var grad = enable_grad();
+            _recomputeDepth++;
+            try
+            {
+                var input = x.detach().requires_grad_(true);
+                var y = layer.Forward(input, a, null, 0);
+                y.backward([gradOutput]);
+                gradInput = input.grad!.detach().MoveToOuterDisposeScope();
+            }
+            finally
+            {
+                _recomputeDepth--;
+            }
+        }
+        finally
+        {
+            for (int i = 0; i < generators.Count; i++)
+                generators[i].set_state(current[i]);
+            foreach (var s in forwardStates.Concat(current).Concat(saved))
+                s.Dispose();
+        }
+        // One entry per argument of apply: the layer, attention inputs and settings are not tensors.
+        return [gradInput, null!, null!, null!];
+    }
+
+    /// <summary>New handles to the same tensors, outside any dispose scope (released after the recompute).</summary>
+    static AttentionInputs Retain(AttentionInputs a)
+    {
+        var kept = new AttentionInputs
+        {
+            Rope = a.Rope,
+            Cos = a.Cos.alias().DetachFromDisposeScope(),
+            SinSigned = a.SinSigned.alias().DetachFromDisposeScope(),
+            FullMask = a.FullMask?.alias().DetachFromDisposeScope(),
+        };
+        foreach (var (window, mask) in a.SlidingMasks)
+            kept.SlidingMasks[window] = mask.alias().DetachFromDisposeScope();
+        return kept;
+    }
+}

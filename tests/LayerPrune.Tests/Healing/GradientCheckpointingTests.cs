@@ -1,0 +1,127 @@
+using LayerPrune.Checkpoints;
+using LayerPrune.Data;
+using LayerPrune.Healing;
+using LayerPrune.Modeling;
+using LayerPrune.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LayerPrune.Tests.Healing;
+
+/// <summary>
+/// Activation checkpointing (recompute each decoder layer in backward) gives the loss and LoRA gradients of the plain
+/// backward pass, with dropout drawn from the session's generator (its state is restored for the recompute).
+/// </summary>
+public sealed class GradientCheckpointingTests(HealFixture fx) : IClassFixture<HealFixture>
+{
+    /// <summary>
+    /// One forward/backward with and without checkpointing on the 2-layer kjv model in fp32 (LoRA r 4 on every
+    /// projection, B set non-zero so every A and B gets a gradient, dropout 0.1): the losses agree to 1e-6 and every
+    /// gradient to 1e-6 of the largest gradient; the dropout generator ends in the same state. Then the same with an NF4
+    /// base (the recompute keeps the dequantized weight instead of dequantizing again in backward).
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void LossAndGradients_EqualPlainBackward(bool nf4)
+    {
+        using var model = CausalLM.Load(fx.Fp32);
+        foreach (var (_, t) in model.NamedTensors())
+            t.requires_grad_(false);
+        var settings = new LoraSettings(LoraSettings.AllLinear, R: 4, Alpha: 8, Dropout: 0.1);
+        var quant = nf4 ? BaseQuantization.Nf4 : BaseQuantization.None;
+        var adapters = LoraInjector.Inject(model.NamedLinears(), settings, seed: 3, quant);
+        using var init = new Generator(11);
+        using (no_grad())
+            foreach (var (_, a) in adapters)
+                a.B.normal_(0, 0.02, init);
+        using var dropout = new Generator(5);
+        foreach (var (_, a) in adapters)
+            a.DropoutGenerator = dropout;
+        var chunks = TokenChunks.FromLines(TextCorpus.Read(fx.Train), TokenizerLoader.Load(fx.Fp32), 32, 3);
+        using var start = dropout.get_state();
+
+        (double Loss, List<Tensor> Grads, Tensor Rng) Pass(GradientCheckpointing? checkpointing)
+        {
+            model.GradientCheckpointing = checkpointing;
+            dropout.set_state(start);
+            foreach (var (_, a) in adapters)
+                foreach (var p in a.Parameters())
+                    p.grad = null;
+            using var loss = Healer.Loss(model, chunks);
+            loss.backward();
+            var grads = adapters.SelectMany(a => a.Adapter.Parameters()).Select(p => p.grad!.clone()).ToList();
+            return (loss.item<float>(), grads, dropout.get_state());
+        }
+
+        var plain = Pass(null);
+        var recomputed = Pass(new GradientCheckpointing { PreservedGenerators = [dropout] });
+        model.GradientCheckpointing = null;
+
+        Assert.Equal(plain.Loss, recomputed.Loss, 1e-6);
+        double scale = plain.Grads.Max(g => g.abs().max().item<float>());
+        Assert.True(scale > 1e-4, $"gradients are all ~0 ({scale}): the test would not see a difference");
+        double worst = plain.Grads.Zip(recomputed.Grads).Max(p => (p.First - p.Second).abs().max().item<float>());
+        Assert.True(worst <= 1e-6 * scale, $"gradients differ by {worst} (largest gradient {scale})");
+        Assert.True(HealingTestUtil.Same(plain.Rng, recomputed.Rng), "the dropout generator must end where the plain pass leaves it");
+    }
+
+    /// <summary>
+    /// Without restoring the generator for the recompute, dropout would draw other masks in backward: the gradients then
+    /// differ (shows that the test above can fail).
+    /// </summary>
+    [Fact]
+    public void WithoutPreservedGenerator_GradientsDiffer()
+    {
+        using var model = CausalLM.Load(fx.Fp32);
+        foreach (var (_, t) in model.NamedTensors())
+            t.requires_grad_(false);
+        var adapters = LoraInjector.Inject(model.NamedLinears(), new LoraSettings(LoraSettings.AllLinear, 4, 8, 0.1), 3);
+        using var init = new Generator(11);
+        using (no_grad())
+            foreach (var (_, a) in adapters)
+                a.B.normal_(0, 0.02, init);
+        using var dropout = new Generator(5);
+        foreach (var (_, a) in adapters)
+            a.DropoutGenerator = dropout;
+        var chunks = TokenChunks.FromLines(TextCorpus.Read(fx.Train), TokenizerLoader.Load(fx.Fp32), 32, 2);
+        using var start = dropout.get_state();
+        List<Tensor> Grads(GradientCheckpointing? c)
+        {
+            model.GradientCheckpointing = c;
+            dropout.set_state(start);
+            foreach (var p in adapters.SelectMany(a => a.Adapter.Parameters()))
+                p.grad = null;
+            using var loss = Healer.Loss(model, chunks);
+            loss.backward();
+            return adapters.Select(a => a.Adapter.A.grad!.clone()).ToList();
+        }
+        var plain = Grads(null);
+        var unpreserved = Grads(new GradientCheckpointing());
+        model.GradientCheckpointing = null;
+        double worst = plain.Zip(unpreserved).Max(p => (p.First - p.Second).abs().max().item<float>());
+        Assert.True(worst > 1e-4, $"gradients differ by only {worst}");
+    }
+
+    /// <summary>A whole heal run (6 steps, accumulation, dropout, NF4) gives the same adapters with and without checkpointing.</summary>
+    [Fact]
+    public void HealRun_SameAdapters()
+    {
+        string a = fx.NewOut(), b = fx.NewOut();
+        var o = fx.Options(fx.Fp32, a) with { Quant = BaseQuantization.Nf4, EvalDataPath = null };
+        var ra = Healer.Run(o with { GradientCheckpointing = false });
+        var rb = Healer.Run(o with { OutDir = b });
+        Assert.True(rb.Options.GradientCheckpointing);
+        using var fa = SafeTensorsFile.Open(Path.Combine(a, "adapter_model.safetensors"));
+        using var fb = SafeTensorsFile.Open(Path.Combine(b, "adapter_model.safetensors"));
+        double worst = 0;
+        foreach (var name in fa.Tensors.Keys)
+        {
+            using var ta = fa.Load(name);
+            using var tb = fb.Load(name);
+            worst = Math.Max(worst, (ta - tb).abs().max().item<float>());
+        }
+        Assert.True(worst <= 1e-5, $"adapters differ by {worst}");
+        Assert.Equal(ra.FinalTrainLoss!.Value, rb.FinalTrainLoss!.Value, 1e-5);
+    }
+}
