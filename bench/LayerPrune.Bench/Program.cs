@@ -22,7 +22,7 @@ string model = args.SkipWhile(a => a != "--model").Skip(1).FirstOrDefault() ?? B
 var o = Console.Out;
 o.WriteLine($"LayerPrune benchmarks on {Environment.ProcessorCount} cores, TorchSharp threads {TorchSharp.torch.get_num_threads()}, model {model}");
 if (which is "all" or "forward") ModelBenchmarks.Forward(o, model);
-if (which is "profile") ProfileBench.Run(o, model);
+if (which is "profile") ProfileBench.Run(o, model, args);
 if (which is "all" or "similarity") ModelBenchmarks.Similarity(o, model);
 if (which is "all" or "prefix") ModelBenchmarks.PrefixReuse(o, model);
 if (which is "all" or "nf4") Nf4Benchmarks.Run(o);
