@@ -79,14 +79,16 @@ public static class GenerateCommand
                     ["prompt_tokens"] = result.PromptLength, ["new_tokens"] = result.NewTokens,
                     ["text"] = decoded, ["completion"] = tok?.Decode(result.TokenIds.Skip(result.PromptLength)),
                     ["decode_tokens_per_second"] = result.DecodeTokensPerSecond, ["prefill_seconds"] = result.PrefillSeconds,
+                    ["decode_cpu_seconds_per_token"] = result.DecodeCpuSecondsPerToken, ["offloaded"] = m.Offloaded,
                 });
             }
             else
             {
                 Console.Out.WriteLine(decoded ?? string.Join(",", result.TokenIds));
                 Console.Error.WriteLine(
-                    $"[{result.NewTokens} new tokens, {result.DecodeTokensPerSecond:F1} tokens/s decode, prefill " +
-                    $"{result.PrefillSeconds * 1000:F0} ms, {m.NumLayers} layers]");
+                    $"[{result.NewTokens} new tokens, {result.DecodeTokensPerSecond:F2} tokens/s decode " +
+                    $"({result.DecodeCpuSecondsPerToken:F2} CPU s/token), prefill {result.PrefillSeconds * 1000:F0} ms, {m.NumLayers} layers" +
+                    $"{(m.Offloaded ? ", streamed" : "")}]");
             }
             return 0;
         });

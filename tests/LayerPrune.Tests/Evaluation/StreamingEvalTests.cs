@@ -122,6 +122,20 @@ public class StreamingEvalTests(KjvModel kjv) : IClassFixture<KjvModel>
                 new LoglikelihoodScorer(streamed, batchSize: 3).Score(requests, reuse), Tol);
     }
 
+    [Theory, InlineData("llama"), InlineData("qwen2")]
+    public void StreamedGenerationGivesTheResidentTokens(string arch)
+    {
+        using var g = new GoldenFixture(arch);
+        using var resident = CausalLM.Load(g.Dir);
+        using var streamed = CausalLM.Load(g.Dir, offload: true);
+        var prompt = g.TwoSamples()[0].Take(6).ToArray();
+        var o = new GenerationOptions { MaxNewTokens = 8, StopAtEos = false };
+        var a = TextGenerator.Generate(resident, prompt, o);
+        var b = TextGenerator.Generate(streamed, prompt, o);
+        Assert.Equal(14, a.TokenIds.Length);
+        Assert.Equal(a.TokenIds, b.TokenIds);
+    }
+
     static ModelConfig Shape(string name) =>
         ModelConfig.Parse(File.ReadAllText(Path.Combine(TestPaths.RepoRoot, "bench", "shapes", name + ".json")), name);
 
