@@ -139,10 +139,17 @@ public sealed class CausalLM : Module
                 apply(k, resident);
                 continue;
             }
-            using var streamed = LoadLayer(order[k]);
-            apply(k, streamed);
+            using (var streamed = LoadLayer(order[k]))
+                apply(k, streamed);
+            ReleaseStreamedPages();
         }
     }
+
+    /// <summary>
+    /// After a streamed layer is freed: drop the checkpoint's mapping handles so that pages read only for that layer leave
+    /// the resident set (weights converted to the compute dtype no longer view them; mappings still viewed stay).
+    /// </summary>
+    void ReleaseStreamedPages() => Checkpoint.ReleaseMappings();
 
     /// <summary>The resident layer i (throws when offloaded).</summary>
     public DecoderLayer Layer(int i) => Model.Layers[i] ?? throw new InvalidOperationException("model is offloaded: use LoadLayer");
@@ -220,7 +227,11 @@ public sealed class CausalLM : Module
             options?.OnResidual?.Invoke(k, h);
             int i = order[k];
             if (Model.Layers[i] is { } layer) h = layer.Forward(h, att, cache, k);
-            else using (var streamed = LoadLayer(i)) h = streamed.Forward(h, att, cache, k);
+            else
+            {
+                using (var streamed = LoadLayer(i)) h = streamed.Forward(h, att, cache, k);
+                ReleaseStreamedPages();
+            }
         }
         options?.OnResidual?.Invoke(order.Count, h);
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);
