@@ -162,9 +162,7 @@ public sealed class SafeTensorsFile : IDisposable
         // The mapping outlives any dispose scope the first Load runs in (a layer streamed inside a scope maps the file again).
         if (!_mappings.TryGetValue(type, out var map))
             _mappings[type] = map = from_file(Path, shared: false, size: FileLength / size, dtype: type).DetachFromDisposeScope();
-        // The intermediate narrow is disposed at once: left to a dispose scope it would keep a released mapping alive.
-        using var flat = map.narrow(0, absolute / size, info.NumElements);
-        return flat.view(info.Shape);
+        return map.narrow(0, absolute / size, info.NumElements).view(info.Shape);
     }
 
     /// <summary>Copies a tensor's raw stored bytes (exact dtype and bytes preserved).</summary>
