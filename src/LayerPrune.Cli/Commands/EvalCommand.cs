@@ -42,10 +42,15 @@ public static class EvalCommand
         {
             Description = "Score every choice from scratch (as the harness does) instead of sharing the context's KV cache",
         };
+        var offload = new Option<bool>("--offload")
+        {
+            Description = "Stream layers from the checkpoint (layer-major, each layer read once per group of sequences) instead of " +
+                          "keeping the model resident; chosen automatically when the resident model does not fit",
+        };
         var json = Cli.JsonOption();
         var output = new Option<string?>("--out", "-o") { Description = "Also write the results JSON to this file" };
         var cmd = new Command("eval", "Evaluate a model like lm-evaluation-harness (log-likelihood scoring) and validation loss")
-            { model, task, limit, batch, seqLen, maxChunks, maxNew, noReuse, json, output };
+            { model, task, limit, batch, seqLen, maxChunks, maxNew, noReuse, offload, json, output };
         return cmd.WithAction(p =>
         {
             string dir = p.GetValue(model)!;
@@ -57,7 +62,8 @@ public static class EvalCommand
             Cli.Require(p.GetValue(maxNew) >= 1, $"--max-new-tokens {p.GetValue(maxNew)}: must be at least 1");
             var tasks = specs.Select(EvalTasks.Parse).ToList();
             var tok = Cli.LoadTokenizer(dir);
-            using var m = Cli.LoadModel(p, dir, workload: Workload.Evaluate, batchSize: p.GetValue(batch), seqLen: p.GetValue(seqLen));
+            // gsm8k generates (KV-cached decoding): it runs on a streamed model too, one layer read per decoding step.
+            using var m = Cli.LoadModel(p, dir, p.GetValue(offload), Workload.Evaluate, p.GetValue(batch), p.GetValue(seqLen), canOffload: true);
             var options = new EvalOptions
             {
                 Limit = p.GetValue(limit),

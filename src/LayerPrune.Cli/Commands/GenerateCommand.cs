@@ -29,9 +29,14 @@ public static class GenerateCommand
         var logitsFile = new Option<string?>("--logits")
             { Description = "Also write the prompt's logits [T, V] (fp32) and ids to this safetensors file (for comparisons, e.g. " +
             "tests/interop/compare_hf.py)" };
+        var offload = new Option<bool>("--offload")
+        {
+            Description = "Stream layers from the checkpoint for every step (slow, same tokens); chosen automatically when the " +
+                          "resident model does not fit",
+        };
         var json = Cli.JsonOption();
         var cmd = new Command("generate", "Generate text with a KV cache; prints tokens/s")
-            { model, prompt, tokenIds, maxNew, greedy, temperature, topP, seed, noEos, logitsFile, json };
+            { model, prompt, tokenIds, maxNew, greedy, temperature, topP, seed, noEos, logitsFile, offload, json };
         return cmd.WithAction(p =>
         {
             string dir = p.GetValue(model)!;
@@ -46,8 +51,8 @@ public static class GenerateCommand
             // Token ids in need no tokenizer: without one, only ids are printed (text when a tokenizer exists).
             var tok = ids is null || TokenizerLoader.HasTokenizer(dir) ? Cli.LoadTokenizer(dir) : null;
             int[] promptIds = ids is not null ? ParseIds(ids) : tok!.Encode(text!).ToArray();
-            using var m = Cli.LoadModel(p, dir, workload: Workload.Generate, batchSize: 1,
-                seqLen: promptIds.Length + p.GetValue(maxNew));
+            using var m = Cli.LoadModel(p, dir, p.GetValue(offload), Workload.Generate, batchSize: 1,
+                seqLen: promptIds.Length + p.GetValue(maxNew), canOffload: true);
             foreach (var id in promptIds) Cli.Require(id >= 0 && id < m.Config.VocabSize,
                 $"--token-ids: id {id} is outside the vocabulary (0..{m.Config.VocabSize - 1})");
             var result = TextGenerator.Generate(m, promptIds, new GenerationOptions
@@ -74,14 +79,16 @@ public static class GenerateCommand
                     ["prompt_tokens"] = result.PromptLength, ["new_tokens"] = result.NewTokens,
                     ["text"] = decoded, ["completion"] = tok?.Decode(result.TokenIds.Skip(result.PromptLength)),
                     ["decode_tokens_per_second"] = result.DecodeTokensPerSecond, ["prefill_seconds"] = result.PrefillSeconds,
+                    ["decode_cpu_seconds_per_token"] = result.DecodeCpuSecondsPerToken, ["offloaded"] = m.Offloaded,
                 });
             }
             else
             {
                 Console.Out.WriteLine(decoded ?? string.Join(",", result.TokenIds));
                 Console.Error.WriteLine(
-                    $"[{result.NewTokens} new tokens, {result.DecodeTokensPerSecond:F1} tokens/s decode, prefill " +
-                    $"{result.PrefillSeconds * 1000:F0} ms, {m.NumLayers} layers]");
+                    $"[{result.NewTokens} new tokens, {result.DecodeTokensPerSecond:F2} tokens/s decode " +
+                    $"({result.DecodeCpuSecondsPerToken:F2} CPU s/token), prefill {result.PrefillSeconds * 1000:F0} ms, {m.NumLayers} layers" +
+                    $"{(m.Offloaded ? ", streamed" : "")}]");
             }
             return 0;
         });

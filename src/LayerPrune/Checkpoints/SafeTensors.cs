@@ -159,8 +159,9 @@ public sealed class SafeTensorsFile : IDisposable
             fs.ReadExactly(t.bytes);
             return t;
         }
+        // The mapping outlives any dispose scope the first Load runs in (a layer streamed inside a scope maps the file again).
         if (!_mappings.TryGetValue(type, out var map))
-            _mappings[type] = map = from_file(Path, shared: false, size: FileLength / size, dtype: type);
+            _mappings[type] = map = from_file(Path, shared: false, size: FileLength / size, dtype: type).DetachFromDisposeScope();
         return map.narrow(0, absolute / size, info.NumElements).view(info.Shape);
     }
 

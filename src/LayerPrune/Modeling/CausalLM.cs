@@ -124,6 +124,33 @@ public sealed class CausalLM : Module
             using (var l = LoadLayer(i)) { } // mapping views only: checks every tensor exists, costs no RAM for fp32 storage
     }
 
+    /// <summary>
+    /// Calls <paramref name="apply"/>(k, layer) for the k-th executed layer of <paramref name="layers"/> (null: all), in order:
+    /// the resident layer, or when offloaded the layer read from the checkpoint for this call and freed after it. Layer-major
+    /// passes over many sequences use it so that each streamed layer is read once for all of them.
+    /// </summary>
+    public void ForEachLayer(IReadOnlyList<int>? layers, Action<int, DecoderLayer> apply)
+    {
+        var order = layers ?? Enumerable.Range(0, NumLayers).ToArray();
+        for (int k = 0; k < order.Count; k++)
+        {
+            if (Model.Layers[order[k]] is { } resident)
+            {
+                apply(k, resident);
+                continue;
+            }
+            using (var streamed = LoadLayer(order[k]))
+                apply(k, streamed);
+            ReleaseStreamedPages();
+        }
+    }
+
+    /// <summary>
+    /// After a streamed layer is freed: drop the checkpoint's mapping handles so that pages read only for that layer leave
+    /// the resident set (weights converted to the compute dtype no longer view them; mappings still viewed stay).
+    /// </summary>
+    void ReleaseStreamedPages() => Checkpoint.ReleaseMappings();
+
     /// <summary>The resident layer i (throws when offloaded).</summary>
     public DecoderLayer Layer(int i) => Model.Layers[i] ?? throw new InvalidOperationException("model is offloaded: use LoadLayer");
 
@@ -200,7 +227,11 @@ public sealed class CausalLM : Module
             options?.OnResidual?.Invoke(k, h);
             int i = order[k];
             if (Model.Layers[i] is { } layer) h = RunLayer(layer, h, att, cache, k);
-            else using (var streamed = LoadLayer(i)) h = streamed.Forward(h, att, cache, k);
+            else
+            {
+                using (var streamed = LoadLayer(i)) h = streamed.Forward(h, att, cache, k);
+                ReleaseStreamedPages();
+            }
         }
         options?.OnResidual?.Invoke(order.Count, h);
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);

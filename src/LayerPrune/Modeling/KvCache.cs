@@ -40,6 +40,26 @@ public sealed class KvCache : IDisposable
         return c;
     }
 
+    /// <summary>Sets slot <paramref name="i"/> to rows <paramref name="index"/> of the same slot of <paramref name="source"/>
+    /// (layer-major passes fill a cache one layer at a time).</summary>
+    public void SelectSlot(int i, KvCache source, Tensor index)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ReleaseSlot(i);
+        if (source._keys[i] is null) return;
+        _keys[i] = source._keys[i]!.index_select(0, index).DetachFromDisposeScope();
+        _values[i] = source._values[i]!.index_select(0, index).DetachFromDisposeScope();
+    }
+
+    /// <summary>Frees slot <paramref name="i"/> (a layer-major pass is done with that layer).</summary>
+    public void ReleaseSlot(int i)
+    {
+        _keys[i]?.Dispose();
+        _values[i]?.Dispose();
+        _keys[i] = null;
+        _values[i] = null;
+    }
+
     /// <summary>Releases the cached keys and values.</summary>
     public void Dispose()
     {

@@ -30,10 +30,15 @@ public sealed class GenerationOptions
 /// <param name="NewTokens">Tokens generated.</param>
 /// <param name="PrefillSeconds">Time of the prompt's forward pass.</param>
 /// <param name="DecodeSeconds">Time of the decoding steps.</param>
-public sealed record GenerationResult(int[] TokenIds, int PromptLength, int NewTokens, double PrefillSeconds, double DecodeSeconds)
+/// <param name="DecodeCpuSeconds">CPU time of this process (all threads) during the decoding steps: on a shared machine the
+/// wall time is an upper bound, the CPU time shows the work itself.</param>
+public sealed record GenerationResult(int[] TokenIds, int PromptLength, int NewTokens, double PrefillSeconds, double DecodeSeconds,
+    double DecodeCpuSeconds = 0)
 {
     /// <summary>Decode throughput (tokens after the first per second).</summary>
     public double DecodeTokensPerSecond => NewTokens > 1 && DecodeSeconds > 0 ? (NewTokens - 1) / DecodeSeconds : 0;
+    /// <summary>CPU seconds per decoded token (after the first); 0 when fewer than two tokens were generated.</summary>
+    public double DecodeCpuSecondsPerToken => NewTokens > 1 ? DecodeCpuSeconds / (NewTokens - 1) : 0;
 }
 
 /// <summary>Autoregressive decoding with a KV cache: one prefill over the prompt, then one position per step.</summary>
@@ -52,6 +57,7 @@ public static class TextGenerator
         using var gen = new TorchSharp.torch.Generator((ulong)o.Seed);
         var sw = Stopwatch.StartNew();
         double prefill = 0;
+        TimeSpan cpuAtDecode = TimeSpan.Zero;
         using (no_grad())
         {
             Tensor input = tensor(prompt.Select(x => (long)x).ToArray(), [1, prompt.Count]);
@@ -60,14 +66,21 @@ public static class TextGenerator
                 using var scope = NewDisposeScope();
                 var logits = model.Forward(input, cache: cache, options: forward)[0, -1].to(ScalarType.Float32).cpu(); // [V]
                 int next = o.Greedy || o.Temperature <= 0 ? (int)logits.argmax().item<long>() : Sample(logits, o, gen);
-                if (step == 0) { prefill = sw.Elapsed.TotalSeconds; sw.Restart(); }
+                if (step == 0)
+                {
+                    prefill = sw.Elapsed.TotalSeconds;
+                    sw.Restart();
+                    cpuAtDecode = Process.GetCurrentProcess().TotalProcessorTime;
+                }
                 tokens.Add(next);
                 if ((o.StopAtEos && eos.Contains(next))
                     || (o.ShouldStop?.Invoke(tokens.GetRange(prompt.Count, tokens.Count - prompt.Count)) ?? false)) break;
                 input = tensor(new long[] { next }, [1, 1]).DetachFromDisposeScope();
             }
         }
-        return new GenerationResult(tokens.ToArray(), prompt.Count, tokens.Count - prompt.Count, prefill, sw.Elapsed.TotalSeconds);
+        double decode = sw.Elapsed.TotalSeconds;
+        double decodeCpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuAtDecode).TotalSeconds;
+        return new GenerationResult(tokens.ToArray(), prompt.Count, tokens.Count - prompt.Count, prefill, decode, decodeCpu);
     }
 
     /// <summary>Temperature, then nucleus (top-p) filtering: keep the smallest set of tokens whose probability reaches p.</summary>

@@ -83,6 +83,12 @@ public static class MemoryPlanner
     public const long RuntimeBytes = 600L << 20;
 
     /// <summary>
+    /// Streamed evaluation: the residual streams of the sequences that share one read of each layer (a group of batches)
+    /// stay below this many bytes.
+    /// </summary>
+    public const long StreamGroupBytes = 1L << 30;
+
+    /// <summary>
     /// Memory available to this process: MemAvailable from /proc/meminfo, lowered to the cgroup v2 limit minus usage
     /// when a limit is set (containers, CI runners). long.MaxValue when neither can be read (non-Linux).
     /// </summary>
@@ -137,10 +143,13 @@ public static class MemoryPlanner
         long layerActivations = B * T * (6 * H + 3 * I) * elt + B * c.NumHeads * T * T * 4;
         long residual = B * T * H * elt * 2;
         long logits = B * T * c.VocabSize * 4 * 2; // fp32 logits + log-softmax
+        // Evaluation applies lm_head and log-softmax to chunks of positions: logits in the compute dtype, fp32 and log-softmax.
+        long chunkLogits = Math.Min(B * T, Evaluation.TokenLogProbs.RowsPerChunk(c.VocabSize)) * c.VocabSize * (elt + 4 + 4);
+        long streamGroup = offload ? StreamGroupBytes : 0;
         long activations = r.Workload switch
         {
             Workload.Similarity => residual + layerActivations + B * (c.NumLayers + 1L) * H * 4,
-            Workload.Evaluate => residual + layerActivations + logits,
+            Workload.Evaluate => residual + layerActivations + chunkLogits + streamGroup,
             Workload.Generate => KvCacheBytes(c, B, T, elt) + layerActivations / T + B * c.VocabSize * 4 * 2,
             // Backward keeps every layer's activations (no checkpointing) and the logits' softmax and gradient.
             Workload.Heal => c.NumLayers * layerActivations + residual + logits * 3 / 2,
