@@ -136,7 +136,10 @@ public static class SweepCommand
             Description = "Continue fixed prompts greedily with every variant (built-in King James openings unless --prompts): " +
                           "continuations in results.json and report.md, their repeated 3-gram rate as the metric 'degeneration'",
         };
-        var prompts = new Option<string?>("--prompts") { Description = "Prompts file for --generate, one prompt per line (implies --generate)" };
+        var prompts = new Option<string?>("--prompts")
+        {
+            Description = "Prompts file for --generate, one prompt per line (implies --generate)",
+        };
         var generateTokens = new Option<int>("--generate-tokens")
         {
             Description = "Most new tokens per prompt of --generate",

@@ -139,7 +139,8 @@ public static class SweepRunner
                     metrics = Evaluate(prepared, healedModel, null, sink);
                     if (prompts is not null) generations = SweepGenerations.Run(healedModel, tok, prompts, o.GenerationTokens, null);
                 }
-                if (generations is not null) metrics[SweepGenerations.Column] = SweepGenerations.Degeneration(generations.Select(g => g.TokenIds));
+                if (generations is not null)
+                    metrics[SweepGenerations.Column] = SweepGenerations.Degeneration(generations.Select(g => g.TokenIds));
                 var (efficiency, reference) = healed || o.Efficiency is null ? (null, null) : MeasureEfficiency(model, plan, v, o);
                 rows.Add(new VariantRow
                 {
@@ -173,7 +174,8 @@ public static class SweepRunner
         return result;
     }
 
-    /// <summary>OUT/selection_seconds.json: row key → wall-clock seconds of the strategy's measuring for that row (NaN → null).</summary>
+    /// <summary>OUT/selection_seconds.json: row key → wall-clock seconds of the strategy's measuring for that row
+    /// (NaN → null).</summary>
     public const string SecondsFile = "selection_seconds.json";
 
     static Dictionary<string, double> ReadSeconds(string path)
@@ -500,7 +502,8 @@ public static class SweepRunner
             .ToList();
         var sb = new StringBuilder("\n## Generations\n\n");
         sb.Append(CultureInfo.InvariantCulture, $"Greedy continuations (at most {o.GenerationTokens} new tokens, stopping at EOS) ")
-          .Append(CultureInfo.InvariantCulture, $"of {o.Prompts.Count} fixed prompts. degeneration = repeated {SweepGenerations.NgramOrder}-gram ")
+          .Append(CultureInfo.InvariantCulture, $"of {o.Prompts.Count} fixed prompts. ")
+          .Append(CultureInfo.InvariantCulture, $"degeneration = repeated {SweepGenerations.NgramOrder}-gram ")
           .Append("rate of the continuation's token ids (1 − distinct / total); the row's score is its mean over the prompts. ")
           .Append("Shown: n nearest to 1/4, 1/2, 3/4 of the layers; every variant is in results.json (`generations`).\n");
         for (int i = 0; i < o.Prompts.Count; i++)

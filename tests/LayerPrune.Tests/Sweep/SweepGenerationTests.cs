@@ -64,8 +64,8 @@ public class SweepScoreTests
         var section = ReportWriter.StrategySection(ReportWriter.Evaluate(rows, [MetricSpec.Accuracy("acc")]),
             new Dictionary<string, SelectionCost?> { ["s"] = new SelectionCost(3, 48, 300, double.NaN) }, areas,
             new Dictionary<string, double> { ["s"] = 12.34 });
-        Assert.Contains("| strategy | acc | AUC acc | selection forward passes | selection layer forwards | selection tokens | selection seconds |",
-            section);
+        Assert.Contains("| strategy | acc | AUC acc | selection forward passes | selection layer forwards | selection tokens "
+            + "| selection seconds |", section);
         Assert.Contains("| s | 0.0000 (n=0) | 0.5625 | 3 | 48 | 300 | 12.3 |", section);
     }
 
@@ -118,7 +118,8 @@ public class SweepGenerationTests(KjvModel kjv) : IClassFixture<KjvModel>
         Assert.Equal(prompts.Length, row.Generations!.Count);
         for (int i = 0; i < prompts.Length; i++)
         {
-            var (gc, gout, gerr) = CliRunner.Run("generate", "--model", dir, "--prompt", prompts[i], "--max-new-tokens", "12", "--json", "--quiet");
+            var (gc, gout, gerr) = CliRunner.Run("generate", "--model", dir, "--prompt", prompts[i], "--max-new-tokens", "12",
+                "--json", "--quiet");
             Assert.True(gc == 0, gerr);
             var g = JsonNode.Parse(gout)!;
             int promptLength = kjv.Tokenizer.Encode(prompts[i]).Count;
@@ -137,8 +138,8 @@ public class SweepGenerationTests(KjvModel kjv) : IClassFixture<KjvModel>
         string report = File.ReadAllText(Path.Combine(options.OutDir, "report.md"));
         Assert.Contains("## Generations", report);
         Assert.Contains("| AUC validation_loss |", report);
-        Assert.Contains($"| similarity | 6 | {SweepGenerations.RepeatedNgramRate(row.Generations[0].TokenIds).ToString("0.000", CultureInfo.InvariantCulture)} |",
-            report);
+        string first = SweepGenerations.RepeatedNgramRate(row.Generations[0].TokenIds).ToString("0.000", CultureInfo.InvariantCulture);
+        Assert.Contains($"| similarity | 6 | {first} |", report);
         var seconds = JsonNode.Parse(File.ReadAllText(Path.Combine(options.OutDir, SweepRunner.SecondsFile)))!;
         Assert.True((double)seconds["similarity/6/raw"]! > 0);
         var bootstrap = JsonNode.Parse(File.ReadAllText(Path.Combine(options.OutDir, "similarity.json")))!["bootstrap"]!;
@@ -162,9 +163,10 @@ public class SweepGenerationTests(KjvModel kjv) : IClassFixture<KjvModel>
         {
             ModelDir = KjvModel.Dir, DataPath = KjvModel.Validation, Tasks = [$"loss:{KjvModel.Validation}"], OutDir = tmp["s"],
         };
-        Assert.Equal("Prompts", Assert.ThrowsAny<ArgumentException>(() => SweepRunner.BlockSizes(o with { Prompts = ["a", " "] }, 16)).ParamName);
-        Assert.Equal("GenerationTokens", Assert.ThrowsAny<ArgumentException>(() => SweepRunner.BlockSizes(o with { GenerationTokens = 0 }, 16)).ParamName);
-        Assert.Equal("Bootstrap", Assert.ThrowsAny<ArgumentException>(() => SweepRunner.BlockSizes(o with { Bootstrap = -1 }, 16)).ParamName);
+        string? Param(SweepOptions bad) => Assert.ThrowsAny<ArgumentException>(() => SweepRunner.BlockSizes(bad, 16)).ParamName;
+        Assert.Equal("Prompts", Param(o with { Prompts = ["a", " "] }));
+        Assert.Equal("GenerationTokens", Param(o with { GenerationTokens = 0 }));
+        Assert.Equal("Bootstrap", Param(o with { Bootstrap = -1 }));
         var e = Assert.Throws<LayerPruneException>(() => TaskSpec.Parse($"gsm8k:{Gsm8k},limit=0"));
         Assert.Contains("limit must be a positive integer", e.Message);
     }
