@@ -88,6 +88,7 @@ public static class SweepRunner
         // Wall-clock selection seconds live beside the rows (rows stay identical between a resumed and an uninterrupted run).
         string secondsPath = Path.Combine(o.OutDir, SecondsFile);
         var seconds = rows.Count > 0 ? ReadSeconds(secondsPath) : [];
+        File.Delete(secondsPath + ".tmp"); // left by a run killed while writing it
 
         // 3. Variants: the unpruned baseline, then each (n, strategy, seed); healed copies after them. A strategy does its
         // measuring (Prepare) only when one of its variants is still to be evaluated.
@@ -159,10 +160,12 @@ public static class SweepRunner
                     EfficiencyReference = reference,
                     Generations = generations,
                 });
-                if (plan is not null && !healed && CostOf(plan, v.Strategy, similarityCost) is { } timed)
-                    seconds[v.Key(false)] = timed.Seconds;
-                WriteSeconds(secondsPath, seconds);
                 SweepFiles.Write(o.OutDir, new SweepResult(config, protocol, rows));
+                if (plan is not null && !healed && CostOf(plan, v.Strategy, similarityCost) is { } timed)
+                {
+                    seconds[v.Key(false)] = timed.Seconds;
+                    WriteSeconds(secondsPath, seconds); // after the rows: the results are what a full disk must not lose
+                }
                 bar.Advance(1, $"{(v.N == 0 ? "unpruned" : v.Strategy)} n={v.N}{(v.Seed is int sd ? $" seed {sd}" : "")}" +
                     (healed ? " healed" : ""));
             }
