@@ -27,6 +27,10 @@ public static class SweepCommand
         [nameof(SweepOptions.Seeds)] = "--seeds",
         [nameof(SweepOptions.CalibrationChunks)] = "--calibration-chunks",
         [nameof(SweepOptions.EfficiencyThreads)] = "--efficiency-threads",
+        [nameof(SweepOptions.Prompts)] = "--prompts",
+        [nameof(SweepOptions.GenerationTokens)] = "--generate-tokens",
+        [nameof(SweepOptions.Bootstrap)] = "--bootstrap",
+        [nameof(EvalOptions.MaxNewTokens)] = "--max-new-tokens",
     };
 
     /// <summary>The command; its defaults are <see cref="SweepOptions"/>'s and <see cref="EvalOptions.Default"/>'s.</summary>
@@ -55,7 +59,7 @@ public static class SweepCommand
         };
         var tasks = new Option<string?>("--tasks", "-t")
         {
-            Description = "Comma-separated task SPECs (as in eval; e.g. loss:val.txt,mc:cloze.jsonl). " +
+            Description = "Comma-separated task SPECs (as in eval; e.g. loss:val.txt,mc:cloze.jsonl,gsm8k:gsm/,shots=1,limit=8). " +
                           "Default with the embedded model: loss on validation.txt + the first 150 kjv-cloze items",
         };
         var strategies = new Option<string>("--strategies")
@@ -127,13 +131,37 @@ public static class SweepCommand
             Description = "Healing peak learning rate (cosine)",
             DefaultValueFactory = _ => 3e-4,
         };
+        var generate = new Option<bool>("--generate")
+        {
+            Description = "Continue fixed prompts greedily with every variant (built-in King James openings unless --prompts): " +
+                          "continuations in results.json and report.md, their repeated 3-gram rate as the metric 'degeneration'",
+        };
+        var prompts = new Option<string?>("--prompts")
+        {
+            Description = "Prompts file for --generate, one prompt per line (implies --generate)",
+        };
+        var generateTokens = new Option<int>("--generate-tokens")
+        {
+            Description = "Most new tokens per prompt of --generate",
+            DefaultValueFactory = _ => SweepGenerations.DefaultMaxNewTokens,
+        };
+        var maxNewTokens = new Option<int>("--max-new-tokens")
+        {
+            Description = "Generation tasks (gsm8k): token budget per item; limit items with gsm8k:FILE,limit=N",
+            DefaultValueFactory = _ => EvalOptions.Default.MaxNewTokens,
+        };
+        var bootstrap = new Option<int>("--bootstrap")
+        {
+            Description = "Bootstrap resamples of the similarity block choice (seeded by --seed; 0 = none)",
+            DefaultValueFactory = _ => 0,
+        };
         var json = Cli.JsonOption();
         var cmd = new Command("sweep", "From a model to the paper's figures: similarity once, then every strategy × block size " +
             "evaluated with layers skipped in memory; results.json/.csv, plots and report.md")
         {
             model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, seeds, protectLast,
             calibration, calibrationChunks, efficiency, efficiencyRepeats, efficiencyThreads, output, force, healSteps,
-            healData, healQuant, healBatch, healRank, healLr, json,
+            healData, healQuant, healBatch, healRank, healLr, generate, prompts, generateTokens, maxNewTokens, bootstrap, json,
         };
         return cmd.WithAction(p =>
         {
@@ -166,6 +194,9 @@ public static class SweepCommand
             Cli.Require(itemLimit is null or >= 1, $"--limit {itemLimit}: must be at least 1");
             Cli.Require(p.GetValue(seeds) is null || p.GetValue(seed) == 0, "give --seed or --seeds, not both");
             Cli.Require(p.GetValue(efficiencyRepeats) >= 1, $"--efficiency-repeats {p.GetValue(efficiencyRepeats)}: must be at least 1");
+            IReadOnlyList<string>? promptList = p.GetValue(prompts) is { } pf
+                ? SweepGenerations.ReadPrompts(Cli.ExistingFile(pf, "--prompts"))
+                : p.GetValue(generate) ? SweepGenerations.DefaultPrompts : null;
             string? calibrationPath = p.GetValue(calibration) is { } cal ? Cli.ExistingFile(cal, "--calibration") : null;
             HealOptions? heal = null;
             if (p.GetValue(healSteps) > 0)
@@ -193,7 +224,7 @@ public static class SweepCommand
                 Samples = p.GetValue(samples),
                 SeqLen = p.GetValue(seqLen),
                 Batch = p.GetValue(batch),
-                Tasks = taskList!.Split(',', Split),
+                Tasks = SplitTasks(taskList!),
                 Strategies = p.GetValue(strategies)!.Split(',', Split),
                 Ns = p.GetValue(n) is { } ns ? ParseNs(ns) : null,
                 Fractions = p.GetValue(fractions) is { } fs ? ParseFractions(fs) : null,
@@ -207,8 +238,12 @@ public static class SweepCommand
                 OutDir = p.GetValue(output)!,
                 Force = p.GetValue(force),
                 Heal = heal,
+                Prompts = promptList,
+                GenerationTokens = p.GetValue(generateTokens),
+                Bootstrap = p.GetValue(bootstrap),
                 Eval = EvalOptions.Default with
                 {
+                    MaxNewTokens = p.GetValue(maxNewTokens),
                     Limit = itemLimit,
                     BatchSize = p.GetValue(batch),
                     SeqLen = p.GetValue(seqLen),
@@ -276,6 +311,22 @@ public static class SweepCommand
             return "nothing new was kept";
         Directory.Delete(outDir, recursive: true);
         return "nothing was kept";
+    }
+
+    /// <summary>The specs of a comma-separated --tasks list; a part NAME=VALUE (no ':' before its '=') is an option of the
+    /// spec before it, so "loss:v.txt,gsm8k:g/,shots=1,limit=5" is two specs.</summary>
+    public static List<string> SplitTasks(string list)
+    {
+        ArgumentNullException.ThrowIfNull(list);
+        var specs = new List<string>();
+        foreach (var part in list.Split(',', Split))
+        {
+            int eq = part.IndexOf('=');
+            bool option = eq > 0 && part.IndexOf(':') is var colon && (colon < 0 || colon > eq);
+            if (option && specs.Count > 0) specs[^1] += "," + part;
+            else specs.Add(part);
+        }
+        return specs;
     }
 
     static List<int> ParseNs(string s)

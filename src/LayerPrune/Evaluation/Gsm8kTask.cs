@@ -14,6 +14,8 @@ namespace LayerPrune.Evaluation;
 /// with ignore_case and regexes_to_ignore [",", "\$", "(?s).*#### ", "\.$"] applied to prediction and reference.
 /// Deviation: the shots are the first k rows of the train file (the harness samples them at random from train);
 /// without a train file they are the first k rows of the test file itself, which are then not scored.
+/// <c>limit=N</c> keeps the first N items of this task alone (before <see cref="EvalOptions.Limit"/>, which applies to
+/// every task), so a sweep can score a few GSM8K items beside full multiple-choice sets.
 /// </summary>
 public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
 {
@@ -21,7 +23,7 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
     public static readonly TaskKind Kind = new("gsm8k", s => new Gsm8kTask(s))
     {
         DefaultShots = 5, MaxShots = int.MaxValue, Generates = true, Resolve = ResolveFolder,
-        Options = [new TaskOption("train", "FILE")],
+        Options = [new TaskOption("train", "FILE"), new TaskOption("limit", "N")],
     };
 
     /// <summary>The harness's generation_kwargs.until.</summary>
@@ -41,13 +43,17 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(options);
-        var docs = LoadDocs(options.Limit);
+        int? own = Spec.Option("limit") is string l ? int.Parse(l, System.Globalization.CultureInfo.InvariantCulture) : null;
+        var docs = LoadDocs(own is int k && options.Limit is int g ? Math.Min(k, g) : own ?? options.Limit);
         var prompts = docs.Select(d => tokenizer.Encode(d.Prompt)).ToList();
         return new Prepared(Spec, tokenizer, docs, prompts, options.MaxNewTokens);
     }
 
     static TaskSpec ResolveFolder(TaskSpec s)
     {
+        if (s.Option("limit") is string l && !(int.TryParse(l, System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out int n) && n >= 1))
+            throw new LayerPruneException($"task \"{s.Text}\": limit must be a positive integer, got \"{l}\"");
         if (!Directory.Exists(s.Path)) return s;
         var options = new Dictionary<string, string>(s.Options);
         string train = System.IO.Path.Combine(s.Path, "train.jsonl");

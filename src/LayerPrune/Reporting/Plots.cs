@@ -264,6 +264,33 @@ public static class Plots
         return plot;
     }
 
+    /// <summary>
+    /// Every metric of one strategy relative to its unpruned score (<see cref="MetricSpec.Normalize"/>: 1 = unpruned, lower =
+    /// worse) against the fraction of layers removed, one line per metric, so knowledge, reasoning, loss and degeneration
+    /// can be compared at a glance; the y range is clamped to [0, 1.5] (values outside are drawn at the edge).
+    /// </summary>
+    public static void NormalizedVsFraction(string path, string title,
+        IReadOnlyList<(string metric, IReadOnlyList<(double fraction, double value)> points)> series,
+        int width = DefaultWidth, int height = DefaultHeight)
+    {
+        ArgumentNullException.ThrowIfNull(series);
+        var clamped = series.Select(s => (s.metric, (IReadOnlyList<(double, double)>)s.points
+            .Select(p => (p.fraction, double.IsFinite(p.value) ? Math.Clamp(p.value, 0, 1.5) : double.NaN)).ToList())).ToList();
+        var plot = CreateMetricVsFraction(title, "score relative to unpruned (1 = unpruned)", clamped, null, 1.0);
+        var undefined = clamped.Where(x => !x.Item2.Any(p => double.IsFinite(p.Item2) && p.Item1 > 0)).Select(x => x.metric).ToList();
+        if (undefined.Count > 0)
+        {
+            // Say which metrics have no line (e.g. an unpruned accuracy of 0) instead of leaving them out silently.
+            var note = plot.Add.Text("no ratio to unpruned: " + string.Join(", ", undefined), 0.0, 0.0);
+            note.LabelFontName = FontName;
+            note.LabelFontSize = 12;
+            note.LabelAlignment = Alignment.LowerLeft;
+        }
+        plot.Axes.SetLimitsY(-0.05, Math.Max(1.1, clamped.SelectMany(s => s.Item2).Select(p => p.Item2)
+            .Where(double.IsFinite).DefaultIfEmpty(1).Max() + 0.05));
+        Save(plot, path, width, height);
+    }
+
     private static void Save(Plot plot, string path, int width, int height)
     {
         if (string.IsNullOrWhiteSpace(path))

@@ -16,9 +16,33 @@ public enum ToleranceKind
     Relative,
 }
 
+/// <summary>How a metric is set relative to its unpruned score u (1 = as good as unpruned, smaller = worse).</summary>
+public enum Normalization
+{
+    /// <summary>The default: v / u when higher is better (accuracy), u / v when lower is better (loss).</summary>
+    Ratio,
+    /// <summary>(1 − v) / (1 − u): for a lower-is-better rate in [0, 1] whose unpruned value may be 0 (degeneration).</summary>
+    Complement,
+}
+
 /// <summary>How to judge a metric: which direction is better and how much worse than unpruned still counts.</summary>
 public sealed record MetricSpec(string Name, bool HigherIsBetter, double Tolerance, ToleranceKind Kind)
 {
+    /// <summary>How <see cref="Normalize"/> relates a value to the unpruned score.</summary>
+    public Normalization Normalization { get; init; }
+
+    /// <summary>The value relative to the unpruned score <paramref name="unpruned"/> (<see cref="Normalization"/>): 1 at the
+    /// unpruned score, below 1 when worse; NaN when either is not finite or the denominator is 0.</summary>
+    public double Normalize(double value, double unpruned)
+    {
+        double num, den;
+        if (Normalization == Normalization.Complement) (num, den) = (1 - value, 1 - unpruned);
+        else if (HigherIsBetter) (num, den) = (value, unpruned);
+        else (num, den) = (unpruned, value);
+        double r = num / den;
+        return den == 0 || !double.IsFinite(r) ? double.NaN : r;
+    }
+
     /// <summary>Higher-is-better, absolute tolerance (default 0.05).</summary>
     public static MetricSpec Accuracy(string name, double tolerance = 0.05) =>
         new(name, true, tolerance, ToleranceKind.Absolute);
@@ -126,6 +150,49 @@ public static class ReportWriter
         return results;
     }
 
+    /// <summary>
+    /// The normalized area under a metric's curve: the trapezoid rule over the points (0, 1), (f_1, r_1), …, (f_k, r_k) of
+    /// <paramref name="points"/> sorted by fraction f, r being the normalized value (<see cref="MetricSpec.Normalize"/>), divided
+    /// by f_k: the mean normalized score over [0, f_k] (1 = as good as unpruned everywhere). NaN when a point is not finite or
+    /// no point has f &gt; 0.
+    /// </summary>
+    public static double NormalizedArea(IEnumerable<(double Fraction, double Normalized)> points)
+    {
+        ArgumentNullException.ThrowIfNull(points);
+        var pts = points.Where(p => p.Fraction > 0).OrderBy(p => p.Fraction).ToList();
+        if (pts.Count == 0 || pts.Any(p => !double.IsFinite(p.Normalized) || !double.IsFinite(p.Fraction))) return double.NaN;
+        double area = 0, f0 = 0, r0 = 1;
+        foreach (var (f, r) in pts)
+        {
+            area += (f - f0) * (r0 + r) / 2;
+            (f0, r0) = (f, r);
+        }
+        return area / f0;
+    }
+
+    /// <summary>Per strategy and metric: <see cref="NormalizedArea"/> of its pruned rows against its unpruned (n = 0) row
+    /// (or any strategy's), NaN when not computable.</summary>
+    public static IReadOnlyDictionary<(string Strategy, string Metric), double> Areas(IReadOnlyList<SweepRow> rows,
+        IReadOnlyList<MetricSpec> metrics)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        ArgumentNullException.ThrowIfNull(metrics);
+        var areas = new Dictionary<(string, string), double>();
+        foreach (var strategy in rows.Select(r => r.Strategy).Distinct(StringComparer.Ordinal))
+        {
+            var own = rows.Where(r => r.Strategy == strategy).ToList();
+            foreach (var m in metrics)
+            {
+                if (!own.Any(r => r.N > 0 && r.Metrics.ContainsKey(m.Name))) continue;
+                double u = Baseline(own, m.Name) ?? Baseline(rows, m.Name) ?? double.NaN;
+                var pts = own.Where(r => r.N > 0 && r.Metrics.ContainsKey(m.Name))
+                    .Select(r => (r.Fraction, m.Normalize(r.Metrics[m.Name], u)));
+                areas[(strategy, m.Name)] = NormalizedArea(pts);
+            }
+        }
+        return areas;
+    }
+
     private static double? Baseline(IEnumerable<SweepRow> rows, string metric)
     {
         foreach (var r in rows)
@@ -170,21 +237,38 @@ public static class ReportWriter
     }
 
     /// <summary>
-    /// "## Strategies side by side": one row per strategy, the largest fraction within tolerance of each metric (n in
-    /// brackets) and what choosing the layers cost (forward passes, decoder-layer forwards, tokens; for strategies that
-    /// measure once for all n, the cost up to the largest n). A strategy without a cost entry shows "–".
+    /// "## Strategies side by side": one row per strategy; per metric the largest fraction within tolerance (n in brackets)
+    /// and, when <paramref name="areas"/> is given, the normalized area under its curve (<see cref="NormalizedArea"/>); then
+    /// what choosing the layers cost (forward passes, decoder-layer forwards, tokens, and wall-clock seconds when
+    /// <paramref name="seconds"/> has the strategy; for strategies that measure once for all n, the cost up to the largest n).
+    /// A strategy without a cost entry shows "–".
     /// </summary>
-    public static string StrategySection(IReadOnlyList<ToleranceResult> results, IReadOnlyDictionary<string, SelectionCost?> costs)
+    public static string StrategySection(IReadOnlyList<ToleranceResult> results, IReadOnlyDictionary<string, SelectionCost?> costs,
+        IReadOnlyDictionary<(string Strategy, string Metric), double>? areas = null, IReadOnlyDictionary<string, double>? seconds = null)
     {
         ArgumentNullException.ThrowIfNull(results);
         ArgumentNullException.ThrowIfNull(costs);
         var metrics = results.Select(r => r.Metric).Distinct(StringComparer.Ordinal).ToList();
         var strategies = results.Select(r => r.Strategy).Distinct(StringComparer.Ordinal).ToList();
         var sb = new StringBuilder("\n## Strategies side by side\n\n");
-        sb.Append("Largest fraction within tolerance per metric (as above) and the selection cost of each strategy.\n\n");
-        sb.Append("| strategy | ").Append(string.Join(" | ", metrics.Select(Esc)))
-          .Append(" | selection forward passes | selection layer forwards | selection tokens |\n");
-        sb.Append("|---|").Append(string.Concat(metrics.Select(_ => "---:|"))).Append("---:|---:|---:|\n");
+        sb.Append("Largest fraction within tolerance per metric (as above)");
+        if (areas is not null)
+            sb.Append(", then AUC = the area under the metric's normalized curve (1 at the unpruned score: v/u for accuracy, ")
+              .Append("u/v for loss, (1−v)/(1−u) for degeneration), by the trapezoid rule from (0, 1) over every measured ")
+              .Append("fraction, divided by the largest fraction (1 = no loss anywhere; – = undefined, e.g. an unpruned score of 0)");
+        sb.Append(", and the selection cost of each strategy.\n\n");
+        sb.Append("| strategy | ");
+        foreach (var m in metrics)
+        {
+            sb.Append(Esc(m)).Append(" | ");
+            if (areas is not null) sb.Append("AUC ").Append(Esc(m)).Append(" | ");
+        }
+        sb.Append("selection forward passes | selection layer forwards | selection tokens |");
+        if (seconds is not null) sb.Append(" selection seconds |");
+        sb.Append("\n|---|");
+        sb.Append(string.Concat(metrics.Select(_ => areas is null ? "---:|" : "---:|---:|"))).Append("---:|---:|---:|");
+        if (seconds is not null) sb.Append("---:|");
+        sb.Append('\n');
         foreach (var s in strategies)
         {
             sb.Append("| ").Append(Esc(s)).Append(" |");
@@ -193,11 +277,17 @@ public static class ReportWriter
                 var r = results.FirstOrDefault(x => x.Strategy == s && x.Metric == m);
                 string cell = r is null ? "–" : $"{F(r.LargestFraction)} (n={r.LargestN.ToString(CultureInfo.InvariantCulture)})";
                 sb.Append(' ').Append(cell).Append(" |");
+                if (areas is not null)
+                    sb.Append(' ').Append(areas.TryGetValue((s, m), out var a) && double.IsFinite(a) ? F(a) : "–").Append(" |");
             }
             if (costs.TryGetValue(s, out var c) && c is not null)
-                sb.Append(CultureInfo.InvariantCulture, $" {c.ForwardPasses} | {c.LayerForwards} | {c.Tokens} |\n");
+                sb.Append(CultureInfo.InvariantCulture, $" {c.ForwardPasses} | {c.LayerForwards} | {c.Tokens} |");
             else
-                sb.Append(" – | – | – |\n");
+                sb.Append(" – | – | – |");
+            if (seconds is not null)
+                sb.Append(seconds.TryGetValue(s, out var sec) && double.IsFinite(sec)
+                    ? string.Create(CultureInfo.InvariantCulture, $" {sec:0.0} |") : " – |");
+            sb.Append('\n');
         }
         return sb.ToString();
     }

@@ -83,6 +83,18 @@ public sealed record SweepOptions
     /// <summary>Discard the results of a different sweep found in <see cref="OutDir"/>.</summary>
     public bool Force { get; init; }
 
+    /// <summary>Prompts every variant continues greedily (<see cref="SweepGenerations"/>; e.g.
+    /// <see cref="SweepGenerations.DefaultPrompts"/>): the continuations go into the rows and report.md, their degeneration
+    /// score into the metric <see cref="SweepGenerations.Column"/>; null = no generations.</summary>
+    public IReadOnlyList<string>? Prompts { get; init; }
+
+    /// <summary>Most new tokens per prompt of <see cref="Prompts"/> (stopping at EOS).</summary>
+    public int GenerationTokens { get; init; } = SweepGenerations.DefaultMaxNewTokens;
+
+    /// <summary>Bootstrap resamples of the similarity pass's block choice (seeded by <see cref="Seed"/>; in similarity.json,
+    /// unstable choices circled on similarity.png); 0 = none.</summary>
+    public int Bootstrap { get; init; }
+
     /// <summary>When set, every pruned variant is also written as a checkpoint, healed (QLoRA) with these settings
     /// (ModelDir/OutDir are filled per variant) and evaluated again as a row with "healed": true.</summary>
     public HealOptions? Heal { get; init; }

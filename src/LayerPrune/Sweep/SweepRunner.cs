@@ -73,7 +73,9 @@ public static class SweepRunner
                         n => p.Advance(n));
                 long tokens = samples.Sum(x => (long)x.Length);
                 similarityCost = SelectionCost.SimilarityPass(samples.Count, tokens, L, clock.Elapsed.TotalSeconds);
-                SimilarityReport.Write(o.OutDir, similarity, o.ModelDir, o.DataPath, o.SeqLen);
+                var bootstrap = o.Bootstrap > 0 ? SimilarityBootstrap.Run(similarity, o.Bootstrap, o.Seed, o.ProtectLast) : null;
+                SimilarityReport.Write(o.OutDir, similarity, o.ModelDir, o.DataPath, o.SeqLen, protectLast: o.ProtectLast,
+                    bootstrap: bootstrap);
                 File.WriteAllText(costPath, similarityCost.ToJson().ToJsonString());
             }
         }
@@ -81,6 +83,12 @@ public static class SweepRunner
         // 2. Every task's requests, built once for all variants.
         var prepared = tasks.Select(t => t.Prepare(tok, o.Eval)).ToList();
         var protocol = ResultsJson.Protocol(prepared);
+        var prompts = o.Prompts?.Select(x => tok.Encode(x)).ToList();
+
+        // Wall-clock selection seconds live beside the rows (rows stay identical between a resumed and an uninterrupted run).
+        string secondsPath = Path.Combine(o.OutDir, SecondsFile);
+        var seconds = rows.Count > 0 ? ReadSeconds(secondsPath) : [];
+        File.Delete(secondsPath + ".tmp"); // left by a run killed while writing it
 
         // 3. Variants: the unpruned baseline, then each (n, strategy, seed); healed copies after them. A strategy does its
         // measuring (Prepare) only when one of its variants is still to be evaluated.
@@ -120,13 +128,20 @@ public static class SweepRunner
                 if (done.Contains(v.Key(healed))) continue;
                 var plan = v.N == 0 ? null : Planner(v)(v.N);
                 OrderedDictionary<string, double> metrics;
+                IReadOnlyList<Generation>? generations = null;
                 if (!healed)
+                {
                     metrics = Evaluate(prepared, model, plan?.Kept, sink);
+                    if (prompts is not null) generations = SweepGenerations.Run(model, tok, prompts, o.GenerationTokens, plan?.Kept);
+                }
                 else
                 {
                     using var healedModel = HealVariant(model, plan!, v, o);
                     metrics = Evaluate(prepared, healedModel, null, sink);
+                    if (prompts is not null) generations = SweepGenerations.Run(healedModel, tok, prompts, o.GenerationTokens, null);
                 }
+                if (generations is not null)
+                    metrics[SweepGenerations.Column] = SweepGenerations.Degeneration(generations.Select(g => g.TokenIds));
                 var (efficiency, reference) = healed || o.Efficiency is null ? (null, null) : MeasureEfficiency(model, plan, v, o);
                 rows.Add(new VariantRow
                 {
@@ -143,8 +158,14 @@ public static class SweepRunner
                     Metrics = metrics,
                     Efficiency = efficiency,
                     EfficiencyReference = reference,
+                    Generations = generations,
                 });
                 SweepFiles.Write(o.OutDir, new SweepResult(config, protocol, rows));
+                if (plan is not null && !healed && CostOf(plan, v.Strategy, similarityCost) is { } timed)
+                {
+                    seconds[v.Key(false)] = timed.Seconds;
+                    WriteSeconds(secondsPath, seconds); // after the rows: the results are what a full disk must not lose
+                }
                 bar.Advance(1, $"{(v.N == 0 ? "unpruned" : v.Strategy)} n={v.N}{(v.Seed is int sd ? $" seed {sd}" : "")}" +
                     (healed ? " healed" : ""));
             }
@@ -152,8 +173,35 @@ public static class SweepRunner
 
         // 4. Figures and the report.
         var result = new SweepResult(config, protocol, rows);
-        WriteFigures(o, result, L, prepared);
+        WriteFigures(o, result, L, prepared, seconds);
         return result;
+    }
+
+    /// <summary>OUT/selection_seconds.json: row key → wall-clock seconds of the strategy's measuring for that row
+    /// (NaN → null).</summary>
+    public const string SecondsFile = "selection_seconds.json";
+
+    static Dictionary<string, double> ReadSeconds(string path)
+    {
+        try
+        {
+            if (!File.Exists(path)) return [];
+            return JsonNode.Parse(File.ReadAllText(path))!.AsObject()
+                .ToDictionary(kv => kv.Key, kv => kv.Value is null ? double.NaN : (double)kv.Value);
+        }
+        catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException or FormatException)
+        {
+            return []; // informational only: a damaged file loses the seconds, not the sweep
+        }
+    }
+
+    static void WriteSeconds(string path, Dictionary<string, double> seconds)
+    {
+        var json = new JsonObject();
+        foreach (var (k, v) in seconds) json[k] = double.IsFinite(v) ? v : null;
+        string tmp = path + ".tmp";
+        File.WriteAllText(tmp, json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.Move(tmp, path, overwrite: true);
     }
 
     /// <summary>The block sizes to sweep (sorted, distinct); <see cref="ArgumentException"/> naming the option when invalid.</summary>
@@ -170,6 +218,12 @@ public static class SweepRunner
             throw new ArgumentOutOfRangeException(nameof(SweepOptions.CalibrationChunks), o.CalibrationChunks, "must be at least 1");
         if (o.EfficiencyThreads is < 1)
             throw new ArgumentOutOfRangeException(nameof(SweepOptions.EfficiencyThreads), o.EfficiencyThreads, "must be at least 1");
+        if (o.Prompts is { } ps && (ps.Count == 0 || ps.Any(string.IsNullOrWhiteSpace)))
+            throw new ArgumentException("give one or more non-empty prompts", nameof(SweepOptions.Prompts));
+        if (o.GenerationTokens < 1)
+            throw new ArgumentOutOfRangeException(nameof(SweepOptions.GenerationTokens), o.GenerationTokens, "must be at least 1");
+        if (o.Bootstrap < 0)
+            throw new ArgumentOutOfRangeException(nameof(SweepOptions.Bootstrap), o.Bootstrap, "must be at least 0 (0 = none)");
         o.Efficiency?.Validate();
         o.Eval.Validate();
         var sizes = o.Fractions is { } fr
@@ -286,6 +340,14 @@ public static class SweepRunner
         // Settings added later are recorded only when used, so that earlier sweeps of the same command still resume.
         if (o.Seeds is { } seeds) config["seeds"] = new JsonArray(seeds.Select(x => (JsonNode?)x).ToArray());
         if (o.ProtectLast) config["protect_last"] = true;
+        if (o.Prompts is { } prompts)
+        {
+            config["prompts"] = new JsonArray(prompts.Select(x => (JsonNode?)x).ToArray());
+            config["generation_tokens"] = o.GenerationTokens;
+        }
+        if (o.Tasks.Any(t => EvalTasks.Find(t.Split(':')[0].Trim().ToLowerInvariant())?.Generates == true))
+            config["max_new_tokens"] = o.Eval.MaxNewTokens;
+        if (o.Bootstrap > 0) config["bootstrap"] = o.Bootstrap;
         if (o.Strategies.Any(PruneStrategies.NeedsCalibration))
         {
             config["calibration"] = Path.GetFullPath(o.CalibrationPath ?? o.DataPath);
@@ -362,7 +424,8 @@ public static class SweepRunner
     /// <summary>One figure per metric (its direction, chance level and axis label from <see cref="MetricInfo"/>), the
     /// efficiency figure when measured, and report.md. Random variants of several seeds enter figures and tables as their
     /// mean per n; report.md lists the mean ± std.</summary>
-    static void WriteFigures(SweepOptions o, SweepResult result, int L, IReadOnlyList<IPreparedTask> tasks)
+    static void WriteFigures(SweepOptions o, SweepResult result, int L, IReadOnlyList<IPreparedTask> tasks,
+        IReadOnlyDictionary<string, double> seconds)
     {
         // Healed variants are their own series ("similarity+heal"), sharing the unpruned baseline.
         var strategies = o.Strategies.Concat(o.Heal is null ? [] : o.Strategies.Select(s => s + "+heal")).ToList();
@@ -375,6 +438,7 @@ public static class SweepRunner
                 reportRows.Add(new SweepRow(s, g.Key, g.First().Fraction, MeanMetrics(g.ToList())));
         }
         var metrics = tasks.SelectMany(t => t.Metrics).ToList();
+        if (o.Prompts is not null) metrics.Add(SweepGenerations.Metric);
         string model = Path.GetFileName(Path.GetFullPath(o.ModelDir).TrimEnd('/'));
         foreach (var m in metrics)
         {
@@ -385,21 +449,82 @@ public static class SweepRunner
             Plots.MetricVsFraction(Path.Combine(o.OutDir, $"{m.Column}.png"),
                 $"{model}: {m.Column} vs fraction of {L} layers removed", m.AxisLabel, series, m.Chance, unpruned);
         }
-        string figures = string.Join(", ", metrics.Select(m => $"![{m.Column}]({m.Column}.png)"));
-        if (File.Exists(Path.Combine(o.OutDir, "similarity.png"))) figures += ", ![similarity](similarity.png)";
+        // Every metric of a strategy relative to its unpruned score, in one figure per strategy.
         var specs = metrics.Select(m => m.Report).ToList();
+        foreach (var s in strategies)
+        {
+            var series = specs.Select(m => (m.Name, (IReadOnlyList<(double, double)>)reportRows
+                .Where(r => r.Strategy == s && r.Metrics.ContainsKey(m.Name))
+                .OrderBy(r => r.N)
+                .Select(r => (r.Fraction, m.Normalize(r.Metrics[m.Name], baseline.Metrics.TryGetValue(m.Name, out var u) ? u : double.NaN)))
+                .ToList())).ToList();
+            Plots.NormalizedVsFraction(Path.Combine(o.OutDir, NormalizedFigure(s)),
+                $"{model}, {s}: every metric relative to unpruned vs fraction of {L} layers removed", series);
+        }
+        string figures = string.Join(", ", metrics.Select(m => $"![{m.Column}]({m.Column}.png)"));
+        figures += ", " + string.Join(", ", strategies.Select(s => $"![{s}: normalized]({NormalizedFigure(s)})"));
+        if (File.Exists(Path.Combine(o.OutDir, "similarity.png"))) figures += ", ![similarity](similarity.png)";
         string title = $"LayerPrune sweep: {model} ({L} layers)";
         var costs = new Dictionary<string, SelectionCost?>();
+        var strategySeconds = new Dictionary<string, double>();
         foreach (var s in o.Strategies)
-            costs[s] = result.Rows.Where(r => r.Strategy == s && !r.Healed).OrderBy(r => r.N).LastOrDefault()?.SelectionCost;
+        {
+            var last = result.Rows.Where(r => r.Strategy == s && !r.Healed).OrderBy(r => r.N).ToList();
+            costs[s] = last.LastOrDefault()?.SelectionCost;
+            // Random's seeds are summed (each seed is one selection); the others measure once up to the largest n.
+            var timed = last.Where(r => r.N == last.LastOrDefault()?.N).Select(r => seconds.GetValueOrDefault(r.Key, double.NaN)).ToList();
+            if (timed.Count > 0) strategySeconds[s] = timed.Sum();
+        }
         var report = ReportWriter.Build(reportRows, specs, title)
-            + ReportWriter.StrategySection(ReportWriter.Evaluate(reportRows, specs), costs)
+            + ReportWriter.StrategySection(ReportWriter.Evaluate(reportRows, specs), costs, ReportWriter.Areas(reportRows, specs),
+                strategySeconds)
             + SeedSection(result.Rows, metrics.Select(m => m.Column).ToList())
             + EfficiencySection(o, result.Rows)
+            + GenerationSection(o, result.Rows, L)
             + ReportWriter.ProtocolSection(tasks.Select(t => (t.Spec.Kind + ":" + Path.GetFileName(t.Spec.Path), t.Protocol)))
             + "\nFigures: " + figures + "\n";
         File.WriteAllText(Path.Combine(o.OutDir, "report.md"), report);
     }
+
+    /// <summary>The file of a strategy's normalized figure (every metric relative to unpruned).</summary>
+    public static string NormalizedFigure(string series) => $"normalized_{series.Replace('+', '_')}.png";
+
+    /// <summary>"## Generations": per prompt, the unpruned continuation and each strategy's at the swept n nearest to 1/4,
+    /// 1/2 and 3/4 of the layers (first seed of random; every variant's continuation is in results.json).</summary>
+    static string GenerationSection(SweepOptions o, IReadOnlyList<VariantRow> rows, int layers)
+    {
+        if (o.Prompts is null) return "";
+        var withText = rows.Where(r => r.Generations is not null).ToList();
+        if (withText.Count == 0) return "";
+        var ns = withText.Where(r => r.N > 0).Select(r => r.N).Distinct().Order().ToList();
+        var shown = new[] { 0.25, 0.5, 0.75 }.Select(q => ns.Count == 0 ? 0 : ns.MinBy(n => Math.Abs(n - q * layers))).Distinct().ToList();
+        var picked = withText.Where(r => r.N == 0).Take(1).Concat(withText
+                .Where(r => r.N > 0 && shown.Contains(r.N))
+                .GroupBy(r => (r.Series, r.N)).Select(g => g.First())
+                .OrderBy(r => r.Healed).ThenBy(r => r.N))
+            .ToList();
+        var sb = new StringBuilder("\n## Generations\n\n");
+        sb.Append(CultureInfo.InvariantCulture, $"Greedy continuations (at most {o.GenerationTokens} new tokens, stopping at EOS) ")
+          .Append(CultureInfo.InvariantCulture, $"of {o.Prompts.Count} fixed prompts. ")
+          .Append(CultureInfo.InvariantCulture, $"degeneration = repeated {SweepGenerations.NgramOrder}-gram ")
+          .Append("rate of the continuation's token ids (1 − distinct / total); the row's score is its mean over the prompts. ")
+          .Append("Shown: n nearest to 1/4, 1/2, 3/4 of the layers; every variant is in results.json (`generations`).\n");
+        for (int i = 0; i < o.Prompts.Count; i++)
+        {
+            sb.Append("\n### ").Append(Md(o.Prompts[i])).Append("\n\n| variant | n | degeneration | continuation |\n|---|---:|---:|---|\n");
+            foreach (var r in picked)
+            {
+                var g = r.Generations![i];
+                double d = SweepGenerations.RepeatedNgramRate(g.TokenIds);
+                string name = r.N == 0 ? "unpruned" : r.Seed is int sd ? $"{r.Series} seed {sd}" : r.Series;
+                string score = double.IsFinite(d) ? d.ToString("0.000", CultureInfo.InvariantCulture) : "–";
+                sb.Append(CultureInfo.InvariantCulture, $"| {name} | {r.N} | {score} | {Md(g.Completion)} |\n");
+            }
+        }
+        return sb.ToString();
+    }
+
+    static string Md(string s) => s.Replace("\r", "").Replace("\n", " ⏎ ").Replace("|", "\\|");
 
     /// <summary>The mean of each metric over <paramref name="rows"/> (the seeds of one random n; one row: its metrics).</summary>
     static IReadOnlyDictionary<string, double> MeanMetrics(IReadOnlyList<VariantRow> rows)

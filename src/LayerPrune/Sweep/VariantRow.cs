@@ -20,7 +20,7 @@ public sealed record VariantRow
         new HashSet<string>
         {
             "n", "fraction", "strategy", "removed", "healed", "angular_distance", "seed", "selection_cost", "efficiency",
-            "efficiency_reference",
+            "efficiency_reference", "generations",
         };
 
     /// <summary>The columns <see cref="EfficiencyResult.RowFields"/> gives (derived from <see cref="Efficiency"/>, not
@@ -61,6 +61,10 @@ public sealed record VariantRow
 
     /// <summary>The unpruned model timed interleaved with <see cref="Efficiency"/> (its same-run reference).</summary>
     public EfficiencyResult? EfficiencyReference { get; init; }
+
+    /// <summary>The greedy continuation of each of <see cref="SweepOptions.Prompts"/>, in prompt order; null without prompts.
+    /// Their degeneration score is the metric <see cref="SweepGenerations.Column"/>.</summary>
+    public IReadOnlyList<Generation>? Generations { get; init; }
 
     /// <summary>Metric column (e.g. "validation_loss", "mc_acc") → value, in task order.</summary>
     public IReadOnlyDictionary<string, double> Metrics { get; init; } = new OrderedDictionary<string, double>();
@@ -119,6 +123,7 @@ public sealed record VariantRow
         }
         if (Efficiency is { } e) o["efficiency"] = e.ToJson();
         if (EfficiencyReference is { } r) o["efficiency_reference"] = r.ToJson();
+        if (Generations is { } g) o["generations"] = new JsonArray(g.Select(x => (JsonNode?)x.ToJson()).ToArray());
         return o;
     }
 
@@ -141,6 +146,7 @@ public sealed record VariantRow
             SelectionCost = o["selection_cost"] is JsonObject c ? CostFromJson(c) : null,
             Efficiency = o["efficiency"] is JsonObject e ? EfficiencyResult.FromJson(e) : null,
             EfficiencyReference = o["efficiency_reference"] is JsonObject r ? EfficiencyResult.FromJson(r) : null,
+            Generations = o["generations"] is JsonArray g ? g.Select(x => Generation.FromJson(x!.AsObject())).ToArray() : null,
             Metrics = metrics,
         };
     }

@@ -13,6 +13,8 @@ public class SweepCliFlagsTests
     [InlineData("--calibration-chunks", "0", "error: --calibration-chunks: must be at least 1")]
     [InlineData("--efficiency-repeats", "0", "error: --efficiency-repeats 0: must be at least 1")]
     [InlineData("--efficiency-threads", "0", "error: --efficiency-threads: must be at least 1")]
+    [InlineData("--generate-tokens", "0", "error: --generate-tokens: must be at least 1")]
+    [InlineData("--prompts", "no-such-file.txt", "error: --prompts no-such-file.txt: file not found")]
     public void BadStrategyAndEfficiencyFlagsNameTheFlag(string flag, string value, string message)
     {
         using var tmp = new TempDir();
