@@ -205,7 +205,7 @@ public static class Cli
             {
                 "dtype" => "; --dtype bf16 makes it fit",
                 "batchSize" => "; a smaller --batch makes it fit",
-                _ => canOffload ? "" : "; this command cannot stream layers (--offload is for similarity, prune, eval and generate)",
+                _ => canOffload ? "" : "; this command cannot stream layers (--offload is for similarity, prune, eval, generate and sweep)",
             };
             string needs = $"needs about {MemoryPlanner.Gb(e.NeededBytes)} of memory but {MemoryPlanner.Gb(e.AvailableBytes)} is available";
             throw new LayerPruneException($"--model {dir}: {needs}{fix}");

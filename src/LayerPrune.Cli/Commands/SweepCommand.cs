@@ -155,13 +155,18 @@ public static class SweepCommand
             Description = "Bootstrap resamples of the similarity block choice (seeded by --seed; 0 = none)",
             DefaultValueFactory = _ => 0,
         };
+        var offload = new Option<bool>("--offload")
+        {
+            Description = "Stream layers from the checkpoint instead of keeping the model resident (the same rows, slower); " +
+                          "chosen automatically when the resident model does not fit (not with --efficiency, which times a resident model)",
+        };
         var json = Cli.JsonOption();
         var cmd = new Command("sweep", "From a model to the paper's figures: similarity once, then every strategy × block size " +
             "evaluated with layers skipped in memory; results.json/.csv, plots and report.md")
         {
             model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, seeds, protectLast,
             calibration, calibrationChunks, efficiency, efficiencyRepeats, efficiencyThreads, output, force, healSteps,
-            healData, healQuant, healBatch, healRank, healLr, generate, prompts, generateTokens, maxNewTokens, bootstrap, json,
+            healData, healQuant, healBatch, healRank, healLr, generate, prompts, generateTokens, maxNewTokens, bootstrap, offload, json,
         };
         return cmd.WithAction(p =>
         {
@@ -251,8 +256,9 @@ public static class SweepCommand
                 },
             };
             var tok = Cli.LoadTokenizer(modelDir);
-            using var lm = Cli.LoadModel(p, modelDir, workload: Workload.Evaluate, batchSize: options.Eval.BatchSize,
-                seqLen: options.SeqLen);
+            Cli.Require(!(p.GetValue(offload) && p.GetValue(efficiency)), "--offload: --efficiency times a resident model; drop one of them");
+            using var lm = Cli.LoadModel(p, modelDir, p.GetValue(offload), Workload.Evaluate, options.Eval.BatchSize, options.SeqLen,
+                canOffload: !p.GetValue(efficiency));
             bool existed = Directory.Exists(options.OutDir);
             SweepResult result;
             try

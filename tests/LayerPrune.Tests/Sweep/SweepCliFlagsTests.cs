@@ -25,4 +25,15 @@ public class SweepCliFlagsTests
         Assert.Equal(message, stderr.Trim());
         Assert.False(Directory.Exists(tmp["sweep"]));
     }
+
+    [Fact]
+    public void OffloadWithEfficiencyIsRefusedNamingBothFlags()
+    {
+        using var tmp = new TempDir();
+        var (code, _, stderr) = CliRunner.Run("sweep", "--out", tmp["sweep"], "--quiet", "--strategies", "deepest", "--n", "2",
+            "--offload", "--efficiency");
+        Assert.Equal(2, code);
+        Assert.Equal("error: --offload: --efficiency times a resident model; drop one of them", stderr.Trim());
+        Assert.False(Directory.Exists(tmp["sweep"]));
+    }
 }
