@@ -174,9 +174,21 @@ public static class Cli
         return CausalLM.Load(dir, device, dtype, offload);
     }
 
+    /// <summary>
+    /// Plans a QLoRA/LoRA heal of <paramref name="dir"/> before anything is loaded: heal cannot stream layers, so a run
+    /// that would not fit is refused up front with the bytes needed and available and the flag that makes it fit.
+    /// </summary>
+    public static void PlanHeal(ParseResult p, string dir, int microBatch, int seqLen, bool nf4Base, int loraRank, bool checkpointing)
+    {
+        var (device, dtype) = Target(p);
+        if (device.type != TorchSharp.DeviceType.CPU) return;
+        PlanMemory(dir, dtype, false, Workload.Heal, microBatch, seqLen, false, p.GetValue(Quiet),
+            r => r with { Nf4Base = nf4Base, LoraRank = loraRank, GradientCheckpointing = checkpointing });
+    }
+
     /// <summary>True when the plan streams layers although <paramref name="offload"/> was not asked for.</summary>
     static bool PlanMemory(string dir, ScalarType dtype, bool offload, Workload workload, int batchSize, int seqLen,
-        bool canOffload, bool quiet)
+        bool canOffload, bool quiet, Func<MemoryRequest, MemoryRequest>? refine = null)
     {
         string? storage;
         ModelConfig config;
@@ -192,6 +204,8 @@ public static class Cli
             Config = config, ComputeDtype = dtype, Workload = workload, BatchSize = batchSize, SeqLen = seqLen,
             StorageDtype = storage, CanOffload = canOffload,
         };
+        if (refine is not null)
+            request = refine(request);
         try
         {
             var plan = MemoryPlanner.Plan(request, forceOffload: offload);
@@ -204,7 +218,7 @@ public static class Cli
             string fix = e.FixParameter switch
             {
                 "dtype" => "; --dtype bf16 makes it fit",
-                "batchSize" => "; a smaller --batch makes it fit",
+                "batchSize" => workload == Workload.Heal ? "; a smaller --micro-batch makes it fit" : "; a smaller --batch makes it fit",
                 _ => canOffload ? "" : "; this command cannot stream layers (--offload is for similarity, prune, eval, generate and sweep)",
             };
             string needs = $"needs about {MemoryPlanner.Gb(e.NeededBytes)} of memory but {MemoryPlanner.Gb(e.AvailableBytes)} is available";

@@ -108,6 +108,7 @@ public static class HealCommand
                 SaveEvery = p.GetValue(saveEvery) ?? o.SaveEvery, Seed = p.GetValue(seed) ?? o.Seed,
                 Resume = p.GetValue(resume), Force = p.GetValue(force),
             };
+            Cli.PlanHeal(p, dir, o.EffectiveMicroBatch, o.SeqLen, o.Quant == BaseQuantization.Nf4, o.Rank, o.GradientCheckpointing);
             using var cts = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, args) =>
             {

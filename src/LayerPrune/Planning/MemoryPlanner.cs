@@ -33,6 +33,8 @@ public sealed record MemoryRequest
     public bool Nf4Base { get; init; }
     /// <summary>Heal: LoRA rank.</summary>
     public int LoraRank { get; init; } = 8;
+    /// <summary>Heal: activation checkpointing per decoder layer (only each layer's input is kept for backward).</summary>
+    public bool GradientCheckpointing { get; init; }
     /// <summary>The safetensors dtype of the layer weights (e.g. "BF16"); null: config.json's torch_dtype.</summary>
     public string? StorageDtype { get; init; }
     /// <summary>Whether the command can stream layers from the mapping when the resident plan does not fit.</summary>
@@ -151,8 +153,10 @@ public static class MemoryPlanner
             Workload.Similarity => residual + layerActivations + B * (c.NumLayers + 1L) * H * 4,
             Workload.Evaluate => residual + layerActivations + chunkLogits + streamGroup,
             Workload.Generate => KvCacheBytes(c, B, T, elt) + layerActivations / T + B * c.VocabSize * 4 * 2,
-            // Backward keeps every layer's activations (no checkpointing) and the logits' softmax and gradient.
-            Workload.Heal => c.NumLayers * layerActivations + residual + logits * 3 / 2,
+            // Backward keeps every layer's activations, or with checkpointing only every layer's input plus the one layer
+            // being recomputed; and the logits' softmax and gradient.
+            Workload.Heal => (r.GradientCheckpointing ? c.NumLayers * (residual / 2) + layerActivations : c.NumLayers * layerActivations)
+                + residual + logits * 3 / 2,
             _ => throw new ArgumentOutOfRangeException(nameof(r)),
         };
         long training = 0;

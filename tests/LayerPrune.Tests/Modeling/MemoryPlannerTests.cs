@@ -25,6 +25,35 @@ public class MemoryPlannerTests
         Assert.True(plan.Estimate.Required < 3_000_000_000, $"streamed estimate {plan.Estimate.Required}");
     }
 
+    /// <summary>
+    /// Heal (QLoRA, TinyLlama shape, bf16, micro-batch 4 × 128): with activation checkpointing only each layer's input
+    /// [B, T, H] is kept plus one layer's intermediates, so the activation estimate drops by exactly
+    /// (L − 1) one-layer intermediates + L residual copies − L layer inputs; a budget between the two estimates heals only
+    /// with checkpointing, and below both the refusal names the batch as the fix.
+    /// </summary>
+    [Fact]
+    public void HealWithCheckpointingKeepsOneLayersActivationsAndIsRefusedWhenEvenThatDoesNotFit()
+    {
+        var c = Shape("tinyllama-1.1b");
+        var plain = new MemoryRequest { Config = c, ComputeDtype = ScalarType.BFloat16, Workload = Workload.Heal, BatchSize = 4,
+                                        SeqLen = 128, StorageDtype = "BF16", Nf4Base = true, LoraRank = 8 };
+        var checkpointed = plain with { GradientCheckpointing = true };
+        var a = MemoryPlanner.Estimate(plain, offload: false);
+        var b = MemoryPlanner.Estimate(checkpointed, offload: false);
+        long B = 4, T = 128, H = c.HiddenSize, I = c.IntermediateSize;
+        long layer = B * T * (6 * H + 3 * I) * 2 + B * c.NumHeads * T * T * 4;
+        Assert.Equal(c.NumLayers * layer - (c.NumLayers * B * T * H * 2 + layer), a.Activations - b.Activations);
+        Assert.Equal(a.Weights, b.Weights);
+        Assert.Equal(a.Training, b.Training);
+        long between = (long)((a.Required + b.Required) / 2 / MemoryPlanner.Headroom);
+        Assert.Throws<MemoryPlanException>(() => MemoryPlanner.Plan(plain, availableBytes: between));
+        Assert.False(MemoryPlanner.Plan(checkpointed, availableBytes: between).Offload);
+        var big = checkpointed with { BatchSize = 64 };
+        long tooSmall = (long)(MemoryPlanner.Estimate(big, offload: false).Required / MemoryPlanner.Headroom) - 1;
+        var e = Assert.Throws<MemoryPlanException>(() => MemoryPlanner.Plan(big, availableBytes: tooSmall));
+        Assert.Equal("batchSize", e.FixParameter);
+    }
+
     [Fact]
     public void Bf16WeightsStoredInBf16AreMappedNotCopied()
     {
