@@ -34,18 +34,22 @@ public static class HealBenchmarks
             using (no_grad()) adaptedForwardMs = Median(iterations, () => { using var l = model.Forward(ids); });
             foreach (var (_, a) in adapters) a.Training = true;
             var seqs = Enumerable.Range(0, batch).Select(b => ids[b].data<long>().Select(x => (int)x).ToArray()).ToList();
-            double trainMs = Median(iterations, () =>
-            {
-                opt.zero_grad();
-                using var loss = Healer.Loss(model, seqs);
-                loss.backward();
-                torch.nn.utils.clip_grad_norm_(parameters, 1.0);
-                opt.step();
-            });
+            double trainMs = Median(iterations, () => TrainStep(model, seqs, parameters, opt));
             output.WriteLine($"  base {(quant == BaseQuantization.Nf4 ? "nf4 " : "fp32")}: forward-only {tokens / forwardMs * 1000,8:F0} tok/s (base), " +
                 $"{tokens / adaptedForwardMs * 1000,8:F0} tok/s (with adapters); train step {tokens / trainMs * 1000,8:F0} tok/s " +
                 $"= {forwardMs / trainMs:F3} × forward-only");
         }
+    }
+
+    /// <summary>One optimizer step as heal takes it: forward, loss, backward, clip to norm 1, AdamW.</summary>
+    internal static void TrainStep(CausalLM model, IReadOnlyList<int[]> seqs, IEnumerable<TorchSharp.Modules.Parameter> parameters,
+        torch.optim.Optimizer opt)
+    {
+        opt.zero_grad();
+        using var loss = Healer.Loss(model, seqs);
+        loss.backward();
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0);
+        opt.step();
     }
 
     static double Median(int n, Action a)

@@ -62,14 +62,7 @@ public static class HealScaleBench
         {
             model.GradientCheckpointing = checkpointing ? new GradientCheckpointing { PreservedGenerators = [dropout] } : null;
             ProcessMemory.ResetPeak();
-            var (trainS, trainCpu) = Measure(repeats, () =>
-            {
-                opt.zero_grad();
-                using var loss = Healer.Loss(model, seqs);
-                loss.backward();
-                torch.nn.utils.clip_grad_norm_(parameters, 1.0);
-                opt.step();
-            });
+            var (trainS, trainCpu) = Measure(repeats, () => HealBenchmarks.TrainStep(model, seqs, parameters, opt));
             output.WriteLine($"  train step, checkpointing {(checkpointing ? "on " : "off")}: {tokens / trainS,7:F1} tok/s " +
                 $"({trainS:F2} s, CPU {trainCpu:F2} s) = {forwardS / trainS:F3} × plain forward, {nf4S / trainS:F3} × NF4 forward; " +
                 $"peak RSS {Gb(ProcessMemory.Read()?.Peak)} while training");

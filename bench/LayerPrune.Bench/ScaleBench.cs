@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
+using LayerPrune.Efficiency;
 using LayerPrune.Modeling;
 using LayerPrune.Planning;
 using static TorchSharp.torch;
@@ -128,7 +129,7 @@ public static class ScaleBench
         double cpu = 0;
         while (!p.WaitForExit(50))
         {
-            peak = Math.Max(peak, StatusKilobytes(p.Id, "VmHWM:") * 1024);
+            peak = Math.Max(peak, ProcessMemory.Read(p.Id)?.Peak ?? 0);
             cpu = Math.Max(cpu, CpuSeconds(p.Id));
         }
         double wall = sw.Elapsed.TotalSeconds;
@@ -171,39 +172,10 @@ public static class ScaleBench
             double s = ModelBenchmarks.Time(() => m.Forward(ids).Dispose(), 3);
             tokensPerSecond = batch * seqLen / s;
         }
-        double fp32 = MatmulGflops(batch * seqLen, hidden, intermediate, ScalarType.Float32);
-        double bf16 = MatmulGflops(batch * seqLen, hidden, intermediate, ScalarType.BFloat16);
+        double fp32 = ModelBenchmarks.LinearGflops(batch * seqLen, hidden, intermediate, ScalarType.Float32);
+        double bf16 = ModelBenchmarks.LinearGflops(batch * seqLen, hidden, intermediate, ScalarType.BFloat16);
         double gflops = tokensPerSecond * flopsPerToken / 1e9;
         return (batch, tokensPerSecond, gflops, fp32, bf16, gflops / (dtype == ScalarType.BFloat16 ? bf16 : fp32));
-    }
-
-    /// <summary>
-    /// GFLOP/s of x [m, k] times a weight stored [n, k] as the model stores it (nn.functional.linear, as every projection
-    /// runs) in <paramref name="dtype"/>, median of 3 after a warm-up. A plain matmul with a [k, n] right operand measured
-    /// 404 vs 174 GFLOP/s (bf16 vs fp32) here, while the model's own projections ran faster than that: oneDNN picks another
-    /// kernel for the transposed weight, so only this form is the model's peak.
-    /// </summary>
-    static double MatmulGflops(int m, int k, int n, ScalarType dtype)
-    {
-        using var a = randn(m, k).to(dtype);
-        using var w = randn(n, k).to(dtype);
-        int reps = Math.Max(1, (int)(2e10 / (2.0 * m * k * n)));
-        double s = ModelBenchmarks.Time(() => { for (int i = 0; i < reps; i++) nn.functional.linear(a, w).Dispose(); });
-        return 2.0 * m * k * n * reps / s / 1e9;
-    }
-
-    static long StatusKilobytes(int pid, string key)
-    {
-        try
-        {
-            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-                if (line.StartsWith(key, StringComparison.Ordinal))
-                    return long.Parse(line[key.Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
-        }
-        catch (IOException)
-        {
-        }
-        return 0;
     }
 
     /// <summary>utime + stime of the process from /proc/PID/stat (clock ticks of 1/100 s on Linux).</summary>

@@ -63,7 +63,8 @@ public static class EvalCommand
             var tasks = specs.Select(EvalTasks.Parse).ToList();
             var tok = Cli.LoadTokenizer(dir);
             // gsm8k generates (KV-cached decoding): it runs on a streamed model too, one layer read per decoding step.
-            using var m = Cli.LoadModel(p, dir, p.GetValue(offload), Workload.Evaluate, p.GetValue(batch), p.GetValue(seqLen), canOffload: true);
+            using var m = Cli.LoadModel(p, dir, p.GetValue(offload), Workload.Evaluate, p.GetValue(batch), p.GetValue(seqLen),
+                canOffload: true);
             var options = new EvalOptions
             {
                 Limit = p.GetValue(limit),

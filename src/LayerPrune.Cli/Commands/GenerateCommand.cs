@@ -87,7 +87,8 @@ public static class GenerateCommand
                 Console.Out.WriteLine(decoded ?? string.Join(",", result.TokenIds));
                 Console.Error.WriteLine(
                     $"[{result.NewTokens} new tokens, {result.DecodeTokensPerSecond:F2} tokens/s decode " +
-                    $"({result.DecodeCpuSecondsPerToken:F2} CPU s/token), prefill {result.PrefillSeconds * 1000:F0} ms, {m.NumLayers} layers" +
+                    $"({result.DecodeCpuSecondsPerToken:F2} CPU s/token), prefill {result.PrefillSeconds * 1000:F0} ms, " +
+                    $"{m.NumLayers} layers" +
                     $"{(m.Offloaded ? ", streamed" : "")}]");
             }
             return 0;

@@ -256,7 +256,8 @@ public static class SweepCommand
                 },
             };
             var tok = Cli.LoadTokenizer(modelDir);
-            Cli.Require(!(p.GetValue(offload) && p.GetValue(efficiency)), "--offload: --efficiency times a resident model; drop one of them");
+            Cli.Require(!(p.GetValue(offload) && p.GetValue(efficiency)),
+                "--offload: --efficiency times a resident model; drop one of them");
             using var lm = Cli.LoadModel(p, modelDir, p.GetValue(offload), Workload.Evaluate, options.Eval.BatchSize, options.SeqLen,
                 canOffload: !p.GetValue(efficiency));
             bool existed = Directory.Exists(options.OutDir);

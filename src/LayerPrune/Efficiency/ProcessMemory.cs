@@ -22,11 +22,28 @@ public static class ProcessMemory
     public static bool Available => System.IO.File.Exists(Status);
 
     /// <summary>The current counters, or null where /proc/self/status is not available.</summary>
-    public static MemorySnapshot? Read()
+    public static MemorySnapshot? Read() => Available ? ReadStatus(Status) : null;
+
+    /// <summary>
+    /// The counters of process <paramref name="pid"/> (e.g. a child being measured), or null where its /proc status
+    /// cannot be read (not Linux, or the process has exited).
+    /// </summary>
+    public static MemorySnapshot? Read(int pid)
     {
-        if (!Available) return null;
+        try
+        {
+            return ReadStatus($"/proc/{pid}/status");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    static MemorySnapshot ReadStatus(string path)
+    {
         long rss = 0, hwm = 0, anon = 0, file = 0;
-        foreach (var line in System.IO.File.ReadLines(Status))
+        foreach (var line in System.IO.File.ReadLines(path))
         {
             if (line.StartsWith("VmRSS:", StringComparison.Ordinal)) rss = Kilobytes(line);
             else if (line.StartsWith("VmHWM:", StringComparison.Ordinal)) hwm = Kilobytes(line);
@@ -38,7 +55,7 @@ public static class ProcessMemory
 
     /// <summary>
     /// Resets VmHWM to the current VmRSS (writes "5" to /proc/self/clear_refs, Linux ≥ 4.0), so that a later
-    /// <see cref="Read"/> reports the peak of what ran in between. Returns false where that is not possible.
+    /// <see cref="Read()"/> reports the peak of what ran in between. Returns false where that is not possible.
     /// </summary>
     public static bool ResetPeak()
     {

@@ -25,20 +25,8 @@ public sealed class GradientCheckpointingTests(HealFixture fx) : IClassFixture<H
     [InlineData(true)]
     public void LossAndGradients_EqualPlainBackward(bool nf4)
     {
-        using var model = CausalLM.Load(fx.Fp32);
-        foreach (var (_, t) in model.NamedTensors())
-            t.requires_grad_(false);
-        var settings = new LoraSettings(LoraSettings.AllLinear, R: 4, Alpha: 8, Dropout: 0.1);
-        var quant = nf4 ? BaseQuantization.Nf4 : BaseQuantization.None;
-        var adapters = LoraInjector.Inject(model.NamedLinears(), settings, seed: 3, quant);
-        using var init = new Generator(11);
-        using (no_grad())
-            foreach (var (_, a) in adapters)
-                a.B.normal_(0, 0.02, init);
-        using var dropout = new Generator(5);
-        foreach (var (_, a) in adapters)
-            a.DropoutGenerator = dropout;
-        var chunks = TokenChunks.FromLines(TextCorpus.Read(fx.Train), TokenizerLoader.Load(fx.Fp32), 32, 3);
+        using var setup = Adapted.Create(fx, nf4 ? BaseQuantization.Nf4 : BaseQuantization.None, chunkCount: 3);
+        var (model, adapters, dropout, chunks) = (setup.Model, setup.Adapters, setup.Dropout, setup.Chunks);
         using var start = dropout.get_state();
 
         (double Loss, List<Tensor> Grads, Tensor Rng) Pass(GradientCheckpointing? checkpointing)
@@ -73,18 +61,8 @@ public sealed class GradientCheckpointingTests(HealFixture fx) : IClassFixture<H
     [Fact]
     public void WithoutPreservedGenerator_GradientsDiffer()
     {
-        using var model = CausalLM.Load(fx.Fp32);
-        foreach (var (_, t) in model.NamedTensors())
-            t.requires_grad_(false);
-        var adapters = LoraInjector.Inject(model.NamedLinears(), new LoraSettings(LoraSettings.AllLinear, 4, 8, 0.1), 3);
-        using var init = new Generator(11);
-        using (no_grad())
-            foreach (var (_, a) in adapters)
-                a.B.normal_(0, 0.02, init);
-        using var dropout = new Generator(5);
-        foreach (var (_, a) in adapters)
-            a.DropoutGenerator = dropout;
-        var chunks = TokenChunks.FromLines(TextCorpus.Read(fx.Train), TokenizerLoader.Load(fx.Fp32), 32, 2);
+        using var setup = Adapted.Create(fx, BaseQuantization.None, chunkCount: 2);
+        var (model, adapters, dropout, chunks) = (setup.Model, setup.Adapters, setup.Dropout, setup.Chunks);
         using var start = dropout.get_state();
         List<Tensor> Grads(GradientCheckpointing? c)
         {
@@ -123,5 +101,38 @@ public sealed class GradientCheckpointingTests(HealFixture fx) : IClassFixture<H
         }
         Assert.True(worst <= 1e-5, $"adapters differ by {worst}");
         Assert.Equal(ra.FinalTrainLoss!.Value, rb.FinalTrainLoss!.Value, 1e-5);
+    }
+
+    /// <summary>
+    /// The 2-layer kjv model in fp32, frozen, with LoRA r 4 / alpha 8 / dropout 0.1 (seed 3) on every projection, B drawn
+    /// non-zero (seed 11) so every A and B gets a gradient, dropout drawn from one generator (seed 5), and
+    /// <paramref name="Chunks"/> of 32 training tokens.
+    /// </summary>
+    sealed record Adapted(CausalLM Model, IReadOnlyList<(string Name, LoraAdapter Adapter)> Adapters, Generator Dropout,
+        List<int[]> Chunks) : IDisposable
+    {
+        public static Adapted Create(HealFixture fx, BaseQuantization quant, int chunkCount)
+        {
+            var model = CausalLM.Load(fx.Fp32);
+            foreach (var (_, t) in model.NamedTensors())
+                t.requires_grad_(false);
+            var settings = new LoraSettings(LoraSettings.AllLinear, R: 4, Alpha: 8, Dropout: 0.1);
+            var adapters = LoraInjector.Inject(model.NamedLinears(), settings, seed: 3, quant);
+            using var init = new Generator(11);
+            using (no_grad())
+                foreach (var (_, a) in adapters)
+                    a.B.normal_(0, 0.02, init);
+            var dropout = new Generator(5);
+            foreach (var (_, a) in adapters)
+                a.DropoutGenerator = dropout;
+            var chunks = TokenChunks.FromLines(TextCorpus.Read(fx.Train), TokenizerLoader.Load(fx.Fp32), 32, chunkCount);
+            return new Adapted(model, adapters, dropout, chunks);
+        }
+
+        public void Dispose()
+        {
+            Dropout.Dispose();
+            Model.Dispose();
+        }
     }
 }
