@@ -32,17 +32,35 @@ public sealed class EfficiencyTests
 
     static readonly EfficiencyOptions Quick = new() { PromptLength = 32, DecodeTokens = 24, Warmup = 1, Repeats = 7 };
 
+    /// <summary>
+    /// Loads <paramref name="dir"/> three times and keeps the load with the least resident growth. ΔRSS is a process-wide
+    /// counter: other threads (tiered JIT, the GC, the test runner) can add to one load's count (CI once saw +1.8 MB on a
+    /// 27 MB load), never take from it.
+    /// </summary>
+    static (CausalLM model, ResidentMemory memory) LoadLeast(string dir)
+    {
+        var best = EfficiencyMeter.LoadMeasured(dir, CPU, ScalarType.Float32, Quick);
+        for (int i = 1; i < 3; i++)
+        {
+            var next = EfficiencyMeter.LoadMeasured(dir, CPU, ScalarType.Float32, Quick);
+            bool smaller = next.memory.Bytes < best.memory.Bytes;
+            (smaller ? best : next).model.Dispose();
+            if (smaller) best = next;
+        }
+        return best;
+    }
+
     [Fact]
     public void Halving_kjv_saves_the_removed_layers_bytes_and_speeds_up_decoding_alike_in_memory_and_as_a_checkpoint()
     {
         string tmp = Path.Combine(Path.GetTempPath(), $"lp-efficiency-{Guid.NewGuid():N}");
         try
         {
-            var (full, fullMemory) = EfficiencyMeter.LoadMeasured(KjvModel.Dir, CPU, ScalarType.Float32, Quick);
+            var (full, fullMemory) = LoadLeast(KjvModel.Dir);
             using var _full = full;
             var plan = PrunePlan.Deepest(8, 16); // layers 7-14
             CheckpointPruner.Write(full.Checkpoint, plan, tmp);
-            var (pruned, prunedMemory) = EfficiencyMeter.LoadMeasured(tmp, CPU, ScalarType.Float32, Quick);
+            var (pruned, prunedMemory) = LoadLeast(tmp);
             using var _pruned = pruned;
 
             // Weight bytes: exact, from the config; the in-memory subset holds what the pruned checkpoint holds.
