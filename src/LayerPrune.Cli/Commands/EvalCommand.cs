@@ -2,6 +2,7 @@ using LayerPrune.Planning;
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using LayerPrune.Evaluation;
+using LayerPrune.Pruning;
 using Spectre.Console;
 
 namespace LayerPrune.Cli.Commands;
@@ -61,6 +62,7 @@ public static class EvalCommand
             Cli.Require(p.GetValue(maxChunks) >= 0, $"--max-chunks {p.GetValue(maxChunks)}: must be at least 0 (0 = all)");
             Cli.Require(p.GetValue(maxNew) >= 1, $"--max-new-tokens {p.GetValue(maxNew)}: must be at least 1");
             var tasks = specs.Select(EvalTasks.Parse).ToList();
+            if (p.GetValue(output) is { } outFile) OutputFile.Check(outFile, "--out"); // before the slow part
             var tok = Cli.LoadTokenizer(dir);
             // gsm8k generates (KV-cached decoding): it runs on a streamed model too, one layer read per decoding step.
             using var m = Cli.LoadModel(p, dir, p.GetValue(offload), Workload.Evaluate, p.GetValue(batch), p.GetValue(seqLen),
@@ -86,7 +88,7 @@ public static class EvalCommand
                 results[LossTask.MetricName] = loss.Values[LossTask.MetricName];
                 results["tokens"] = (long)loss.Values["tokens"];
             }
-            if (p.GetValue(output) is { } file) File.WriteAllText(file, results.ToJsonString(Cli.Indented));
+            if (p.GetValue(output) is { } file) OutputFile.WriteAllText(file, results.ToJsonString(Cli.Indented));
             if (p.GetValue(json))
             {
                 Cli.PrintJson(results);

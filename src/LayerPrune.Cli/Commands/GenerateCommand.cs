@@ -2,6 +2,7 @@ using LayerPrune.Planning;
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using LayerPrune.Modeling;
+using LayerPrune.Pruning;
 using LayerPrune.Tokenization;
 
 namespace LayerPrune.Cli.Commands;
@@ -49,6 +50,7 @@ public static class GenerateCommand
             double tp = p.GetValue(topP);
             Cli.Require(tp is > 0 and <= 1, $"--top-p {tp}: must be in (0, 1]");
             // Token ids in need no tokenizer: without one, only ids are printed (text when a tokenizer exists).
+            if (p.GetValue(logitsFile) is { } logitsPath) OutputFile.Check(logitsPath, "--logits");
             var tok = ids is null || TokenizerLoader.HasTokenizer(dir) ? Cli.LoadTokenizer(dir) : null;
             int[] promptIds = ids is not null ? ParseIds(ids) : tok!.Encode(text!).ToArray();
             using var m = Cli.LoadModel(p, dir, p.GetValue(offload), Workload.Generate, batchSize: 1,
@@ -65,10 +67,9 @@ public static class GenerateCommand
                 using var _ = TorchSharp.torch.no_grad();
                 using var promptTensor = TorchSharp.torch.tensor(promptIds.Select(x => (long)x).ToArray(), [1, promptIds.Length]);
                 using var logits = m.Forward(promptTensor);
-                if (File.Exists(lf)) File.Delete(lf);
-                LayerPrune.Checkpoints.SafeTensorsWriter.Write(lf, [
+                OutputFile.Write(lf, tmp => LayerPrune.Checkpoints.SafeTensorsWriter.Write(tmp, [
                     LayerPrune.Checkpoints.TensorToWrite.FromTensor("logits", logits[0].to(TorchSharp.torch.ScalarType.Float32)),
-                    LayerPrune.Checkpoints.TensorToWrite.FromTensor("input_ids", promptTensor[0])]);
+                    LayerPrune.Checkpoints.TensorToWrite.FromTensor("input_ids", promptTensor[0])]));
             }
             string? decoded = tok?.Decode(result.TokenIds);
             if (p.GetValue(json))

@@ -76,7 +76,7 @@ public static class SweepRunner
                 var bootstrap = o.Bootstrap > 0 ? SimilarityBootstrap.Run(similarity, o.Bootstrap, o.Seed, o.ProtectLast) : null;
                 SimilarityReport.Write(o.OutDir, similarity, o.ModelDir, o.DataPath, o.SeqLen, protectLast: o.ProtectLast,
                     bootstrap: bootstrap);
-                File.WriteAllText(costPath, similarityCost.ToJson().ToJsonString());
+                OutputFile.WriteAllText(costPath, similarityCost.ToJson().ToJsonString());
             }
         }
 
@@ -199,9 +199,7 @@ public static class SweepRunner
     {
         var json = new JsonObject();
         foreach (var (k, v) in seconds) json[k] = double.IsFinite(v) ? v : null;
-        string tmp = path + ".tmp";
-        File.WriteAllText(tmp, json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        File.Move(tmp, path, overwrite: true);
+        OutputFile.WriteAllText(path, json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>The block sizes to sweep (sorted, distinct); <see cref="ArgumentException"/> naming the option when invalid.</summary>
@@ -224,6 +222,9 @@ public static class SweepRunner
             throw new ArgumentOutOfRangeException(nameof(SweepOptions.GenerationTokens), o.GenerationTokens, "must be at least 1");
         if (o.Bootstrap < 0)
             throw new ArgumentOutOfRangeException(nameof(SweepOptions.Bootstrap), o.Bootstrap, "must be at least 0 (0 = none)");
+        if (o.Bootstrap > 0 && !o.Strategies.Contains("similarity"))
+            throw new ArgumentException("needs the similarity strategy, whose block choice it resamples",
+                nameof(SweepOptions.Bootstrap));
         o.Efficiency?.Validate();
         o.Eval.Validate();
         var sizes = o.Fractions is { } fr
@@ -483,7 +484,7 @@ public static class SweepRunner
             + GenerationSection(o, result.Rows, L)
             + ReportWriter.ProtocolSection(tasks.Select(t => (t.Spec.Kind + ":" + Path.GetFileName(t.Spec.Path), t.Protocol)))
             + "\nFigures: " + figures + "\n";
-        File.WriteAllText(Path.Combine(o.OutDir, "report.md"), report);
+        OutputFile.WriteAllText(Path.Combine(o.OutDir, "report.md"), report);
     }
 
     /// <summary>The file of a strategy's normalized figure (every metric relative to unpruned).</summary>

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LayerPrune.Efficiency;
+using LayerPrune.Pruning;
 using LayerPrune.Pruning.Strategies;
 
 namespace LayerPrune.Sweep;
@@ -189,8 +190,8 @@ public static class SweepFiles
     public static void Write(string outDir, SweepResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
-        WriteAtomically(Path.Combine(outDir, "results.json"), result.ToJson().ToJsonString(Indented));
-        WriteAtomically(Path.Combine(outDir, "results.csv"), ToCsv(result.Rows));
+        OutputFile.WriteAllText(Path.Combine(outDir, "results.json"), result.ToJson().ToJsonString(Indented));
+        OutputFile.WriteAllText(Path.Combine(outDir, "results.csv"), ToCsv(result.Rows));
     }
 
     /// <summary>The rows of a results.json document and its config; null when the file is absent.</summary>
@@ -241,12 +242,5 @@ public static class SweepFiles
             sb.Append('\n');
         }
         return sb.ToString();
-    }
-
-    static void WriteAtomically(string path, string text)
-    {
-        string tmp = path + ".tmp";
-        File.WriteAllText(tmp, text);
-        File.Move(tmp, path, overwrite: true);
     }
 }

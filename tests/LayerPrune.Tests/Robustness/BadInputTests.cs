@@ -165,6 +165,12 @@ public class BadInputTests
         new("eval mc: label not an integer", t => ["eval", "-m", Model(t, tokenizer: true), "-t", "mc:" + Data(t, "mc2.jsonl", "{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"label\": \"b\"}\n")], 1, "mc2.jsonl:1: field \"label\" must be an integer, got \"b\""),
         new("eval mc: empty file", t => ["eval", "-m", Model(t, tokenizer: true), "-t", "mc:" + Data(t, "empty.jsonl", "")], 1, "empty.jsonl: no items"),
         new("eval loss: empty file", t => ["eval", "-m", Model(t, tokenizer: true), "-t", "loss:" + Data(t, "empty.txt", "\n\n")], 1, "empty.txt: no documents"),
+
+        // ---- output files: refused before the slow part ----
+        new("eval --out in a missing folder", t => ["eval", "-m", Model(t, tokenizer: true), "-t", "loss:" + Data(t, "v.txt", "a b c\n"), "--out", t["no/r.json"]], 2, "--out", "does not exist"),
+        new("eval --out is a folder", t => ["eval", "-m", Model(t, tokenizer: true), "-t", "loss:" + Data(t, "v.txt", "a b c\n"), "--out", t.Path], 2, "--out", "is a folder; give a file name"),
+        new("generate --logits in a missing folder", t => [.. Generate(Model(t, tokenizer: true)), "--logits", t["no/l.safetensors"]], 2, "--logits", "does not exist"),
+        new("sweep --bootstrap without the similarity strategy", t => ["sweep", "-m", Model(t, tokenizer: true), "-d", Data(t, "c.txt", "a b c\n"), "-t", "loss:" + t["c.txt"], "--strategies", "deepest", "--bootstrap", "5", "-o", t["sw"]], 2, "--bootstrap", "needs the similarity strategy"),
     ];
 
     public static TheoryData<string> CaseNames => new(Cases.Select(c => c.Input));
