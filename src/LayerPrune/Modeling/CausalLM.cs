@@ -116,7 +116,22 @@ public sealed class CausalLM : Module
     /// <summary>
     /// Builds layer <paramref name="i"/> from the checkpoint (used directly when offloading: one layer resident at a time).
     /// </summary>
-    public DecoderLayer LoadLayer(int i) => Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
+    public DecoderLayer LoadLayer(int i)
+    {
+        var layer = Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
+        LayerReads++;
+        LayerLoaded?.Invoke(i, layer);
+        return layer;
+    }
+
+    /// <summary>Layers built from the checkpoint by <see cref="LoadLayer"/> so far (streamed reads, plus validation at load).</summary>
+    public long LayerReads { get; private set; }
+
+    /// <summary>
+    /// Called with (i, layer) for every layer <see cref="LoadLayer"/> builds, before it is used: a streamed heal attaches
+    /// its resident LoRA adapters here (the layer's weights are freed after the use; what the hook attaches is not).
+    /// </summary>
+    public Action<int, DecoderLayer>? LayerLoaded { get; set; }
 
     void ValidateLayerTensors()
     {
@@ -227,11 +242,7 @@ public sealed class CausalLM : Module
             options?.OnResidual?.Invoke(k, h);
             int i = order[k];
             if (Model.Layers[i] is { } layer) h = RunLayer(layer, h, att, cache, k);
-            else
-            {
-                using (var streamed = LoadLayer(i)) h = streamed.Forward(h, att, cache, k);
-                ReleaseStreamedPages();
-            }
+            else h = RunStreamedLayer(i, h, att, cache, k);
         }
         options?.OnResidual?.Invoke(order.Count, h);
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);
@@ -253,6 +264,36 @@ public sealed class CausalLM : Module
             return LayerCheckpoint.Apply(layer, input, att, settings);
         }
         return layer.Forward(h, att, cache, slot);
+    }
+
+    /// <summary>
+    /// An offloaded layer: read for this call and freed after it; in a training pass with checkpointing it is read again for
+    /// the recompute in backward (<see cref="LayerCheckpoint"/>), so no layer's weights stay alive between the two.
+    /// </summary>
+    Tensor RunStreamedLayer(int i, Tensor h, AttentionInputs att, KvCache? cache, int slot)
+    {
+        if (GradientCheckpointing is { } settings && cache is null && is_grad_enabled())
+        {
+            var input = h.requires_grad ? h : h.detach().requires_grad_(true);
+            return LayerCheckpoint.Apply(new StreamedLayer(this, i), input, att, settings);
+        }
+        Tensor y;
+        using (var streamed = LoadLayer(i))
+            y = streamed.Forward(h, att, cache, slot);
+        ReleaseStreamedPages();
+        return y;
+    }
+
+    /// <summary>Layer i of an offloaded model, built from the checkpoint per use.</summary>
+    sealed class StreamedLayer(CausalLM model, int i) : IStreamedLayer
+    {
+        public DecoderLayer Acquire() => model.LoadLayer(i);
+
+        public void Release(DecoderLayer layer)
+        {
+            layer.Dispose();
+            model.ReleaseStreamedPages();
+        }
     }
 
     /// <summary>
