@@ -43,16 +43,19 @@ sealed class StreamedAdapters : IDisposable
     {
         for (int i = 0; i < model.NumLayers; i++)
         {
-            using var layer = model.LoadLayer(i);
-            var linears = layer.Linears().ToList();
-            foreach (var (name, linear) in linears)
-                yield return (model.LayerPrefix(i) + name, linear);
-            foreach (var (name, linear) in linears)
+            using (var layer = model.LoadLayer(i))
             {
-                if (linear.Adapter is not LoraAdapter adapter) continue;
-                byLayer[i].Add((name, adapter));
-                linear.Adapter = null;
+                var linears = layer.Linears().ToList();
+                foreach (var (name, linear) in linears)
+                    yield return (model.LayerPrefix(i) + name, linear);
+                foreach (var (name, linear) in linears)
+                {
+                    if (linear.Adapter is not LoraAdapter adapter) continue;
+                    byLayer[i].Add((name, adapter));
+                    linear.Adapter = null;
+                }
             }
+            model.Checkpoint.ReleaseMappings(); // the layer's pages leave the resident set (as after every streamed use)
         }
     }
 

@@ -118,7 +118,15 @@ public sealed class CausalLM : Module
     /// </summary>
     public DecoderLayer LoadLayer(int i)
     {
-        var layer = Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
+        // What reading leaves behind besides the layer's own tensors (views of the file mapping made on the way) is freed
+        // here, so that a released mapping is unmapped once the layer is freed, not when the caller's scope ends.
+        DecoderLayer layer;
+        using (var scope = NewDisposeScope())
+        {
+            layer = Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
+            foreach (var (_, t) in layer.Tensors())
+                t.MoveToOuterDisposeScope();
+        }
         LayerReads++;
         LayerLoaded?.Invoke(i, layer);
         return layer;
@@ -136,7 +144,10 @@ public sealed class CausalLM : Module
     void ValidateLayerTensors()
     {
         for (int i = 0; i < NumLayers; i++)
+        {
             using (var l = LoadLayer(i)) { } // mapping views only: checks every tensor exists, costs no RAM for fp32 storage
+            ReleaseStreamedPages(); // one layer's pages resident at a time (also when each is converted to the compute dtype)
+        }
     }
 
     /// <summary>

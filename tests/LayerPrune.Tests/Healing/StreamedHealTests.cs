@@ -120,7 +120,8 @@ public sealed class StreamedHealTests(HealFixture fx) : IClassFixture<HealFixtur
     /// <summary>
     /// Llama-2-7B shape, LoRA on an fp32 base (--quant none), 1 × 32 tokens, 24 GB: resident (27 GB of weights) does not fit,
     /// streamed (one layer resident) does, so the plan streams and says so; an NF4 plan that does not fit names the streamed
-    /// heal as the fix; and below the streamed estimate the heal is refused with the numbers.
+    /// heal as the fix, one on an fp32 compute dtype counts the fp32 load before quantization; and below the streamed
+    /// estimate the heal is refused with the numbers.
     /// </summary>
     [Fact]
     public void Planner_StreamsAnFp32LoraHealOf7bOn24Gb()
@@ -147,6 +148,12 @@ public sealed class StreamedHealTests(HealFixture fx) : IClassFixture<HealFixtur
         var streamedBf16 = MemoryPlanner.Estimate(nf4 with { Nf4Base = false, CanOffload = true }, offload: true);
         Assert.True(streamedBf16.Required < nf4Only * MemoryPlanner.Headroom, MemoryPlanner.Gb(streamedBf16.Required));
         Assert.Equal("offload", Assert.Throws<MemoryPlanException>(() => MemoryPlanner.Plan(nf4, availableBytes: nf4Only)).FixParameter);
+
+        // NF4 on an fp32 compute dtype: the layers are loaded in fp32 before they are quantized (25.9 GB): refused on 24 GB,
+        // with bf16 (weights used in place from the mapping, quantized one at a time) as the fix.
+        var nf4Fp32 = r with { Nf4Base = true, CanOffload = false };
+        Assert.True(MemoryPlanner.Estimate(nf4Fp32, offload: false).Weights > 25_000_000_000);
+        Assert.Equal("dtype", Assert.Throws<MemoryPlanException>(() => MemoryPlanner.Plan(nf4Fp32, availableBytes: 24_000_000_000)).FixParameter);
 
         long tooLittle = (long)(streamed.Required / MemoryPlanner.Headroom) - 1;
         var e = Assert.Throws<MemoryPlanException>(() => MemoryPlanner.Plan(r, availableBytes: tooLittle));
