@@ -42,7 +42,7 @@ public sealed class CausalLM : Module
     /// <summary>The compute dtype.</summary>
     public ScalarType Dtype { get; }
     /// <summary>True when layers are read from the checkpoint per use instead of kept resident.</summary>
-    public bool Offloaded { get; }
+    public bool Offloaded { get; private set; }
     /// <summary>num_hidden_layers.</summary>
     public int NumLayers => Config.NumLayers;
     /// <summary>HF model: embed_tokens, layers, final norm.</summary>
@@ -130,6 +130,17 @@ public sealed class CausalLM : Module
         LayerReads++;
         LayerLoaded?.Invoke(i, layer);
         return layer;
+    }
+
+    /// <summary>
+    /// Keeps <paramref name="layer"/> (built by <see cref="LoadLayer"/>(<paramref name="i"/>), e.g. quantized as it was read)
+    /// as the resident layer i; once every layer is resident the model is no longer <see cref="Offloaded"/>. The model owns it.
+    /// </summary>
+    public void KeepResident(int i, DecoderLayer layer)
+    {
+        Model.Layers.Fill(i, layer);
+        if (Enumerable.Range(0, NumLayers).All(k => Model.Layers[k] is not null))
+            Offloaded = false;
     }
 
     /// <summary>Layers built from the checkpoint by <see cref="LoadLayer"/> so far (streamed reads, plus validation at load).</summary>

@@ -132,12 +132,9 @@ public static class MemoryPlanner
         if (r.Workload == Workload.Heal && r.Nf4Base)
         {
             // NF4: 4 bits per weight + an fp32 absmax per 64 (bitsandbytes layout); embeddings and head stay as they are.
-            // Weights not used in place from the mapping are first loaded in the compute dtype (every layer, before they are
-            // quantized one by one): that load is the peak when it is larger than the NF4 codes (conservatively taken as
-            // the weights of the whole run).
+            // Layers are read and quantized one at a time: one layer in the compute dtype on top when not used in place.
             long nf4Codes = c.NumLayers * (layerParams / 2 + layerParams / 64 * 4);
-            long loaded = mapped ? 0 : c.NumLayers * layerParams * elt;
-            weights = Math.Max(nf4Codes, loaded) + (mapped ? 0 : (embedParams + headParams) * elt);
+            weights = nf4Codes + (mapped ? 0 : (layerParams + embedParams + headParams) * elt);
             mappedWeights = mapped ? (embedParams + headParams) * elt : 0;
         }
         else
