@@ -33,7 +33,8 @@ public static class HealStreamBench
         {
             using var session = HealSession.Open(o);
             output.WriteLine($"heal-stream {dir}: {(offload ? "streamed" : "resident")}, {ComputeTarget.Name(dtype)}, batch {o.Batch} × " +
-                $"{o.SeqLen}, CPU flags {CpuFeatures.Summary}; opened in {sw.Elapsed.TotalSeconds:F1} s, RSS {Gb(ProcessMemory.Read()?.Rss)}, " +
+                $"{o.SeqLen}, CPU flags {CpuFeatures.Summary}; opened in {sw.Elapsed.TotalSeconds:F1} s, " +
+                $"RSS {Gb(ProcessMemory.Read()?.Rss)}, " +
                 $"{session.TrainableParameters:N0} trainable parameters; peak RSS while opening {Gb(ProcessMemory.Read()?.Peak)}");
             ProcessMemory.ResetPeak();
             while (!session.IsFinished)
