@@ -4,6 +4,8 @@ using LayerPrune.Bench;
 // Usage: dotnet run -c Release --project bench/LayerPrune.Bench -- [all|forward|similarity|prefix|nf4|heal|efficiency] [--model DIR]
 //        ... -- scale --model DIR [--model DIR ...] [--commands ...]   (issue 14: every command on real-shape checkpoints; ScaleBench.cs)
 //        ... -- heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128]   (QLoRA step vs forward, HealScaleBench.cs)
+//        ... -- heal-stream --model DIR --data FILE [--dtype bf16] [--steps 1] [--batch 1] [--seq-len 32] [--resident]
+//                                        (streamed LoRA heal steps without outputs, HealStreamBench.cs)
 //        ... -- shape NAME --out DIR   (a random-init checkpoint of a real shape in bench/shapes/, e.g. tinyllama-1.1b for
 //                                        `efficiency --model DIR --dtype bf16`)
 string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
@@ -30,4 +32,5 @@ if (which is "all" or "heal") HealBenchmarks.Run(o);
 if (which is "scale") ScaleBench.Run(o, args);
 if (which is "all" or "efficiency") EfficiencyBench.Run(o, model, args);
 if (which is "heal-scale") HealScaleBench.Run(o, model, args); // a real-shape checkpoint: --model DIR (not in "all")
+if (which is "heal-stream") HealStreamBench.Run(o, model, args); // likewise
 return 0;

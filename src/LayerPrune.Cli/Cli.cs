@@ -175,14 +175,18 @@ public static class Cli
     }
 
     /// <summary>
-    /// Plans a QLoRA/LoRA heal of <paramref name="dir"/> before anything is loaded: heal cannot stream layers, so a run
-    /// that would not fit is refused up front with the bytes needed and available and the flag that makes it fit.
+    /// Plans a QLoRA/LoRA heal of <paramref name="dir"/> before anything is loaded; returns whether to stream the base.
+    /// An unquantized base with checkpointing can stream its layers (<paramref name="offload"/> forces it; chosen, with one
+    /// line, when the resident run would not fit); a run that fits in neither mode is refused up front with the bytes
+    /// needed and available and the flag that makes it fit.
     /// </summary>
-    public static void PlanHeal(ParseResult p, string dir, int microBatch, int seqLen, bool nf4Base, int loraRank, bool checkpointing)
+    public static bool PlanHeal(ParseResult p, string dir, int microBatch, int seqLen, bool nf4Base, int loraRank, bool checkpointing,
+        bool offload = false)
     {
         var (device, dtype) = Target(p);
-        if (device.type != TorchSharp.DeviceType.CPU) return;
-        PlanMemory(dir, dtype, false, Workload.Heal, microBatch, seqLen, false, p.GetValue(Quiet),
+        if (device.type != TorchSharp.DeviceType.CPU) return offload;
+        bool canOffload = !nf4Base && checkpointing;
+        return offload | PlanMemory(dir, dtype, offload, Workload.Heal, microBatch, seqLen, canOffload, p.GetValue(Quiet),
             r => r with { Nf4Base = nf4Base, LoraRank = loraRank, GradientCheckpointing = checkpointing });
     }
 
@@ -219,7 +223,10 @@ public static class Cli
             {
                 "dtype" => "; --dtype bf16 makes it fit",
                 "batchSize" => workload == Workload.Heal ? "; a smaller --micro-batch makes it fit" : "; a smaller --batch makes it fit",
-                _ => canOffload ? "" : "; this command cannot stream layers (--offload is for similarity, prune, eval, generate and sweep)",
+                "offload" => "; heal --quant none --offload (streaming the unquantized base) makes it fit",
+                _ => canOffload ? "" : workload == Workload.Heal
+                    ? "; only heal --quant none with --gradient-checkpointing can stream layers (--offload)"
+                    : "; this command cannot stream layers (--offload is for similarity, prune, eval, generate, sweep and heal)",
             };
             string needs = $"needs about {MemoryPlanner.Gb(e.NeededBytes)} of memory but {MemoryPlanner.Gb(e.AvailableBytes)} is available";
             throw new LayerPruneException($"--model {dir}: {needs}{fix}");

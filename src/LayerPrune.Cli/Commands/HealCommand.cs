@@ -44,6 +44,11 @@ public static class HealCommand
         {
             Description = "Recompute each decoder layer in backward (default true; false: faster, keeps every layer's activations)",
         };
+        var offload = new Option<bool>("--offload")
+        {
+            Description = "Stream the frozen base one layer at a time from the checkpoint (--quant none; chosen automatically "
+                + "when the resident model does not fit; slower, same results)",
+        };
         var targets = new Option<string?>("--targets")
         {
             Description = "Comma-separated module names (default: all attention + MLP projections; "
@@ -70,7 +75,7 @@ public static class HealCommand
         var cmd = new Command("heal", about)
         {
             model, data, output, steps, batch, microBatch, seqLen, rank, alpha, dropout, lr, warmup, quant, doubleQuant, checkpointing,
-            targets,
+            offload, targets,
             evalData, evalEvery, evalChunks, saveEvery, seed, resume, force, recipe, json,
         };
         return cmd.WithAction(p =>
@@ -108,7 +113,13 @@ public static class HealCommand
                 SaveEvery = p.GetValue(saveEvery) ?? o.SaveEvery, Seed = p.GetValue(seed) ?? o.Seed,
                 Resume = p.GetValue(resume), Force = p.GetValue(force),
             };
-            Cli.PlanHeal(p, dir, o.EffectiveMicroBatch, o.SeqLen, o.Quant == BaseQuantization.Nf4, o.Rank, o.GradientCheckpointing);
+            Cli.Require(!p.GetValue(offload) || o.Quant == BaseQuantization.None,
+                "--offload: needs --quant none (an NF4 base is kept resident in 4 bits)");
+            Cli.Require(!p.GetValue(offload) || o.GradientCheckpointing,
+                "--offload: needs --gradient-checkpointing true (a streamed layer is read again for its backward pass)");
+            bool stream = Cli.PlanHeal(p, dir, o.EffectiveMicroBatch, o.SeqLen, o.Quant == BaseQuantization.Nf4, o.Rank,
+                o.GradientCheckpointing, p.GetValue(offload));
+            o = o with { Offload = stream };
             using var cts = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, args) =>
             {

@@ -59,6 +59,13 @@ public sealed record HealOptions
     /// activations instead of all layers', for about one more forward pass of compute. Same results (see docs/healing.md).
     /// </summary>
     public bool GradientCheckpointing { get; init; } = true;
+    /// <summary>
+    /// Streamed heal: the frozen base layers are not kept resident but read from the checkpoint mapping per use (once in the
+    /// forward pass, once for the recompute in backward, per micro-batch); the LoRA adapters and their AdamW state stay
+    /// resident. Memory of one layer's weights instead of all of them, same results (see docs/healing.md). Needs
+    /// <see cref="GradientCheckpointing"/> and <see cref="Quant"/> none (an NF4 base is resident in 4 bits already).
+    /// </summary>
+    public bool Offload { get; init; }
     /// <summary>Target module suffixes; null = every attention + MLP projection of the family.</summary>
     public IReadOnlyList<string>? Targets { get; init; }
     /// <summary>Validation loss every this many steps (and at the last).</summary>
@@ -105,6 +112,10 @@ public sealed record HealOptions
         Need(targetsOk, nameof(Targets), null, "give a comma-separated list of module names, e.g. q_proj,v_proj");
         Need(!DoubleQuant || Quant == BaseQuantization.Nf4, nameof(DoubleQuant), null, $"needs `{nameof(Quant)}` nf4");
         Need(Recipe is "plain" or "paper", nameof(Recipe), Recipe, "expected plain or paper");
+        Need(!Offload || GradientCheckpointing, nameof(Offload), Offload,
+            $"needs `{nameof(GradientCheckpointing)}` (a streamed layer is read again for its backward pass)");
+        Need(!Offload || Quant == BaseQuantization.None, nameof(Offload), Offload,
+            $"streams an unquantized base: needs `{nameof(Quant)}` none (an NF4 base is kept resident in 4 bits)");
     }
 
     static void Need(bool ok, string parameter, object? value, string problem)

@@ -48,6 +48,7 @@ public sealed class HealSession : IDisposable
     int[] _order;
     long _tokensThisRun;
     readonly OutputFolder _output; // begun at open: holds the OUT lock for the whole run
+    readonly StreamedAdapters? _streamed; // offloaded model: the adapters, attached to each layer as it is read
 
     HealSession(CausalLM model, bool ownsModel, ITextTokenizer tok, HealOptions options, bool resume, OutputFolder output)
     {
@@ -65,11 +66,19 @@ public sealed class HealSession : IDisposable
         if (_eval is { Count: 0 })
             throw new LayerPruneException($"{o.EvalDataPath}: shorter than one sequence of {o.SeqLen} tokens");
 
-        // Freeze the whole base (requires_grad is metadata only: memory-mapped weights are never written).
-        foreach (var (_, t) in model.NamedTensors())
+        // Freeze the whole base (requires_grad is metadata only: memory-mapped weights are never written). Streamed layers
+        // are built frozen (tensors read from the checkpoint do not require grad).
+        foreach (var (_, t) in model.Offloaded ? model.StateDict() : model.NamedTensors())
             t.requires_grad_(false);
         _settings = new LoraSettings(o.Targets!, o.Rank, o.Alpha, o.Dropout);
-        Adapters = LoraInjector.Inject(model.NamedLinears(), _settings, o.Seed, o.Quant, o.DoubleQuant);
+        if (o.Offload)
+        {
+            _streamed = StreamedAdapters.Create(model, _settings, o.Seed);
+            Adapters = _streamed.Adapters;
+        }
+        else if (model.Offloaded)
+            Adapters = LoraInjector.Inject(QuantizedAsRead(model), _settings, o.Seed, o.Quant, o.DoubleQuant);
+        else Adapters = LoraInjector.Inject(model.NamedLinears(), _settings, o.Seed, o.Quant, o.DoubleQuant);
         _dropoutRng = new Generator((ulong)o.Seed + 1);
         foreach (var (_, a) in Adapters)
             a.DropoutGenerator = _dropoutRng;
@@ -97,7 +106,10 @@ public sealed class HealSession : IDisposable
         try
         {
             var tok = TokenizerLoader.Load(options.ModelDir);
-            model = CausalLM.Load(options.ModelDir, options.Device, options.Dtype);
+            // An NF4 base is read one layer at a time and each layer quantized as it is read (QuantizedAsRead): the weights
+            // are never all in the compute dtype at once (7B in fp32: 27 GB), as they would be loaded resident first.
+            bool readLayerByLayer = options.Offload || options.Quant == BaseQuantization.Nf4;
+            model = CausalLM.Load(options.ModelDir, options.Device, options.Dtype, readLayerByLayer);
             return new HealSession(model, ownsModel: true, tok, options, resume, output);
         }
         catch
@@ -114,15 +126,19 @@ public sealed class HealSession : IDisposable
     /// the healed model. Its checkpoint folder stands in for <see cref="HealOptions.ModelDir"/> (the merged output copies
     /// its other tensors and side files); the caller keeps ownership of <paramref name="model"/>.
     /// </summary>
-    /// <param name="model">A resident (not offloaded) model.</param>
-    /// <param name="options">Run settings; <see cref="HealOptions.ModelDir"/> is replaced by the model's folder.</param>
+    /// <param name="model">
+    /// A resident or an offloaded model (<see cref="CausalLM.Offloaded"/>: a streamed heal, see <see cref="HealOptions.Offload"/>;
+    /// its adapters stay attached to every layer it reads after the session, as long as the model lives).
+    /// </param>
+    /// <param name="options">
+    /// Run settings; <see cref="HealOptions.ModelDir"/> is replaced by the model's folder and <see cref="HealOptions.Offload"/>
+    /// by whether the model is offloaded.
+    /// </param>
     /// <param name="tokenizer">Tokenizer of the training text; null = the one in the model's folder.</param>
     public static HealSession Open(CausalLM model, HealOptions options, ITextTokenizer? tokenizer = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        if (model.Offloaded)
-            throw new ArgumentException("healing needs a resident model (load it without offload)", nameof(model));
-        var o = options with { ModelDir = model.Checkpoint.Directory };
+        var o = options with { ModelDir = model.Checkpoint.Directory, Offload = model.Offloaded };
         o.Validate();
         var (resume, output) = PrepareOutput(o, o.ModelDir);
         try { return new HealSession(model, ownsModel: false, tokenizer ?? TokenizerLoader.Load(o.ModelDir), o, resume, output); }
@@ -243,6 +259,23 @@ public sealed class HealSession : IDisposable
         return LossEvaluator.Evaluate(Model, _eval, Math.Max(1, Options.EffectiveMicroBatch)).ValidationLoss;
     }
 
+    /// <summary>
+    /// The linears of an offloaded model, layer by layer: layer i is read when reached, its linears are handed to the
+    /// injector (which quantizes them to NF4 and attaches the adapters), then it is kept resident and its pages released.
+    /// The same linears in the same order as <see cref="CausalLM.NamedLinears"/> of the resident model: the same adapters.
+    /// </summary>
+    static IEnumerable<(string Name, LayerPrune.Modeling.Linear Linear)> QuantizedAsRead(CausalLM model)
+    {
+        for (int i = 0; i < model.NumLayers; i++)
+        {
+            var layer = model.LoadLayer(i);
+            foreach (var (name, linear) in layer.Linears())
+                yield return (model.LayerPrefix(i) + name, linear);
+            model.KeepResident(i, layer);
+            model.Checkpoint.ReleaseMappings();
+        }
+    }
+
     /// <summary>Writes the resumable checkpoint (adapters, AdamW state, RNG state, data position) into OUT.partial atomically.</summary>
     public void SaveCheckpoint() => _checkpoint.Save(_state, Adapters, _optimizer, _dropoutRng);
 
@@ -275,7 +308,7 @@ public sealed class HealSession : IDisposable
         double? mergedVal = null;
         if (_eval is not null)
         {
-            using var merged = CausalLM.Load(output.File("merged"), o.Device, o.Dtype);
+            using var merged = CausalLM.Load(output.File("merged"), o.Device, o.Dtype, Model.Offloaded);
             mergedVal = LossEvaluator.Evaluate(merged, _eval, Math.Max(1, o.EffectiveMicroBatch)).ValidationLoss;
         }
         var result = Result(completed: true, mergedVal);
@@ -293,7 +326,10 @@ public sealed class HealSession : IDisposable
         Model.GradientCheckpointing = null;
         _dropoutRng.Dispose();
         if (_ownsModel)
+        {
+            _streamed?.Dispose();
             Model.Dispose();
+        }
         _output.Dispose();
     }
 

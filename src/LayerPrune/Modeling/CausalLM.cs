@@ -42,7 +42,7 @@ public sealed class CausalLM : Module
     /// <summary>The compute dtype.</summary>
     public ScalarType Dtype { get; }
     /// <summary>True when layers are read from the checkpoint per use instead of kept resident.</summary>
-    public bool Offloaded { get; }
+    public bool Offloaded { get; private set; }
     /// <summary>num_hidden_layers.</summary>
     public int NumLayers => Config.NumLayers;
     /// <summary>HF model: embed_tokens, layers, final norm.</summary>
@@ -116,12 +116,49 @@ public sealed class CausalLM : Module
     /// <summary>
     /// Builds layer <paramref name="i"/> from the checkpoint (used directly when offloading: one layer resident at a time).
     /// </summary>
-    public DecoderLayer LoadLayer(int i) => Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
+    public DecoderLayer LoadLayer(int i)
+    {
+        // What reading leaves behind besides the layer's own tensors (views of the file mapping made on the way) is freed
+        // here, so that a released mapping is unmapped once the layer is freed, not when the caller's scope ends.
+        DecoderLayer layer;
+        using (var scope = NewDisposeScope())
+        {
+            layer = Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
+            foreach (var (_, t) in layer.Tensors())
+                t.MoveToOuterDisposeScope();
+        }
+        LayerReads++;
+        LayerLoaded?.Invoke(i, layer);
+        return layer;
+    }
+
+    /// <summary>
+    /// Keeps <paramref name="layer"/> (built by <see cref="LoadLayer"/>(<paramref name="i"/>), e.g. quantized as it was read)
+    /// as the resident layer i; once every layer is resident the model is no longer <see cref="Offloaded"/>. The model owns it.
+    /// </summary>
+    public void KeepResident(int i, DecoderLayer layer)
+    {
+        Model.Layers.Fill(i, layer);
+        if (Enumerable.Range(0, NumLayers).All(k => Model.Layers[k] is not null))
+            Offloaded = false;
+    }
+
+    /// <summary>Layers built from the checkpoint by <see cref="LoadLayer"/> so far (streamed reads, plus validation at load).</summary>
+    public long LayerReads { get; private set; }
+
+    /// <summary>
+    /// Called with (i, layer) for every layer <see cref="LoadLayer"/> builds, before it is used: a streamed heal attaches
+    /// its resident LoRA adapters here (the layer's weights are freed after the use; what the hook attaches is not).
+    /// </summary>
+    public Action<int, DecoderLayer>? LayerLoaded { get; set; }
 
     void ValidateLayerTensors()
     {
         for (int i = 0; i < NumLayers; i++)
+        {
             using (var l = LoadLayer(i)) { } // mapping views only: checks every tensor exists, costs no RAM for fp32 storage
+            ReleaseStreamedPages(); // one layer's pages resident at a time (also when each is converted to the compute dtype)
+        }
     }
 
     /// <summary>
@@ -227,11 +264,7 @@ public sealed class CausalLM : Module
             options?.OnResidual?.Invoke(k, h);
             int i = order[k];
             if (Model.Layers[i] is { } layer) h = RunLayer(layer, h, att, cache, k);
-            else
-            {
-                using (var streamed = LoadLayer(i)) h = streamed.Forward(h, att, cache, k);
-                ReleaseStreamedPages();
-            }
+            else h = RunStreamedLayer(i, h, att, cache, k);
         }
         options?.OnResidual?.Invoke(order.Count, h);
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);
@@ -253,6 +286,36 @@ public sealed class CausalLM : Module
             return LayerCheckpoint.Apply(layer, input, att, settings);
         }
         return layer.Forward(h, att, cache, slot);
+    }
+
+    /// <summary>
+    /// An offloaded layer: read for this call and freed after it; in a training pass with checkpointing it is read again for
+    /// the recompute in backward (<see cref="LayerCheckpoint"/>), so no layer's weights stay alive between the two.
+    /// </summary>
+    Tensor RunStreamedLayer(int i, Tensor h, AttentionInputs att, KvCache? cache, int slot)
+    {
+        if (GradientCheckpointing is { } settings && cache is null && is_grad_enabled())
+        {
+            var input = h.requires_grad ? h : h.detach().requires_grad_(true);
+            return LayerCheckpoint.Apply(new StreamedLayer(this, i), input, att, settings);
+        }
+        Tensor y;
+        using (var streamed = LoadLayer(i))
+            y = streamed.Forward(h, att, cache, slot);
+        ReleaseStreamedPages();
+        return y;
+    }
+
+    /// <summary>Layer i of an offloaded model, built from the checkpoint per use.</summary>
+    sealed class StreamedLayer(CausalLM model, int i) : IStreamedLayer
+    {
+        public DecoderLayer Acquire() => model.LoadLayer(i);
+
+        public void Release(DecoderLayer layer)
+        {
+            layer.Dispose();
+            model.ReleaseStreamedPages();
+        }
     }
 
     /// <summary>

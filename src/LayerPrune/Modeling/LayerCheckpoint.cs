@@ -19,6 +19,15 @@ public sealed class GradientCheckpointing
     public IReadOnlyList<Generator> PreservedGenerators { get; init; } = [];
 }
 
+/// <summary>A decoder layer that is materialized per use (read from the checkpoint) and released after it.</summary>
+public interface IStreamedLayer
+{
+    /// <summary>The layer, ready to run (e.g. built from the checkpoint mapping, adapters attached).</summary>
+    DecoderLayer Acquire();
+    /// <summary>Frees what <see cref="Acquire"/> built (the adapters it attached stay alive).</summary>
+    void Release(DecoderLayer layer);
+}
+
 /// <summary>
 /// The autograd node of one checkpointed layer: y = layer(x), differentiable in x and in the layer's trainable
 /// parameters (their gradients are accumulated by the backward pass through the recomputed graph, as the reentrant
@@ -40,13 +49,21 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
 
     /// <summary>x [B, T, H] → layer(x) [B, T, H] with the layer's activations recomputed in backward.</summary>
     public static Tensor Apply(DecoderLayer layer, Tensor x, AttentionInputs a, GradientCheckpointing settings) =>
+        apply(x, new ResidentLayer(layer), a, settings);
+
+    /// <summary>
+    /// x [B, T, H] → layer(x) [B, T, H] for a layer that is not resident: <paramref name="layer"/> materializes it for the
+    /// forward pass and again for the recompute in backward, and frees it after each (streamed heal: only the layer's
+    /// input is kept between the two).
+    /// </summary>
+    public static Tensor Apply(IStreamedLayer layer, Tensor x, AttentionInputs a, GradientCheckpointing settings) =>
         apply(x, layer, a, settings);
 
     /// <inheritdoc/>
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
         var x = (Tensor)vars[0];
-        var layer = (DecoderLayer)vars[1];
+        var layer = (IStreamedLayer)vars[1];
         var a = (AttentionInputs)vars[2];
         var settings = (GradientCheckpointing)vars[3];
         ctx.save_for_backward([x]);
@@ -56,7 +73,7 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
         ctx.save_data("settings", settings);
         ctx.save_data("rng", settings.PreservedGenerators.Select(g => g.get_state().DetachFromDisposeScope()).ToList());
         using (no_grad())
-            return layer.Forward(x, a, null, 0);
+            return Run(layer, l => l.Forward(x, a, null, 0));
     }
 
     /// <inheritdoc/>
@@ -64,7 +81,7 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
     {
         var saved = ctx.get_saved_variables();
         var x = saved[0];
-        var layer = (DecoderLayer)ctx.get_data("layer");
+        var layer = (IStreamedLayer)ctx.get_data("layer");
         using var a = (AttentionInputs)ctx.get_data("attention");
         var settings = (GradientCheckpointing)ctx.get_data("settings");
         var forwardStates = (List<Tensor>)ctx.get_data("rng");
@@ -82,9 +99,14 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
             try
             {
                 var input = x.detach().requires_grad_(true);
-                var y = layer.Forward(input, a, null, 0);
-                y.backward([gradOutput]);
-                gradInput = input.grad!.detach().MoveToOuterDisposeScope();
+                // The recomputed graph (and the layer's weights it saved) is freed before the layer is released.
+                gradInput = Run(layer, l =>
+                {
+                    using var inner = NewDisposeScope();
+                    var y = l.Forward(input, a, null, 0);
+                    y.backward([gradOutput]);
+                    return input.grad!.detach().MoveToOuterDisposeScope();
+                }).MoveToOuterDisposeScope();
             }
             finally
             {
@@ -100,6 +122,21 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
         }
         // One entry per argument of apply: the layer, attention inputs and settings are not tensors.
         return [gradInput, null!, null!, null!];
+    }
+
+    /// <summary>Runs <paramref name="body"/> on the materialized layer and releases it afterwards.</summary>
+    static Tensor Run(IStreamedLayer source, Func<DecoderLayer, Tensor> body)
+    {
+        var layer = source.Acquire();
+        try { return body(layer); }
+        finally { source.Release(layer); }
+    }
+
+    /// <summary>A resident layer: acquired as is, never released.</summary>
+    sealed class ResidentLayer(DecoderLayer layer) : IStreamedLayer
+    {
+        public DecoderLayer Acquire() => layer;
+        public void Release(DecoderLayer l) { }
     }
 
     /// <summary>New handles to the same tensors, outside any dispose scope (released after the recompute).</summary>

@@ -203,6 +203,13 @@ public sealed class LayerList : Module
     /// <summary>Layer <paramref name="i"/>, or null when it is not resident.</summary>
     public DecoderLayer? this[int i] => _layers[i];
 
+    /// <summary>Fills the empty slot <paramref name="i"/> (a layer built after the model, e.g. quantized as it was read).</summary>
+    internal void Fill(int i, DecoderLayer layer)
+    {
+        if (_layers[i] is not null) throw new InvalidOperationException($"layer {i} is already resident");
+        _layers[i] = layer;
+    }
+
     /// <inheritdoc/>
     public override IEnumerable<(string Name, Module Module)> NamedChildren()
     {

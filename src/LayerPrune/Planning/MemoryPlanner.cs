@@ -33,7 +33,10 @@ public sealed record MemoryRequest
     public bool Nf4Base { get; init; }
     /// <summary>Heal: LoRA rank.</summary>
     public int LoraRank { get; init; } = 8;
-    /// <summary>Heal: activation checkpointing per decoder layer (only each layer's input is kept for backward).</summary>
+    /// <summary>
+    /// Heal: activation checkpointing per decoder layer (only each layer's input is kept for backward). A streamed heal
+    /// (offload) reads each layer twice per micro-batch (forward, recompute) and keeps one layer's weights resident.
+    /// </summary>
     public bool GradientCheckpointing { get; init; }
     /// <summary>The safetensors dtype of the layer weights (e.g. "BF16"); null: config.json's torch_dtype.</summary>
     public string? StorageDtype { get; init; }
@@ -129,7 +132,9 @@ public static class MemoryPlanner
         if (r.Workload == Workload.Heal && r.Nf4Base)
         {
             // NF4: 4 bits per weight + an fp32 absmax per 64 (bitsandbytes layout); embeddings and head stay as they are.
-            weights = c.NumLayers * (layerParams / 2 + layerParams / 64 * 4) + (mapped ? 0 : (embedParams + headParams) * elt);
+            // Layers are read and quantized one at a time: one layer in the compute dtype on top when not used in place.
+            long nf4Codes = c.NumLayers * (layerParams / 2 + layerParams / 64 * 4);
+            weights = nf4Codes + (mapped ? 0 : (layerParams + embedParams + headParams) * elt);
             mappedWeights = mapped ? (embedParams + headParams) * elt : 0;
         }
         else
@@ -198,6 +203,7 @@ public static class MemoryPlanner
         {
             "dtype" => "a bf16 compute dtype would fit",
             "batchSize" => "a smaller batch would fit",
+            "offload" => "a streamed heal of the unquantized base would fit",
             _ => "no setting of this command makes it fit on this machine",
         };
         throw new MemoryPlanException(
@@ -218,6 +224,10 @@ public static class MemoryPlanner
         }
         if (r.BatchSize > 1 && Estimate(r with { BatchSize = 1 }, r.CanOffload).Required <= budget)
             return "batchSize";
+        // A heal that cannot stream (NF4 base, or no checkpointing) may fit streamed: unquantized base, checkpointing on.
+        var streamedHeal = r with { Nf4Base = false, GradientCheckpointing = true, CanOffload = true };
+        if (r.Workload == Workload.Heal && !r.CanOffload && Estimate(streamedHeal, offload: true).Required <= budget)
+            return "offload";
         return null;
     }
 
