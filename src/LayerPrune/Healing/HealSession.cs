@@ -308,7 +308,9 @@ public sealed class HealSession : IDisposable
         double? mergedVal = null;
         if (_eval is not null)
         {
-            using var merged = CausalLM.Load(output.File("merged"), o.Device, o.Dtype, Model.Offloaded);
+            // Streamed (one layer resident at a time, same loss to 1e-6): the healed model is still in memory, and a second
+            // resident copy in the compute dtype (an NF4 heal's base is 4-bit) could need more than the machine has.
+            using var merged = CausalLM.Load(output.File("merged"), o.Device, o.Dtype, offload: true);
             mergedVal = LossEvaluator.Evaluate(merged, _eval, Math.Max(1, o.EffectiveMicroBatch)).ValidationLoss;
         }
         var result = Result(completed: true, mergedVal);
