@@ -81,7 +81,7 @@ public sealed class CausalLM : Module
         }
         Add("model", Model);
         Add(Architecture.LmHeadName, LmHead);
-        if (offload) ValidateLayerTensors();
+        // Offloaded layers are not read here: Checkpoint.Open validated every tensor's name, shape and dtype from the headers.
         // Weights converted to the compute dtype no longer need the file pages they were read from: unmap them
         // (weights used in place keep their mapping alive). Without this a bf16 checkpoint run in fp32 stays resident twice.
         ckpt.ReleaseMappings();
@@ -117,12 +117,6 @@ public sealed class CausalLM : Module
     /// Builds layer <paramref name="i"/> from the checkpoint (used directly when offloading: one layer resident at a time).
     /// </summary>
     public DecoderLayer LoadLayer(int i) => Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
-
-    void ValidateLayerTensors()
-    {
-        for (int i = 0; i < NumLayers; i++)
-            using (var l = LoadLayer(i)) { } // mapping views only: checks every tensor exists, costs no RAM for fp32 storage
-    }
 
     /// <summary>
     /// Calls <paramref name="apply"/>(k, layer) for the k-th executed layer of <paramref name="layers"/> (null: all), in order:
