@@ -94,4 +94,43 @@ public sealed class StreamedMemoryTests : IDisposable
         Assert.True(atEnd.Resident <= (dtype == ScalarType.BFloat16 ? restBytes : 0) + layerBytes / 2, got);
         Assert.True(atEnd.Mappings <= (dtype == ScalarType.BFloat16 ? 1 : 0), got);
     }
+
+    /// <summary>
+    /// Loading offloaded reads no layer: names, shapes and dtypes come from the headers (Checkpoint.Open). A sampler polls
+    /// the file's resident mapped pages while the model loads in fp32 (converting a layer would read its bf16 pages).
+    /// </summary>
+    [Fact]
+    public void An_offloaded_load_reads_no_layer_data()
+    {
+        if (!OperatingSystem.IsLinux())
+            return; // needs /proc/self/smaps
+        long peak = 0;
+        int samples = 0;
+        bool loaded = false;
+        var sampler = new Thread(() =>
+        {
+            while (!Volatile.Read(ref loaded))
+            {
+                peak = Math.Max(peak, ProcessMemory.MappedFile(Weights)!.Resident);
+                samples++;
+            }
+        });
+        sampler.Start();
+        CausalLM model;
+        try
+        {
+            model = CausalLM.Load(_dir, CPU, ScalarType.Float32, offload: true);
+        }
+        finally
+        {
+            Volatile.Write(ref loaded, true);
+            sampler.Join();
+        }
+        using var _ = model;
+        var (layerBytes, restBytes) = StoredBytes(model.Checkpoint, 0);
+        string got = $"peak resident file pages during the load {peak} bytes over {samples} samples (layer {layerBytes} bytes, "
+            + $"outside the layers {restBytes})";
+        Assert.True(samples > 0, got);
+        Assert.True(peak <= restBytes + layerBytes / 2, got); // the embeddings, head and norm are converted; no layer is
+    }
 }
