@@ -162,7 +162,10 @@ public sealed class SafeTensorsFile : IDisposable
         // The mapping outlives any dispose scope the first Load runs in (a layer streamed inside a scope maps the file again).
         if (!_mappings.TryGetValue(type, out var map))
             _mappings[type] = map = from_file(Path, shared: false, size: FileLength / size, dtype: type).DetachFromDisposeScope();
-        return map.narrow(0, absolute / size, info.NumElements).view(info.Shape);
+        // The intermediate narrow is disposed at once: left to an enclosing dispose scope it would keep the mapping alive
+        // after the caller converted and freed the weight (a streamed layer's pages would then stay resident).
+        using var flat = map.narrow(0, absolute / size, info.NumElements);
+        return flat.view(info.Shape);
     }
 
     /// <summary>Copies a tensor's raw stored bytes (exact dtype and bytes preserved).</summary>

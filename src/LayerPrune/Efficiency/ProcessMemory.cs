@@ -13,6 +13,12 @@ namespace LayerPrune.Efficiency;
 /// <param name="File">RssFile: resident file-backed pages (memory-mapped weights, loaded libraries).</param>
 public sealed record MemorySnapshot(long Rss, long Peak, long Anonymous, long File);
 
+/// <summary>This process's memory mappings of one file (from /proc/self/smaps).</summary>
+/// <param name="Mappings">Mapped regions of the file (one per live mapping of the whole file; more where a mapping was split).</param>
+/// <param name="Resident">Resident bytes of those regions (the sum of their Rss lines): pages of the file the process has
+/// touched through a mapping that is still alive.</param>
+public sealed record FileMappingMemory(int Mappings, long Resident);
+
 /// <summary>Reads and resets the process's resident-memory counters.</summary>
 public static class ProcessMemory
 {
@@ -51,6 +57,49 @@ public static class ProcessMemory
             else if (line.StartsWith("RssFile:", StringComparison.Ordinal)) file = Kilobytes(line);
         }
         return new MemorySnapshot(rss, hwm, anon, file);
+    }
+
+    /// <summary>
+    /// This process's live mappings of file <paramref name="path"/> and their resident bytes, or null where
+    /// /proc/self/smaps is not available. Unlike RssFile it counts one file only (not libraries, not other models).
+    /// </summary>
+    public static FileMappingMemory? MappedFile(string path)
+    {
+        const string smaps = "/proc/self/smaps";
+        if (!System.IO.File.Exists(smaps)) return null;
+        string full = Path.GetFullPath(path);
+        int mappings = 0;
+        long resident = 0;
+        bool inFile = false;
+        foreach (var line in System.IO.File.ReadLines(smaps))
+        {
+            if (IsRegionHeader(line))
+            {
+                inFile = RegionPath(line) == full;
+                if (inFile) mappings++;
+            }
+            else if (inFile && line.StartsWith("Rss:", StringComparison.Ordinal)) resident += Kilobytes(line);
+        }
+        return new FileMappingMemory(mappings, resident);
+    }
+
+    /// <summary>"7f12a000-7f12b000 r--p 00000000 08:01 1234   /path" (a region) rather than "Rss:   4 kB" (a field).</summary>
+    static bool IsRegionHeader(string line)
+    {
+        int dash = line.IndexOf('-');
+        return dash > 0 && line.IndexOf(' ') > dash && Uri.IsHexDigit(line[0]);
+    }
+
+    /// <summary>The path column of a region header: what follows the fifth field ("" for anonymous regions).</summary>
+    static string RegionPath(string line)
+    {
+        int at = 0;
+        for (int field = 0; field < 5; field++)
+        {
+            while (at < line.Length && line[at] == ' ') at++;
+            while (at < line.Length && line[at] != ' ') at++;
+        }
+        return line[at..].Trim();
     }
 
     /// <summary>

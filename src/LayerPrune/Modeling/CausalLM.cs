@@ -81,7 +81,7 @@ public sealed class CausalLM : Module
         }
         Add("model", Model);
         Add(Architecture.LmHeadName, LmHead);
-        if (offload) ValidateLayerTensors();
+        // Offloaded layers are not read here: Checkpoint.Open validated every tensor's name, shape and dtype from the headers.
         // Weights converted to the compute dtype no longer need the file pages they were read from: unmap them
         // (weights used in place keep their mapping alive). Without this a bf16 checkpoint run in fp32 stays resident twice.
         ckpt.ReleaseMappings();
@@ -151,15 +151,6 @@ public sealed class CausalLM : Module
     /// its resident LoRA adapters here (the layer's weights are freed after the use; what the hook attaches is not).
     /// </summary>
     public Action<int, DecoderLayer>? LayerLoaded { get; set; }
-
-    void ValidateLayerTensors()
-    {
-        for (int i = 0; i < NumLayers; i++)
-        {
-            using (var l = LoadLayer(i)) { } // mapping views only: checks every tensor exists, costs no RAM for fp32 storage
-            ReleaseStreamedPages(); // one layer's pages resident at a time (also when each is converted to the compute dtype)
-        }
-    }
 
     /// <summary>
     /// Calls <paramref name="apply"/>(k, layer) for the k-th executed layer of <paramref name="layers"/> (null: all), in order:

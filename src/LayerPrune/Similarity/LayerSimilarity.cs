@@ -91,21 +91,21 @@ public static class LayerSimilarity
         else
         {
             // Layer-major streaming: every layer is read once from the memory-mapped checkpoint and applied to all batches,
-            // so peak memory is one layer + the residual streams of the samples (not the model).
+            // so peak memory is one layer + the residual streams of the samples (not the model). ForEachLayer frees each
+            // streamed layer and drops the mapping handles after it, so that the layer's file pages leave the resident set.
             using var scope = NewDisposeScope();
             var padded = batches.Select(b => Pad(b, model.Device)).ToList();
             var collectors = padded.Select(p => new BatchCollector(L, p.mask, p.last, tokens)).ToList();
             var atts = padded.Select(p => model.PrepareAttention(p.ids.shape[0], p.ids.shape[1], 0, p.mask)).ToList();
             var hidden = padded.Select(p => model.Embed(p.ids)).ToList();
-            for (int i = 0; i < L; i++)
+            model.ForEachLayer(null, (i, layer) =>
             {
-                using var layer = model.LoadLayer(i);
                 for (int b = 0; b < batches.Count; b++)
                 {
                     collectors[b].Collect(i, hidden[b]);
                     hidden[b] = layer.Forward(hidden[b], atts[b], null, i);
                 }
-            }
+            });
             for (int b = 0; b < batches.Count; b++)
             {
                 collectors[b].Collect(L, hidden[b]);
