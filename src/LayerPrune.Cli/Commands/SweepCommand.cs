@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using LayerPrune.Efficiency;
 using LayerPrune.Evaluation;
 using LayerPrune.Healing;
+using LayerPrune.Pruning;
 using LayerPrune.Sweep;
 
 namespace LayerPrune.Cli.Commands;
@@ -304,14 +305,13 @@ public static class SweepCommand
     }
 
     /// <summary>
-    /// After a failed write: half-written *.tmp files go; a folder this run created goes too unless it holds finished rows.
+    /// After a failed write: half-written temp files go; a folder this run created goes too unless it holds finished rows.
     /// </summary>
     static string KeepOnlyResumableState(string outDir, bool existedBefore)
     {
         if (!Directory.Exists(outDir))
             return "nothing was kept";
-        foreach (var tmp in Directory.EnumerateFiles(outDir, "*.tmp"))
-            File.Delete(tmp);
+        OutputFile.RemoveLeftovers(outDir);
         if (File.Exists(Path.Combine(outDir, "results.json")))
             return $"finished rows are kept in {Path.Combine(outDir, "results.json")}: rerun the same command to resume";
         if (existedBefore)

@@ -1,4 +1,5 @@
 using System.Text;
+using LayerPrune.Pruning;
 
 namespace LayerPrune.Gguf;
 
@@ -26,19 +27,12 @@ public static class GgufWriter
         if (File.Exists(full) && !force)
             throw LayerPruneException.Invalid(nameof(outPath), outPath, "already exists (use `force` to replace it)");
         if (Directory.Exists(full)) throw LayerPruneException.Invalid(nameof(outPath), outPath, "is a folder, not a file");
-        string dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        string temp = Path.Combine(dir, $".{Path.GetFileName(full)}.tmp-{Guid.NewGuid():N}");
-        try
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        OutputFile.Write(full, temp =>
         {
-            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-                WriteTo(fs, metadata, tensors, alignment, outPath);
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+            using var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+            WriteTo(fs, metadata, tensors, alignment, outPath);
+        });
     }
 
     static void WriteTo(FileStream fs, IReadOnlyList<KeyValuePair<string, GgufValue>> metadata,

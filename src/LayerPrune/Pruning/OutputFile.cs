@@ -2,7 +2,8 @@ namespace LayerPrune.Pruning;
 
 /// <summary>
 /// Writes one output file atomically: the content goes to a hidden sibling temp file that is renamed over the final
-/// name when complete, so a reader (or a resumed run) sees the old file or the new one, never half of one.
+/// name when complete, so a reader (or a resumed run) sees the old file or the new one, never half of one. The temp file
+/// is ".NAME.tmp-GUID", the convention of <see cref="OutputFolder"/> that <see cref="DiskFull"/> names by its final path.
 /// </summary>
 public static class OutputFile
 {
@@ -15,7 +16,7 @@ public static class OutputFile
     {
         ArgumentNullException.ThrowIfNull(write);
         string full = Path.GetFullPath(path);
-        string tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.tmp-{Environment.ProcessId}");
+        string tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.tmp-{Guid.NewGuid():N}");
         try
         {
             write(tmp);
@@ -25,6 +26,15 @@ public static class OutputFile
         {
             if (File.Exists(tmp)) File.Delete(tmp);
         }
+    }
+
+    /// <summary>Deletes the temp files that writes into <paramref name="dir"/> left when the process was killed mid-write
+    /// (".NAME.tmp-GUID", and "NAME.tmp" of earlier versions).</summary>
+    public static void RemoveLeftovers(string dir)
+    {
+        if (!Directory.Exists(dir)) return;
+        foreach (var f in Directory.EnumerateFiles(dir, ".*.tmp-*").Concat(Directory.EnumerateFiles(dir, "*.tmp")))
+            File.Delete(f);
     }
 
     /// <summary>

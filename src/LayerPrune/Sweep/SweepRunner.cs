@@ -88,7 +88,7 @@ public static class SweepRunner
         // Wall-clock selection seconds live beside the rows (rows stay identical between a resumed and an uninterrupted run).
         string secondsPath = Path.Combine(o.OutDir, SecondsFile);
         var seconds = rows.Count > 0 ? ReadSeconds(secondsPath) : [];
-        File.Delete(secondsPath + ".tmp"); // left by a run killed while writing it
+        OutputFile.RemoveLeftovers(o.OutDir); // temp files of a run killed while writing one
 
         // 3. Variants: the unpruned baseline, then each (n, strategy, seed); healed copies after them. A strategy does its
         // measuring (Prepare) only when one of its variants is still to be evaluated.
