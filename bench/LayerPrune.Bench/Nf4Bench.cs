@@ -46,6 +46,15 @@ public static class Nf4Benchmarks
                 Line(output, $"dequantize -> {d}{name}, CPU loop", m, Median(iterations, () => weight.Dequantize(dtype)),
                     dtype == ScalarType.BFloat16 ? copy : convert);
             }
+        using var levels = tensor(Nf4Weight.Codebook.ToArray());
+        Line(output, "  of which: table level·absmax -> bf16", m, Median(iterations, () => (q.Absmax!.unsqueeze(1) * levels).to(ScalarType.BFloat16)), null);
+        Line(output, "  of which: double-quant absmax", m, Median(iterations, () => qd.DequantizeAbsmax()), null);
+        Line(output, "  of which: double-quant absmax compression", m, Median(iterations, () =>
+        {
+            var (c, s) = DynamicQuant8.QuantizeBlockwise(q.Absmax! - 0.01f, 256);
+            s.Dispose();
+            return c;
+        }), null);
         double linear = Median(iterations, () => nn.functional.linear(x, w));
         double deq = Median(iterations, () => q.Dequantize(ScalarType.BFloat16));
         output.WriteLine($"  bf16 linear [512x{cols}]x[{cols}x{rows}]^T {linear,8:F2} ms; bf16 dequantize / linear = {deq / linear:F3}");

@@ -72,6 +72,74 @@ static unsafe class Nf4Kernels
         return (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
     }
 
+    /// <summary>Smallest absmax whose products with the nonzero levels (|level| ≥ 0.0796) are normal floats.</summary>
+    const float MinNormalAbsmax = 1.5e-37f;
+
+    static readonly float[] LevelValues = Nf4Weight.Codebook.ToArray();
+
+    /// <summary>
+    /// Whether every absmax is finite and either 0 or large enough that its 16 products are normal floats: then the
+    /// round-to-nearest-even of <see cref="DequantizeFromAbsmax"/> is exactly torch's fp32 → bf16 cast, with no NaN or
+    /// subnormal special case.
+    /// </summary>
+    public static bool TablesAreOrdinary(nint absmax, long blocks)
+    {
+        float* a = (float*)absmax;
+        for (long b = 0; b < blocks; b++)
+        {
+            float x = a[b];
+            if (!(x == 0f || (x >= MinNormalAbsmax && float.IsFinite(x))))
+                return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// out[i] = level[code(i)] · absmax[block(i)] in fp32, stored as fp32 or rounded to nearest even bf16; each block's
+    /// 16 products are computed once in registers. Only for <see cref="TablesAreOrdinary"/> absmax.
+    /// </summary>
+    public static void DequantizeFromAbsmax(nint packed, nint absmax, long n, int blockSize, bool bf16, nint dst)
+    {
+        long blocks = (n + blockSize - 1) / blockSize;
+        ForChunks(blocks, b =>
+        {
+            long start = b * blockSize;
+            int len = (int)Math.Min(blockSize, n - start);
+            byte* p = (byte*)packed + start / 2;
+            float a = ((float*)absmax)[b];
+            if (bf16)
+            {
+                ushort* t = stackalloc ushort[16];
+                Bf16Table(a, t);
+                DequantizeBlock(p, t, len, (ushort*)dst + start);
+            }
+            else
+            {
+                float* t = stackalloc float[16];
+                for (int k = 0; k < 16; k++)
+                    t[k] = LevelValues[k] * a;
+                DequantizeBlock(p, (uint*)t, len, (uint*)dst + start);
+            }
+        });
+    }
+
+    /// <summary>level[k] · a (fp32) rounded to nearest even bf16, for finite normal products.</summary>
+    static void Bf16Table(float a, ushort* t)
+    {
+        if (Avx512F.IsSupported)
+        {
+            var bits = (Vector512.Create(LevelValues) * a).AsUInt32();
+            var rounded = (bits + Vector512.Create(0x7FFFu) + ((bits >> 16) & Vector512.Create(1u))) >> 16;
+            Avx512F.ConvertToVector256UInt16(rounded).Store(t);
+            return;
+        }
+        for (int k = 0; k < 16; k++)
+        {
+            uint u = BitConverter.SingleToUInt32Bits(LevelValues[k] * a);
+            t[k] = (ushort)((u + 0x7FFFu + ((u >> 16) & 1)) >> 16);
+        }
+    }
+
     /// <summary>Runs body(block) for every block, in chunks over torch's thread count.</summary>
     static void ForChunks(long blocks, Action<long> body)
     {

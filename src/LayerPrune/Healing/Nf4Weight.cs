@@ -201,9 +201,17 @@ public sealed class Nf4Weight : IQuantizedWeight
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var absmax = DoubleQuant ? DequantizeAbsmax() : Absmax!;
+        var w = empty(Shape, dtype);
+        bool direct = dtype is ScalarType.BFloat16 or ScalarType.Float32;
+        if (direct && Nf4Kernels.TablesAreOrdinary(Nf4Kernels.Address(absmax), Blocks))
+        {
+            Nf4Kernels.DequantizeFromAbsmax(Nf4Kernels.Address(Packed), Nf4Kernels.Address(absmax), Numel, BlockSize,
+                dtype == ScalarType.BFloat16, Nf4Kernels.Address(w));
+            return w.MoveToOuterDisposeScope();
+        }
+        // NaN, ±inf or subnormal products, fp16, fp64: the products cast by torch, a table per block.
         var levels = tensor(Levels);
         var table = (absmax.unsqueeze(1) * levels).to(dtype).contiguous(); // [blocks, 16]
-        var w = empty(Shape, dtype);
         Nf4Kernels.Dequantize(Nf4Kernels.Address(Packed), Nf4Kernels.Address(table), Numel, BlockSize, elementSize, Nf4Kernels.Address(w));
         return w.MoveToOuterDisposeScope();
     }

@@ -26,9 +26,11 @@ public sealed class Nf4KernelTests
 
     /// <summary>
     /// Random rows with awkward content: an all-zero stretch, ±inf, values exactly on the thresholds of an absmax-1 block
-    /// and one float above them, a block whose absmax is subnormal (1/absmax = inf), negative zeros.
+    /// and one float above them, a block whose absmax is subnormal (1/absmax = inf), negative zeros, a bf16 rounding tie.
     /// </summary>
-    static Tensor Awkward(long rows, long cols, int seed)
+    /// (Without <paramref name="extremes"/>: no inf and no subnormal block, so dequantization takes the direct path that
+    /// rounds to bf16 itself instead of the torch-cast table.)
+    static Tensor Awkward(long rows, long cols, int seed, bool extremes = true)
     {
         using var g = new Generator((ulong)seed);
         var w = randn(rows, cols, generator: g) * (rand(rows, 1, generator: g) * 3);
@@ -37,8 +39,11 @@ public sealed class Nf4KernelTests
         if (n > 200)
         {
             flat.narrow(0, 64, 64).zero_();               // an all-zero block (blocks of 64)
-            flat[130] = float.PositiveInfinity;
-            flat[131] = float.NegativeInfinity;
+            if (extremes)
+            {
+                flat[130] = float.PositiveInfinity;
+                flat[131] = float.NegativeInfinity;
+            }
             flat[140] = -0.0f;
         }
         if (n > 400)
@@ -54,7 +59,7 @@ public sealed class Nf4KernelTests
                 block[2 + 2 * i] = MathF.BitIncrement(t);
             }
         }
-        if (n > 500)
+        if (n > 500 && extremes)
         {
             // Block 6: absmax 1e-40 (subnormal): 1/absmax overflows to inf, x·inf = ±inf, 0·inf = NaN.
             var block = flat.narrow(0, 384, 64);
@@ -62,6 +67,14 @@ public sealed class Nf4KernelTests
             block[0] = 1e-40f;
             block[1] = -1e-40f;
             block[2] = 5e-41f;
+        }
+        if (n > 512)
+        {
+            // Block 7: absmax 1 + 2^-8, so level ±1 · absmax lies exactly halfway between two bf16 values (ties to even).
+            var block = flat.narrow(0, 448, 64);
+            block.mul_(0.1);
+            block[0] = 1.00390625f;
+            block[1] = -1.00390625f;
         }
         return w;
     }
@@ -85,7 +98,13 @@ public sealed class Nf4KernelTests
     [MemberData(nameof(Cases))]
     public void Quantize_EqualsReference_BitForBit(long rows, long cols, int blockSize)
     {
-        using var w32 = Awkward(rows, cols, (int)(rows * 131 + cols));
+        Check(rows, cols, blockSize, extremes: true);
+        Check(rows, cols, blockSize, extremes: false);
+    }
+
+    static void Check(long rows, long cols, int blockSize, bool extremes)
+    {
+        using var w32 = Awkward(rows, cols, (int)(rows * 131 + cols), extremes);
         foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float16, ScalarType.Float64 })
         {
             using var w = w32.to(dtype);
@@ -93,7 +112,7 @@ public sealed class Nf4KernelTests
             {
                 using var fast = Nf4Weight.Quantize(w, dq, blockSize);
                 using var reference = Nf4Weight.QuantizeReference(w, dq, blockSize);
-                string what = $"{dtype} [{rows}, {cols}] block {blockSize} double quant {dq}";
+                string what = $"{dtype} [{rows}, {cols}] block {blockSize} double quant {dq} extremes {extremes}";
                 AssertSameBits(reference.Packed, fast.Packed, what + " codes");
                 if (dq)
                 {
