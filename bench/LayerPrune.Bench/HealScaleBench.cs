@@ -40,8 +40,21 @@ public static class HealScaleBench
         output.WriteLine($"  forward, plain {ComputeTarget.Name(dtype)} weights: {tokens / forwardS,7:F1} tok/s " +
             $"({forwardS:F2} s, CPU {forwardCpu:F2} s)");
 
-        var adapters = LoraInjector.Inject(model.NamedLinears(), new LoraSettings(LoraSettings.AllLinear, 8, 16, 0.05), 0,
-            BaseQuantization.Nf4);
+        // Baseline for the quantization: a plain bf16 → fp32 convert of the same weights (already resident from the forwards).
+        var toQuantize = model.NamedLinears().Where(l => l.name != "lm_head" && l.linear.Weight is not null).ToList();
+        double weights = toQuantize.Sum(l => (double)l.linear.Weight!.NumberOfElements);
+        var (convertS, convertCpu) = Time(() =>
+        {
+            foreach (var (_, l) in toQuantize)
+                l.Weight!.to(ScalarType.Float32).Dispose();
+        });
+        output.WriteLine($"  baseline, {ComputeTarget.Name(dtype)} → fp32 convert of the {weights / 1e6:F0} M weights to quantize: " +
+            $"{weights / 1e6 / convertS,7:F0} M weights/s ({convertS:F2} s, CPU {convertCpu:F2} s)");
+        IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters = [];
+        var (quantS, quantCpu) = Time(() => adapters = LoraInjector.Inject(model.NamedLinears(),
+            new LoraSettings(LoraSettings.AllLinear, 8, 16, 0.05), 0, BaseQuantization.Nf4));
+        output.WriteLine($"  NF4 quantization + LoRA injection: {weights / 1e6 / quantS,7:F0} M weights/s ({quantS:F2} s, " +
+            $"CPU {quantCpu:F2} s) = {convertS / quantS:F2} × the convert's speed");
         ProcessMemory.Settle();
         output.WriteLine($"  RSS {Gb(ProcessMemory.Read()?.Rss)} after NF4 quantization");
         using var dropout = new Generator(1);
@@ -76,18 +89,22 @@ public static class HealScaleBench
         using var logits = model.Forward(ids);
     }
 
+    /// <summary>Wall and process-CPU seconds of one run.</summary>
+    static (double Wall, double Cpu) Time(Action a)
+    {
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+        var sw = Stopwatch.StartNew();
+        a();
+        return (sw.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds);
+    }
+
     /// <summary>Median wall and process-CPU seconds of <paramref name="n"/> runs after one warm-up.</summary>
     static (double Wall, double Cpu) Measure(int n, Action a)
     {
         a();
         var runs = new List<(double Wall, double Cpu)>();
         for (int i = 0; i < n; i++)
-        {
-            var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
-            var sw = Stopwatch.StartNew();
-            a();
-            runs.Add((sw.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds));
-        }
+            runs.Add(Time(a));
         runs.Sort();
         return runs[n / 2];
     }

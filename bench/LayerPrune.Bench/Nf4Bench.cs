@@ -14,7 +14,7 @@ namespace LayerPrune.Bench;
 /// </summary>
 public static class Nf4Benchmarks
 {
-    public static void Run(TextWriter output, int iterations = 7)
+    public static void Run(TextWriter output, int iterations = 15)
     {
         const int rows = 5632, cols = 2048;
         double m = rows * (double)cols / 1e6;
@@ -27,37 +27,43 @@ public static class Nf4Benchmarks
         using var qd = Nf4Weight.Quantize(w, doubleQuant: true);
 
         output.WriteLine($"NF4 {rows}x{cols} bf16 ({m:F1} M weights; torch threads {get_num_threads()}, Vector256 " +
-            $"{Vector256.IsHardwareAccelerated}, AVX-512BW {Avx512BW.IsSupported}; median of {iterations}), M weights/s:");
-        double copy = Median(iterations, () => w.clone());
-        double convert = Median(iterations, () => w.to(ScalarType.Float32));
+            $"{Vector256.IsHardwareAccelerated}, AVX-512BW {Avx512BW.IsSupported}; best of {iterations}: on a shared machine the least disturbed run), M weights/s:");
+        double copy = Best(iterations, () => w.clone());
+        double convert = Best(iterations, () => w.to(ScalarType.Float32));
         Line(output, "baseline: bf16 copy (clone)", m, copy, null);
         Line(output, "baseline: bf16 -> fp32 convert", m, convert, null);
-        Line(output, "quantize, reference (torch ops)", m, Median(iterations, () => Dispose(Nf4Weight.QuantizeReference(w))), null);
-        double quant = Median(iterations, () => Dispose(Nf4Weight.Quantize(w)));
+        Line(output, "quantize, reference (torch ops)", m, Best(iterations, () => Dispose(Nf4Weight.QuantizeReference(w))), null);
+        double quant = Best(iterations, () => Dispose(Nf4Weight.Quantize(w)));
         Line(output, "quantize, CPU loop", m, quant, convert);
-        Line(output, "quantize fp32 input, reference", m, Median(iterations, () => Dispose(Nf4Weight.QuantizeReference(w32))), null);
-        Line(output, "quantize fp32 input, CPU loop", m, Median(iterations, () => Dispose(Nf4Weight.Quantize(w32))), convert);
-        Line(output, "quantize double quant, CPU loop", m, Median(iterations, () => Dispose(Nf4Weight.Quantize(w, true))), convert);
+        Line(output, "quantize fp32 input, reference", m, Best(iterations, () => Dispose(Nf4Weight.QuantizeReference(w32))), null);
+        Line(output, "quantize fp32 input, CPU loop", m, Best(iterations, () => Dispose(Nf4Weight.Quantize(w32))), convert);
+        Line(output, "quantize double quant, CPU loop", m, Best(iterations, () => Dispose(Nf4Weight.Quantize(w, true))), convert);
         foreach (var (name, weight) in new[] { ("", q), (", double quant", qd) })
             foreach (var dtype in new[] { ScalarType.BFloat16, ScalarType.Float32 })
             {
                 string d = dtype == ScalarType.BFloat16 ? "bf16" : "fp32";
-                Line(output, $"dequantize -> {d}{name}, reference", m, Median(iterations, () => weight.DequantizeReference(dtype)), null);
-                Line(output, $"dequantize -> {d}{name}, CPU loop", m, Median(iterations, () => weight.Dequantize(dtype)),
+                Line(output, $"dequantize -> {d}{name}, reference", m, Best(iterations, () => weight.DequantizeReference(dtype)), null);
+                Line(output, $"dequantize -> {d}{name}, CPU loop", m, Best(iterations, () => weight.Dequantize(dtype)),
                     dtype == ScalarType.BFloat16 ? copy : convert);
             }
         using var levels = tensor(Nf4Weight.Codebook.ToArray());
-        Line(output, "  of which: table level·absmax -> bf16", m, Median(iterations, () => (q.Absmax!.unsqueeze(1) * levels).to(ScalarType.BFloat16)), null);
-        Line(output, "  of which: double-quant absmax", m, Median(iterations, () => qd.DequantizeAbsmax()), null);
-        Line(output, "  of which: double-quant absmax compression", m, Median(iterations, () =>
+        Line(output, "  of which: table level·absmax -> bf16", m, Best(iterations, () => (q.Absmax!.unsqueeze(1) * levels).to(ScalarType.BFloat16)), null);
+        Line(output, "  of which: double-quant absmax", m, Best(iterations, () => qd.DequantizeAbsmax()), null);
+        Line(output, "  of which: double-quant absmax compression", m, Best(iterations, () =>
         {
             var (c, s) = DynamicQuant8.QuantizeBlockwise(q.Absmax! - 0.01f, 256);
             s.Dispose();
             return c;
         }), null);
-        double linear = Median(iterations, () => nn.functional.linear(x, w));
-        double deq = Median(iterations, () => q.Dequantize(ScalarType.BFloat16));
-        output.WriteLine($"  bf16 linear [512x{cols}]x[{cols}x{rows}]^T {linear,8:F2} ms; bf16 dequantize / linear = {deq / linear:F3}");
+        double linear = Best(iterations, () => nn.functional.linear(x, w));
+        double deq = Best(iterations, () => q.Dequantize(ScalarType.BFloat16));
+        double both = Best(iterations, () =>
+        {
+            using var wq = q.Dequantize(ScalarType.BFloat16);
+            return nn.functional.linear(x, wq);
+        });
+        output.WriteLine($"  bf16 linear [512x{cols}]x[{cols}x{rows}]^T {linear,8:F2} ms; bf16 dequantize / linear = {deq / linear:F3}; " +
+            $"dequantize then linear {both:F2} ms (sum of the two alone {deq + linear:F2} ms)");
     }
 
     static void Line(TextWriter output, string name, double mWeights, double ms, double? baselineMs)
@@ -72,7 +78,8 @@ public static class Nf4Benchmarks
         return empty(0);
     }
 
-    static double Median(int iterations, Func<Tensor> op)
+    /// <summary>Least milliseconds of <paramref name="iterations"/> runs after a warm-up.</summary>
+    static double Best(int iterations, Func<Tensor> op)
     {
         op().Dispose(); // warm-up
         var times = new double[iterations];
@@ -82,7 +89,6 @@ public static class Nf4Benchmarks
             op().Dispose();
             times[i] = sw.Elapsed.TotalMilliseconds;
         }
-        Array.Sort(times);
-        return iterations % 2 == 1 ? times[iterations / 2] : (times[iterations / 2 - 1] + times[iterations / 2]) / 2;
+        return times.Min();
     }
 }
