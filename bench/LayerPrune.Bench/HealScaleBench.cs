@@ -13,8 +13,9 @@ namespace LayerPrune.Bench;
 /// forward of the plain model (no_grad, weights in the compute dtype), of the NF4 + LoRA model's forward, and of a
 /// training step (forward + backward + clip + AdamW, r 8 on every projection, dropout 0.05) with and without activation
 /// checkpointing; ratios to the plain forward. Usage:
-/// <c>heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128] [--repeats 2] [--both]</c> (--both: also
-/// without checkpointing, which keeps every layer's activations).
+/// <c>heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128] [--repeats 2] [--both] [--reference]</c> (--both: also
+/// without checkpointing, which keeps every layer's activations; --reference: the NF4 forward and step again with the
+/// torch-op reference dequantization, a same-run before/after).
 /// </summary>
 public static class HealScaleBench
 {
@@ -81,6 +82,44 @@ public static class HealScaleBench
                 $"peak RSS {Gb(ProcessMemory.Read()?.Peak)} while training");
         }
         model.GradientCheckpointing = null;
+        if (args.Contains("--reference"))
+            ReferencePasses(output, model, ids, seqs, parameters, opt, adapters, dropout, forwardS, tokens, repeats);
+    }
+
+    /// <summary>
+    /// The NF4 forward and the checkpointed step again with every NF4 weight dequantized by the torch-op reference path
+    /// (<see cref="Nf4Weight.DequantizeReference"/>, the implementation before the CPU loop): a same-run before/after.
+    /// </summary>
+    static void ReferencePasses(TextWriter output, CausalLM model, Tensor ids, List<int[]> seqs, List<TorchSharp.Modules.Parameter> parameters,
+        torch.optim.Optimizer opt, IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters, Generator dropout, double forwardS,
+        double tokens, int repeats)
+    {
+        var swapped = model.NamedLinears().Where(l => l.linear.Quantized is Nf4Weight).Select(l => l.linear).ToList();
+        foreach (var l in swapped)
+            l.Quantized = new ReferenceNf4((Nf4Weight)l.Quantized!);
+        foreach (var (_, a) in adapters)
+            a.Training = false;
+        var (nf4S, nf4Cpu) = Measure(repeats, () => Forward(model, ids));
+        output.WriteLine($"  forward, NF4 + LoRA, reference dequantize:  {tokens / nf4S,7:F1} tok/s ({nf4S:F2} s, CPU {nf4Cpu:F2} s) = " +
+            $"{forwardS / nf4S:F3} × plain forward");
+        foreach (var (_, a) in adapters)
+            a.Training = true;
+        model.GradientCheckpointing = new GradientCheckpointing { PreservedGenerators = [dropout] };
+        var (trainS, trainCpu) = Measure(repeats, () => HealBenchmarks.TrainStep(model, seqs, parameters, opt));
+        output.WriteLine($"  train step, checkpointing on, reference dequantize: {tokens / trainS,7:F1} tok/s " +
+            $"({trainS:F2} s, CPU {trainCpu:F2} s) = {forwardS / trainS:F3} × plain forward, {nf4S / trainS:F3} × its NF4 forward");
+        model.GradientCheckpointing = null;
+        foreach (var l in swapped)
+            l.Quantized = ((ReferenceNf4)l.Quantized!).Weight;
+    }
+
+    /// <summary>An NF4 weight whose dequantization takes the torch-op reference path.</summary>
+    sealed class ReferenceNf4(Nf4Weight weight) : IQuantizedWeight
+    {
+        public Nf4Weight Weight => weight;
+        public long[] Shape => weight.Shape;
+        public Tensor Dequantize(ScalarType dtype) => weight.DequantizeReference(dtype);
+        public void Dispose() => weight.Dispose();
     }
 
     static void Forward(CausalLM model, Tensor ids)
