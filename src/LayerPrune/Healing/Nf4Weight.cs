@@ -189,31 +189,50 @@ public sealed class Nf4Weight : IQuantizedWeight
     /// </summary>
     public Tensor Dequantize(ScalarType dtype)
     {
-        int elementSize = dtype switch
-        {
-            ScalarType.BFloat16 or ScalarType.Float16 => 2,
-            ScalarType.Float32 => 4,
-            ScalarType.Float64 => 8,
-            _ => 0,
-        };
-        if (elementSize == 0 || Packed.device_type != DeviceType.CPU)
+        if (!CanDequantizeInto(dtype))
             return DequantizeReference(dtype);
+        var w = empty(Shape, dtype);
+        DequantizeInto(w);
+        return w;
+    }
+
+    static int ElementSize(ScalarType dtype) => dtype switch
+    {
+        ScalarType.BFloat16 or ScalarType.Float16 => 2,
+        ScalarType.Float32 => 4,
+        ScalarType.Float64 => 8,
+        _ => 0,
+    };
+
+    /// <summary>Whether <see cref="DequantizeInto"/> takes <paramref name="dtype"/> (CPU weights; bf16, fp16, fp32, fp64).</summary>
+    public bool CanDequantizeInto(ScalarType dtype) => ElementSize(dtype) != 0 && Packed.device_type == DeviceType.CPU;
+
+    /// <summary>
+    /// Writes what <see cref="Dequantize"/> returns into <paramref name="output"/> (contiguous, CPU, <see cref="Numel"/>
+    /// elements of a dtype <see cref="CanDequantizeInto"/> takes; its shape is not looked at): lets a caller reuse one
+    /// buffer, since a fresh multi-megabyte tensor costs a page fault per 4 KiB page on every use.
+    /// </summary>
+    public void DequantizeInto(Tensor output)
+    {
+        var dtype = output.dtype;
+        if (!CanDequantizeInto(dtype) || output.device_type != DeviceType.CPU || !output.is_contiguous() || output.NumberOfElements != Numel)
+            throw new LayerPruneException($"Nf4Weight.DequantizeInto: expected a contiguous CPU tensor of {Numel} elements " +
+                $"(bf16, fp16, fp32 or fp64), got {output.dtype} [{string.Join(", ", output.shape)}] on {output.device}");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var absmax = DoubleQuant ? DequantizeAbsmax() : Absmax!;
-        var w = empty(Shape, dtype);
         bool direct = dtype is ScalarType.BFloat16 or ScalarType.Float32;
         if (direct && Nf4Kernels.TablesAreOrdinary(Nf4Kernels.Address(absmax), Blocks))
         {
             Nf4Kernels.DequantizeFromAbsmax(Nf4Kernels.Address(Packed), Nf4Kernels.Address(absmax), Numel, BlockSize,
-                dtype == ScalarType.BFloat16, Nf4Kernels.Address(w));
-            return w.MoveToOuterDisposeScope();
+                dtype == ScalarType.BFloat16, Nf4Kernels.Address(output));
+            return;
         }
         // NaN, ±inf or subnormal products, fp16, fp64: the products cast by torch, a table per block.
         var levels = tensor(Levels);
         var table = (absmax.unsqueeze(1) * levels).to(dtype).contiguous(); // [blocks, 16]
-        Nf4Kernels.Dequantize(Nf4Kernels.Address(Packed), Nf4Kernels.Address(table), Numel, BlockSize, elementSize, Nf4Kernels.Address(w));
-        return w.MoveToOuterDisposeScope();
+        Nf4Kernels.Dequantize(Nf4Kernels.Address(Packed), Nf4Kernels.Address(table), Numel, BlockSize, ElementSize(dtype),
+            Nf4Kernels.Address(output));
     }
 
     /// <summary>
