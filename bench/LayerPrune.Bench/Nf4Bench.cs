@@ -64,6 +64,11 @@ public static class Nf4Benchmarks
         });
         output.WriteLine($"  bf16 linear [512x{cols}]x[{cols}x{rows}]^T {linear,8:F2} ms; bf16 dequantize / linear = {deq / linear:F3}; " +
             $"dequantize then linear {both:F2} ms (sum of the two alone {deq + linear:F2} ms)");
+        double viaMatmul = Best(iterations, () => LayerPrune.Modeling.QuantizedMatmul.Apply(x, q));
+        using var lora = new LoraAdapter(cols, rows, 8, 16, 0.05, generator: g) { Training = false };
+        double adapter = Best(iterations, () => lora.Forward(x));
+        output.WriteLine($"  QuantizedMatmul (scratch buffer) {viaMatmul:F2} ms = {viaMatmul / linear:F2} × the plain linear; " +
+            $"LoRA r 8 adapter forward {adapter:F2} ms = {adapter / linear:F2} × the plain linear");
     }
 
     static void Line(TextWriter output, string name, double mWeights, double ms, double? baselineMs)
