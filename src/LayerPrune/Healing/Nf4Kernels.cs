@@ -140,6 +140,9 @@ static unsafe class Nf4Kernels
         }
     }
 
+    /// <summary>Threads of the loops (default null: torch's intra-op thread count); for benchmarks.</summary>
+    internal static int? MaxThreads { get; set; }
+
     /// <summary>Runs body(block) for every block, in chunks over torch's thread count.</summary>
     static void ForChunks(long blocks, Action<long> body)
     {
@@ -150,7 +153,7 @@ static unsafe class Nf4Kernels
             for (long b = c * BlocksPerChunk; b < end; b++)
                 body(b);
         }
-        int threads = Math.Max(1, get_num_threads());
+        int threads = Math.Max(1, MaxThreads ?? get_num_threads());
         if (chunks == 1 || threads == 1)
         {
             for (long c = 0; c < chunks; c++)
