@@ -91,7 +91,8 @@ public static class HealScaleBench
     /// The NF4 forward and the checkpointed step again with every NF4 weight dequantized by the torch-op reference path
     /// (<see cref="Nf4Weight.DequantizeReference"/>, the implementation before the CPU loop): a same-run before/after.
     /// </summary>
-    static void ReferencePasses(TextWriter output, CausalLM model, Tensor ids, List<int[]> seqs, List<TorchSharp.Modules.Parameter> parameters,
+    static void ReferencePasses(TextWriter output, CausalLM model, Tensor ids, List<int[]> seqs,
+        List<TorchSharp.Modules.Parameter> parameters,
         torch.optim.Optimizer opt, IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters, Generator dropout, double forwardS,
         double tokens, int repeats)
     {

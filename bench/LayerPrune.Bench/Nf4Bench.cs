@@ -27,7 +27,8 @@ public static class Nf4Benchmarks
         using var qd = Nf4Weight.Quantize(w, doubleQuant: true);
 
         output.WriteLine($"NF4 {rows}x{cols} bf16 ({m:F1} M weights; torch threads {get_num_threads()}, Vector256 " +
-            $"{Vector256.IsHardwareAccelerated}, AVX-512BW {Avx512BW.IsSupported}; best of {iterations}: on a shared machine the least disturbed run), M weights/s:");
+            $"{Vector256.IsHardwareAccelerated}, AVX-512BW {Avx512BW.IsSupported}; best of {iterations}: on a shared machine " +
+            "the least disturbed run), M weights/s:");
         double copy = Best(iterations, () => w.clone());
         double convert = Best(iterations, () => w.to(ScalarType.Float32));
         Line(output, "baseline: bf16 copy (clone)", m, copy, null);
@@ -47,7 +48,8 @@ public static class Nf4Benchmarks
                     dtype == ScalarType.BFloat16 ? copy : convert);
             }
         using var levels = tensor(Nf4Weight.Codebook.ToArray());
-        Line(output, "  of which: table level·absmax -> bf16", m, Best(iterations, () => (q.Absmax!.unsqueeze(1) * levels).to(ScalarType.BFloat16)), null);
+        Line(output, "  of which: table level·absmax -> bf16", m,
+            Best(iterations, () => (q.Absmax!.unsqueeze(1) * levels).to(ScalarType.BFloat16)), null);
         Line(output, "  of which: double-quant absmax", m, Best(iterations, () => qd.DequantizeAbsmax()), null);
         Line(output, "  of which: double-quant absmax compression", m, Best(iterations, () =>
         {

@@ -215,7 +215,8 @@ public sealed class Nf4Weight : IQuantizedWeight
     public void DequantizeInto(Tensor output)
     {
         var dtype = output.dtype;
-        if (!CanDequantizeInto(dtype) || output.device_type != DeviceType.CPU || !output.is_contiguous() || output.NumberOfElements != Numel)
+        bool fits = output.device_type == DeviceType.CPU && output.is_contiguous() && output.NumberOfElements == Numel;
+        if (!CanDequantizeInto(dtype) || !fits)
             throw new LayerPruneException($"Nf4Weight.DequantizeInto: expected a contiguous CPU tensor of {Numel} elements " +
                 $"(bf16, fp16, fp32 or fp64), got {output.dtype} [{string.Join(", ", output.shape)}] on {output.device}");
         using var scope = NewDisposeScope();

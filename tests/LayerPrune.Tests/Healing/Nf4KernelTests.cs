@@ -21,7 +21,8 @@ public sealed class Nf4KernelTests
         var eb = e.bytes;
         var ab = a.bytes;
         int first = eb.CommonPrefixLength(ab);
-        Assert.True(first == eb.Length, $"{what}: first difference at element {first / Math.Max(1, (int)e.ElementSize)} of {e.NumberOfElements}");
+        long element = first / Math.Max(1, (int)e.ElementSize);
+        Assert.True(first == eb.Length, $"{what}: first difference at element {element} of {e.NumberOfElements}");
     }
 
     /// <summary>
