@@ -13,8 +13,9 @@ namespace LayerPrune.Bench;
 /// forward of the plain model (no_grad, weights in the compute dtype), of the NF4 + LoRA model's forward, and of a
 /// training step (forward + backward + clip + AdamW, r 8 on every projection, dropout 0.05) with and without activation
 /// checkpointing; ratios to the plain forward. Usage:
-/// <c>heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128] [--repeats 2] [--both]</c> (--both: also
-/// without checkpointing, which keeps every layer's activations).
+/// <c>heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128] [--repeats 2] [--both] [--reference]</c> (--both: also
+/// without checkpointing, which keeps every layer's activations; --reference: the NF4 forward and step again with the
+/// torch-op reference dequantization, a same-run before/after).
 /// </summary>
 public static class HealScaleBench
 {
@@ -40,8 +41,21 @@ public static class HealScaleBench
         output.WriteLine($"  forward, plain {ComputeTarget.Name(dtype)} weights: {tokens / forwardS,7:F1} tok/s " +
             $"({forwardS:F2} s, CPU {forwardCpu:F2} s)");
 
-        var adapters = LoraInjector.Inject(model.NamedLinears(), new LoraSettings(LoraSettings.AllLinear, 8, 16, 0.05), 0,
-            BaseQuantization.Nf4);
+        // Baseline for the quantization: a plain bf16 → fp32 convert of the same weights (already resident from the forwards).
+        var toQuantize = model.NamedLinears().Where(l => l.name != "lm_head" && l.linear.Weight is not null).ToList();
+        double weights = toQuantize.Sum(l => (double)l.linear.Weight!.NumberOfElements);
+        var (convertS, convertCpu) = Time(() =>
+        {
+            foreach (var (_, l) in toQuantize)
+                l.Weight!.to(ScalarType.Float32).Dispose();
+        });
+        output.WriteLine($"  baseline, {ComputeTarget.Name(dtype)} → fp32 convert of the {weights / 1e6:F0} M weights to quantize: " +
+            $"{weights / 1e6 / convertS,7:F0} M weights/s ({convertS:F2} s, CPU {convertCpu:F2} s)");
+        IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters = [];
+        var (quantS, quantCpu) = Time(() => adapters = LoraInjector.Inject(model.NamedLinears(),
+            new LoraSettings(LoraSettings.AllLinear, 8, 16, 0.05), 0, BaseQuantization.Nf4));
+        output.WriteLine($"  NF4 quantization + LoRA injection: {weights / 1e6 / quantS,7:F0} M weights/s ({quantS:F2} s, " +
+            $"CPU {quantCpu:F2} s) = {convertS / quantS:F2} × the convert's speed");
         ProcessMemory.Settle();
         output.WriteLine($"  RSS {Gb(ProcessMemory.Read()?.Rss)} after NF4 quantization");
         using var dropout = new Generator(1);
@@ -57,6 +71,9 @@ public static class HealScaleBench
             a.Training = true;
         var parameters = adapters.SelectMany(a => a.Adapter.Parameters()).ToList();
         using var opt = torch.optim.AdamW(parameters, 3e-4);
+        // Before the CPU-loop step, so that both steps see the machine of the same minutes.
+        if (args.Contains("--reference"))
+            ReferencePasses(output, model, ids, seqs, parameters, opt, adapters, dropout, forwardS, tokens, repeats);
         bool[] modes = args.Contains("--both") ? [true, false] : [true];
         foreach (bool checkpointing in modes)
         {
@@ -70,10 +87,56 @@ public static class HealScaleBench
         model.GradientCheckpointing = null;
     }
 
+    /// <summary>
+    /// The NF4 forward and the checkpointed step again with every NF4 weight dequantized by the torch-op reference path
+    /// (<see cref="Nf4Weight.DequantizeReference"/>, the implementation before the CPU loop): a same-run before/after.
+    /// </summary>
+    static void ReferencePasses(TextWriter output, CausalLM model, Tensor ids, List<int[]> seqs,
+        List<TorchSharp.Modules.Parameter> parameters,
+        torch.optim.Optimizer opt, IReadOnlyList<(string Name, LoraAdapter Adapter)> adapters, Generator dropout, double forwardS,
+        double tokens, int repeats)
+    {
+        var swapped = model.NamedLinears().Where(l => l.linear.Quantized is Nf4Weight).Select(l => l.linear).ToList();
+        foreach (var l in swapped)
+            l.Quantized = new ReferenceNf4((Nf4Weight)l.Quantized!);
+        foreach (var (_, a) in adapters)
+            a.Training = false;
+        var (nf4S, nf4Cpu) = Measure(repeats, () => Forward(model, ids));
+        output.WriteLine($"  forward, NF4 + LoRA, reference dequantize:  {tokens / nf4S,7:F1} tok/s ({nf4S:F2} s, CPU {nf4Cpu:F2} s) = " +
+            $"{forwardS / nf4S:F3} × plain forward");
+        foreach (var (_, a) in adapters)
+            a.Training = true;
+        model.GradientCheckpointing = new GradientCheckpointing { PreservedGenerators = [dropout] };
+        var (trainS, trainCpu) = Measure(repeats, () => HealBenchmarks.TrainStep(model, seqs, parameters, opt));
+        output.WriteLine($"  train step, checkpointing on, reference dequantize: {tokens / trainS,7:F1} tok/s " +
+            $"({trainS:F2} s, CPU {trainCpu:F2} s) = {forwardS / trainS:F3} × plain forward, {nf4S / trainS:F3} × its NF4 forward");
+        model.GradientCheckpointing = null;
+        foreach (var l in swapped)
+            l.Quantized = ((ReferenceNf4)l.Quantized!).Weight;
+    }
+
+    /// <summary>An NF4 weight whose dequantization takes the torch-op reference path.</summary>
+    sealed class ReferenceNf4(Nf4Weight weight) : IQuantizedWeight
+    {
+        public Nf4Weight Weight => weight;
+        public long[] Shape => weight.Shape;
+        public Tensor Dequantize(ScalarType dtype) => weight.DequantizeReference(dtype);
+        public void Dispose() => weight.Dispose();
+    }
+
     static void Forward(CausalLM model, Tensor ids)
     {
         using var _ = no_grad();
         using var logits = model.Forward(ids);
+    }
+
+    /// <summary>Wall and process-CPU seconds of one run.</summary>
+    static (double Wall, double Cpu) Time(Action a)
+    {
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+        var sw = Stopwatch.StartNew();
+        a();
+        return (sw.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds);
     }
 
     /// <summary>Median wall and process-CPU seconds of <paramref name="n"/> runs after one warm-up.</summary>
@@ -82,12 +145,7 @@ public static class HealScaleBench
         a();
         var runs = new List<(double Wall, double Cpu)>();
         for (int i = 0; i < n; i++)
-        {
-            var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
-            var sw = Stopwatch.StartNew();
-            a();
-            runs.Add((sw.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds));
-        }
+            runs.Add(Time(a));
         runs.Sort();
         return runs[n / 2];
     }

@@ -86,13 +86,32 @@ public sealed class Nf4Weight : IQuantizedWeight
     /// <summary>Quantizes <paramref name="weight"/> (any float dtype; values taken as fp32) to NF4.</summary>
     public static Nf4Weight Quantize(Tensor weight, bool doubleQuant = false, int blockSize = 64)
     {
-        if (blockSize < 2 || blockSize % 2 != 0)
-            throw new LayerPruneException($"Nf4Weight.Quantize: blockSize must be a positive even number, got {blockSize}");
-        if (!weight.is_floating_point())
-            throw new LayerPruneException($"Nf4Weight.Quantize: expected a floating-point weight, got {weight.dtype}");
+        Validate(weight, blockSize);
+        if (weight.device_type != DeviceType.CPU)
+            return QuantizeReference(weight, doubleQuant, blockSize);
         long n = weight.NumberOfElements;
-        if (n == 0) throw new LayerPruneException("Nf4Weight.Quantize: empty weight");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        // bf16 is read as it is stored (a view of the checkpoint mapping); other dtypes are converted to fp32 first,
+        // exactly as the reference path does.
+        var src = weight.dtype == ScalarType.BFloat16 ? weight.detach() : weight.detach().to(ScalarType.Float32);
+        src = src.contiguous();
+        long nBytes = (n + 1) / 2;
+        var packed = empty(nBytes, ScalarType.Byte);
+        var absmax = empty((n + blockSize - 1) / blockSize, ScalarType.Float32);
+        Nf4Kernels.Quantize(Nf4Kernels.Address(src), src.dtype == ScalarType.BFloat16, n, blockSize,
+            Nf4Kernels.Address(packed), Nf4Kernels.Address(absmax));
+        return Create(weight, doubleQuant, blockSize, packed, absmax);
+    }
 
+    /// <summary>
+    /// The torch-op form of <see cref="Quantize"/> (bucketize on the thresholds), kept as the reference the CPU loops are
+    /// tested against bit for bit, and for other devices.
+    /// </summary>
+    public static Nf4Weight QuantizeReference(Tensor weight, bool doubleQuant = false, int blockSize = 64)
+    {
+        Validate(weight, blockSize);
+        long n = weight.NumberOfElements;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var flat = weight.detach().to(ScalarType.Float32).flatten();
@@ -109,8 +128,23 @@ public sealed class Nf4Weight : IQuantizedWeight
         long nBytes = (n + 1) / 2;
         var pairs = codes.narrow(0, 0, 2 * nBytes).view(nBytes, 2);
         var packed = pairs.select(1, 0).mul(16).add_(pairs.select(1, 1)).to(ScalarType.Byte);
+        return Create(weight, doubleQuant, blockSize, packed, absmax);
+    }
 
+    static void Validate(Tensor weight, int blockSize)
+    {
+        if (blockSize < 2 || blockSize % 2 != 0)
+            throw new LayerPruneException($"Nf4Weight.Quantize: blockSize must be a positive even number, got {blockSize}");
+        if (!weight.is_floating_point())
+            throw new LayerPruneException($"Nf4Weight.Quantize: expected a floating-point weight, got {weight.dtype}");
+        if (weight.NumberOfElements == 0) throw new LayerPruneException("Nf4Weight.Quantize: empty weight");
+    }
+
+    /// <summary>The weight from its packed codes and exact absmax; double quantization compresses the absmax here.</summary>
+    static Nf4Weight Create(Tensor weight, bool doubleQuant, int blockSize, Tensor packed, Tensor absmax)
+    {
         Tensor? qAbsmax = null, scale2 = null;
+        Tensor? kept = absmax;
         float offset = 0f;
         if (doubleQuant)
         {
@@ -121,11 +155,11 @@ public sealed class Nf4Weight : IQuantizedWeight
             (qAbsmax, scale2) = DynamicQuant8.QuantizeBlockwise(absmax - mean, DoubleQuantBlockSize);
             qAbsmax.MoveToOuterDisposeScope();
             scale2.MoveToOuterDisposeScope();
-            absmax = null;
+            kept = null;
         }
         else absmax.MoveToOuterDisposeScope();
         packed.MoveToOuterDisposeScope();
-        return new Nf4Weight((long[])weight.shape.Clone(), blockSize, packed, absmax, qAbsmax, scale2, offset);
+        return new Nf4Weight((long[])weight.shape.Clone(), blockSize, packed, kept, qAbsmax, scale2, offset);
     }
 
     /// <summary>The per-block absmax in fp32 (expanded from the double-quantized state when needed).</summary>
@@ -149,14 +183,69 @@ public sealed class Nf4Weight : IQuantizedWeight
 
     /// <summary>
     /// level[code] · absmax[block] computed in fp32 (as the bitsandbytes kernel), then cast to <paramref name="dtype"/>.
-    /// Allocates only the index (4 bytes per byte of storage) and the fp32 result.
+    /// On the CPU the 16 products of each block are cast once (a [blocks, 16] table, a quarter of the weight's elements)
+    /// and every element is one lookup in its block's table, written straight into the result: the same values as
+    /// <see cref="DequantizeReference"/>, bit for bit, without the fp32 intermediate of the whole weight.
     /// </summary>
     public Tensor Dequantize(ScalarType dtype)
+    {
+        if (!CanDequantizeInto(dtype))
+            return DequantizeReference(dtype);
+        var w = empty(Shape, dtype);
+        DequantizeInto(w);
+        return w;
+    }
+
+    static int ElementSize(ScalarType dtype) => dtype switch
+    {
+        ScalarType.BFloat16 or ScalarType.Float16 => 2,
+        ScalarType.Float32 => 4,
+        ScalarType.Float64 => 8,
+        _ => 0,
+    };
+
+    /// <summary>Whether <see cref="DequantizeInto"/> takes <paramref name="dtype"/> (CPU weights; bf16, fp16, fp32, fp64).</summary>
+    public bool CanDequantizeInto(ScalarType dtype) => ElementSize(dtype) != 0 && Packed.device_type == DeviceType.CPU;
+
+    /// <summary>
+    /// Writes what <see cref="Dequantize"/> returns into <paramref name="output"/> (contiguous, CPU, <see cref="Numel"/>
+    /// elements of a dtype <see cref="CanDequantizeInto"/> takes; its shape is not looked at): lets a caller reuse one
+    /// buffer, since a fresh multi-megabyte tensor costs a page fault per 4 KiB page on every use.
+    /// </summary>
+    public void DequantizeInto(Tensor output)
+    {
+        var dtype = output.dtype;
+        bool fits = output.device_type == DeviceType.CPU && output.is_contiguous() && output.NumberOfElements == Numel;
+        if (!CanDequantizeInto(dtype) || !fits)
+            throw new LayerPruneException($"Nf4Weight.DequantizeInto: expected a contiguous CPU tensor of {Numel} elements " +
+                $"(bf16, fp16, fp32 or fp64), got {output.dtype} [{string.Join(", ", output.shape)}] on {output.device}");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var absmax = DoubleQuant ? DequantizeAbsmax() : Absmax!;
+        bool direct = dtype is ScalarType.BFloat16 or ScalarType.Float32;
+        if (direct && Nf4Kernels.TablesAreOrdinary(Nf4Kernels.Address(absmax), Blocks))
+        {
+            Nf4Kernels.DequantizeFromAbsmax(Nf4Kernels.Address(Packed), Nf4Kernels.Address(absmax), Numel, BlockSize,
+                dtype == ScalarType.BFloat16, Nf4Kernels.Address(output));
+            return;
+        }
+        // NaN, ±inf or subnormal products, fp16, fp64: the products cast by torch, a table per block.
+        var levels = tensor(Levels);
+        var table = (absmax.unsqueeze(1) * levels).to(dtype).contiguous(); // [blocks, 16]
+        Nf4Kernels.Dequantize(Nf4Kernels.Address(Packed), Nf4Kernels.Address(table), Numel, BlockSize, ElementSize(dtype),
+            Nf4Kernels.Address(output));
+    }
+
+    /// <summary>
+    /// The torch-op form of <see cref="Dequantize"/>: a 256×2 pair table index_select, × absmax in fp32, then the cast.
+    /// The reference the CPU loop is tested against, and the path for other devices and dtypes.
+    /// </summary>
+    public Tensor DequantizeReference(ScalarType dtype)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         // One lookup per byte in a 256×2 table of (level[hi], level[lo]) gives both elements of the byte, first
-        // element first; about 3× faster than unpacking to one index per element (see bench/Nf4Bench.cs).
+        // element first; about 3× faster than unpacking to one index per element.
         var table = tensor(PairValues, device: Packed.device).view(256, 2);
         var vals = table.index_select(0, Packed.to(ScalarType.Int32)).view(-1);
         var absmax = DoubleQuant ? DequantizeAbsmax() : Absmax!;

@@ -27,13 +27,38 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
         return nn.functional.linear(x, w);
     }
 
+    [ThreadStatic]
+    static Dictionary<ScalarType, Tensor>? _scratch;
+
+    /// <summary>
+    /// The dequantized weight for one op that does not keep it (forward outside a recompute, backward): an NF4 weight is
+    /// written into this thread's scratch buffer of that dtype (grown to the largest weight, kept for the thread's life),
+    /// since a fresh multi-megabyte tensor per use costs a page fault per 4 KiB page — as much as the dequantization.
+    /// Dispose the returned view; the buffer is overwritten by the next call on this thread.
+    /// </summary>
+    static Tensor Transient(IQuantizedWeight weight, ScalarType dtype)
+    {
+        if (weight is not Healing.Nf4Weight nf4 || !nf4.CanDequantizeInto(dtype))
+            return weight.Dequantize(dtype);
+        _scratch ??= [];
+        if (!_scratch.TryGetValue(dtype, out var buffer) || buffer.NumberOfElements < nf4.Numel)
+        {
+            buffer?.Dispose();
+            buffer = empty(nf4.Numel, dtype).DetachFromDisposeScope(); // outlives the caller's dispose scope
+            _scratch[dtype] = buffer;
+        }
+        var w = buffer.narrow(0, 0, nf4.Numel).view(nf4.Shape);
+        nf4.DequantizeInto(w);
+        return w;
+    }
+
     /// <inheritdoc/>
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
         var x = (Tensor)vars[0];
         var weight = (IQuantizedWeight)vars[1];
         ctx.save_data("weight", weight);
-        using var w = weight.Dequantize(x.dtype); // [out, in]
+        using var w = Transient(weight, x.dtype); // [out, in]
         return nn.functional.linear(x, w);
     }
 
@@ -41,7 +66,7 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
     public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
     {
         var weight = (IQuantizedWeight)ctx.get_data("weight");
-        using var w = weight.Dequantize(gradOutput.dtype); // [out, in]
+        using var w = Transient(weight, gradOutput.dtype); // [out, in]
         // One entry per argument of apply: the weight (not a tensor) gets none.
         return [gradOutput.matmul(w), null!];                 // [..., out] · [out, in] → [..., in]
     }
