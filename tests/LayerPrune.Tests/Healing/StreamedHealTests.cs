@@ -109,8 +109,8 @@ public sealed class StreamedHealTests(HealFixture fx) : IClassFixture<HealFixtur
     /// <summary>
     /// An NF4 heal opened from a folder reads and quantizes one layer at a time (bf16 checkpoint, fp32 compute: never every
     /// layer in fp32 at once): the model ends resident with every layer read exactly once, to be quantized (the offloaded
-    /// open reads no layer data: Checkpoint.Open validates names, shapes and dtypes from the headers), and the run gives the adapters and losses of the same
-    /// heal on a model loaded resident first (within 1e-6).
+    /// open reads no layer data: Checkpoint.Open validates names, shapes and dtypes from the headers), and the run gives
+    /// the adapters and losses of the same heal on a model loaded resident first (within 1e-6).
     /// </summary>
     [Fact]
     public void Nf4Heal_QuantizesLayerByLayer_SameAsResidentLoad()
