@@ -132,9 +132,12 @@ public static class MemoryPlanner
         if (r.Workload == Workload.Heal && r.Nf4Base)
         {
             // NF4: 4 bits per weight + an fp32 absmax per 64 (bitsandbytes layout); embeddings and head stay as they are.
-            // Layers are read and quantized one at a time: one layer in the compute dtype on top when not used in place.
+            // One layer in the compute dtype on top: the layer being read and quantized at load, later the dequantized
+            // weights of the layer being recomputed; and the dequantize scratch buffers of QuantizedMatmul (one per calling
+            // thread, the size of the largest projection: counted for the forward's thread and the backward's).
             long nf4Codes = c.NumLayers * (layerParams / 2 + layerParams / 64 * 4);
-            weights = nf4Codes + (mapped ? 0 : (layerParams + embedParams + headParams) * elt);
+            long scratch = 2 * LargestLinearParams(c) * elt;
+            weights = nf4Codes + layerParams * elt + scratch + (mapped ? 0 : (embedParams + headParams) * elt);
             mappedWeights = mapped ? (embedParams + headParams) * elt : 0;
         }
         else
@@ -240,6 +243,10 @@ public static class MemoryPlanner
         long mlpMatrices = c.Family == ArchitectureFamily.Phi ? 2 : 3;
         return h * q + 2 * h * kv + q * h + mlpMatrices * h * c.IntermediateSize;
     }
+
+    /// <summary>Weights of one layer's largest linear projection (q/o or an MLP matrix).</summary>
+    static long LargestLinearParams(ModelConfig c) =>
+        Math.Max((long)c.HiddenSize * c.NumHeads * c.HeadDim, (long)c.HiddenSize * c.IntermediateSize);
 
     /// <summary>Σ (in + out) over one layer's linears: a rank-r LoRA adds r·(in + out) parameters to each.</summary>
     static long LayerLinearInOutSum(ModelConfig c)

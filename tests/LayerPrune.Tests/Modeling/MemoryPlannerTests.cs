@@ -54,6 +54,23 @@ public class MemoryPlannerTests
         Assert.Equal("batchSize", e.FixParameter);
     }
 
+    /// <summary>
+    /// An NF4 heal of TinyLlama in bf16 from a bf16 checkpoint: the 4-bit codes with one fp32 absmax per 64 weights
+    /// (22 × 24,772,608 bytes), one layer dequantized for its recompute (44,040,192 bf16 weights) and two dequantize
+    /// scratch buffers of the largest projection (5632 × 2048 bf16); the embeddings and head stay mapped.
+    /// </summary>
+    [Fact]
+    public void Nf4HealCountsCodesOneDequantizedLayerAndTheScratchBuffers()
+    {
+        var c = Shape("tinyllama-1.1b");
+        var request = new MemoryRequest { Config = c, ComputeDtype = ScalarType.BFloat16, Workload = Workload.Heal, BatchSize = 4,
+                                          SeqLen = 128, StorageDtype = "BF16", Nf4Base = true, LoraRank = 8,
+                                          GradientCheckpointing = true };
+        var e = MemoryPlanner.Estimate(request, offload: false);
+        Assert.Equal(22L * 24_772_608 + 44_040_192L * 2 + 2L * 5632 * 2048 * 2, e.Weights);
+        Assert.Equal(2L * 32000 * 2048 * 2, e.MappedWeights);
+    }
+
     [Fact]
     public void Bf16WeightsStoredInBf16AreMappedNotCopied()
     {
