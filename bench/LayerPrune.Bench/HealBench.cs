@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using LayerPrune.Healing;
 using LayerPrune.Modeling;
+using LayerPrune.Planning;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,6 +14,9 @@ namespace LayerPrune.Bench;
 /// </summary>
 public static class HealBenchmarks
 {
+    /// <summary>Bytes as "x.xx GB" (<see cref="MemoryPlanner.Gb"/>); "n/a" where the counter could not be read.</summary>
+    public static string Gb(long? bytes) => bytes is long b ? MemoryPlanner.Gb(b) : "n/a";
+
     public static void Run(TextWriter output, int batch = 8, int seqLen = 256, int iterations = 3)
     {
         string dir = Path.Combine(RepoRoot(), "samples", "kjv-llama-16l");

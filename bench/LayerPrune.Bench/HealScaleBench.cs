@@ -30,7 +30,7 @@ public static class HealScaleBench
         double tokens = (double)batch * seqLen;
         using var model = CausalLM.Load(dir, device, dtype);
         output.WriteLine($"heal-scale {dir}: {ComputeTarget.Name(dtype)}, batch {batch} × {seqLen}, CPU flags {CpuFeatures.Summary}, " +
-            $"torch threads {get_num_threads()}, median of {repeats} after a warm-up; RSS {Gb(ProcessMemory.Read()?.Rss)} after load");
+            $"torch threads {get_num_threads()}, median of {repeats} after a warm-up; RSS {HealBenchmarks.Gb(ProcessMemory.Read()?.Rss)} after load");
         foreach (var (_, t) in model.NamedTensors())
             t.requires_grad_(false);
         using var g = new Generator(0);
@@ -57,7 +57,7 @@ public static class HealScaleBench
         output.WriteLine($"  NF4 quantization + LoRA injection: {weights / 1e6 / quantS,7:F0} M weights/s ({quantS:F2} s, " +
             $"CPU {quantCpu:F2} s) = {convertS / quantS:F2} × the convert's speed");
         ProcessMemory.Settle();
-        output.WriteLine($"  RSS {Gb(ProcessMemory.Read()?.Rss)} after NF4 quantization");
+        output.WriteLine($"  RSS {HealBenchmarks.Gb(ProcessMemory.Read()?.Rss)} after NF4 quantization");
         using var dropout = new Generator(1);
         foreach (var (_, a) in adapters)
         {
@@ -82,7 +82,7 @@ public static class HealScaleBench
             var (trainS, trainCpu) = Measure(repeats, () => HealBenchmarks.TrainStep(model, seqs, parameters, opt));
             output.WriteLine($"  train step, checkpointing {(checkpointing ? "on " : "off")}: {tokens / trainS,7:F1} tok/s " +
                 $"({trainS:F2} s, CPU {trainCpu:F2} s) = {forwardS / trainS:F3} × plain forward, {nf4S / trainS:F3} × NF4 forward; " +
-                $"peak RSS {Gb(ProcessMemory.Read()?.Peak)} while training");
+                $"peak RSS {HealBenchmarks.Gb(ProcessMemory.Read()?.Peak)} while training");
         }
         model.GradientCheckpointing = null;
     }
@@ -149,6 +149,4 @@ public static class HealScaleBench
         runs.Sort();
         return runs[n / 2];
     }
-
-    static string Gb(long? bytes) => bytes is long b ? $"{b / 1e9:F2} GB" : "n/a";
 }

@@ -34,8 +34,8 @@ public static class HealStreamBench
             using var session = HealSession.Open(o);
             output.WriteLine($"heal-stream {dir}: {(offload ? "streamed" : "resident")}, {ComputeTarget.Name(dtype)}, batch {o.Batch} × " +
                 $"{o.SeqLen}, CPU flags {CpuFeatures.Summary}; opened in {sw.Elapsed.TotalSeconds:F1} s, " +
-                $"RSS {Gb(ProcessMemory.Read()?.Rss)}, " +
-                $"{session.TrainableParameters:N0} trainable parameters; peak RSS while opening {Gb(ProcessMemory.Read()?.Peak)}");
+                $"RSS {HealBenchmarks.Gb(ProcessMemory.Read()?.Rss)}, " +
+                $"{session.TrainableParameters:N0} trainable parameters; peak RSS while opening {HealBenchmarks.Gb(ProcessMemory.Read()?.Peak)}");
             ProcessMemory.ResetPeak();
             while (!session.IsFinished)
             {
@@ -45,8 +45,8 @@ public static class HealStreamBench
                 double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
                 var m = ProcessMemory.Read();
                 output.WriteLine($"  step {step.Step}: loss {step.TrainLoss:F6}, {step.TokensPerSecond:F1} tok/s, CPU {cpu:F1} s, " +
-                    $"{session.Model.LayerReads - reads} layer reads; RSS {Gb(m?.Rss)} (anonymous {Gb(m?.Anonymous)}, file " +
-                    $"{Gb(m?.File)}), peak since opened {Gb(m?.Peak)}");
+                    $"{session.Model.LayerReads - reads} layer reads; RSS {HealBenchmarks.Gb(m?.Rss)} (anonymous {HealBenchmarks.Gb(m?.Anonymous)}, file " +
+                    $"{HealBenchmarks.Gb(m?.File)}), peak since opened {HealBenchmarks.Gb(m?.Peak)}");
             }
         }
         finally
@@ -54,6 +54,4 @@ public static class HealStreamBench
             if (Directory.Exists(Healer.PartialDir(outDir))) Directory.Delete(Healer.PartialDir(outDir), true);
         }
     }
-
-    static string Gb(long? bytes) => bytes is long b ? $"{b / 1e9:F2} GB" : "n/a";
 }

@@ -54,9 +54,9 @@ public static class ScaleBench
                 var row = RunChild(cli, model, command, argv, tokens, shape.Parameters * DtypeBytes(dtype ?? autoDtype));
                 rows.Add(row);
                 o.WriteLine($"  {Path.GetFileName(model)} {command}: exit {row.ExitCode}, {row.WallSeconds:F1} s wall, {row.CpuSeconds:F1} s CPU, "
-                    + $"{Rate(row)} tok/s, peak RSS {Gb(row.PeakRssBytes)} = {Ratio(row):F2}× weights{(row.ExitCode == 0 ? "" : " — " + row.LastLine)}");
+                    + $"{Rate(row)} tok/s, peak RSS {MemoryPlanner.Gb(row.PeakRssBytes)} = {Ratio(row):F2}× weights{(row.ExitCode == 0 ? "" : " — " + row.LastLine)}");
                 md.AppendLine($"| {Path.GetFileName(model)} | `{command}` | {row.ExitCode} | {row.WallSeconds:F1} | {row.CpuSeconds:F1} | {Rate(row)} | "
-                    + $"{Gflops(row, shape, command)} | {Gb(row.PeakRssBytes)} | {Ratio(row):F2} |");
+                    + $"{Gflops(row, shape, command)} | {MemoryPlanner.Gb(row.PeakRssBytes)} | {Ratio(row):F2} |");
             }
             var peak = ForwardVersusPeak(model, autoDtype, seqLen);
             o.WriteLine($"  {Path.GetFileName(model)} forward ({ComputeTarget.Name(autoDtype)}, batch {peak.Batch}×{seqLen}): {peak.TokensPerSecond:F1} tok/s "
@@ -214,7 +214,6 @@ public static class ScaleBench
     static long DtypeBytes(ScalarType dtype) => dtype == ScalarType.Float32 ? 4 : 2;
     static string Rate(Row r) => r.Tokens > 0 && r.ExitCode == 0 ? (r.Tokens / r.WallSeconds).ToString("F1", CultureInfo.InvariantCulture) : "—";
     static double Ratio(Row r) => (double)r.PeakRssBytes / r.WeightBytes;
-    static string Gb(long bytes) => $"{bytes / 1e9:F2} GB";
     static string? Arg(string[] args, string name) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault();
 
     static List<string> Values(string[] args, string name) =>

@@ -113,12 +113,10 @@ public static class HealCommand
                 SaveEvery = p.GetValue(saveEvery) ?? o.SaveEvery, Seed = p.GetValue(seed) ?? o.Seed,
                 Resume = p.GetValue(resume), Force = p.GetValue(force),
             };
-            Cli.Require(!p.GetValue(offload) || o.Quant == BaseQuantization.None,
-                "--offload: needs --quant none (an NF4 base is kept resident in 4 bits)");
-            Cli.Require(!p.GetValue(offload) || o.GradientCheckpointing,
-                "--offload: needs --gradient-checkpointing true (a streamed layer is read again for its backward pass)");
+            o = o with { Offload = p.GetValue(offload) };
+            o.Validate(); // bad combinations (e.g. --offload with --quant nf4) fail before the plan and the load
             bool stream = Cli.PlanHeal(p, dir, o.EffectiveMicroBatch, o.SeqLen, o.Quant == BaseQuantization.Nf4, o.Rank,
-                o.GradientCheckpointing, p.GetValue(offload));
+                o.GradientCheckpointing, o.Offload);
             o = o with { Offload = stream };
             using var cts = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, args) =>

@@ -112,9 +112,9 @@ public sealed record HealOptions
         Need(targetsOk, nameof(Targets), null, "give a comma-separated list of module names, e.g. q_proj,v_proj");
         Need(!DoubleQuant || Quant == BaseQuantization.Nf4, nameof(DoubleQuant), null, $"needs `{nameof(Quant)}` nf4");
         Need(Recipe is "plain" or "paper", nameof(Recipe), Recipe, "expected plain or paper");
-        Need(!Offload || GradientCheckpointing, nameof(Offload), Offload,
+        Need(!Offload || GradientCheckpointing, nameof(Offload), null,
             $"needs `{nameof(GradientCheckpointing)}` (a streamed layer is read again for its backward pass)");
-        Need(!Offload || Quant == BaseQuantization.None, nameof(Offload), Offload,
+        Need(!Offload || Quant == BaseQuantization.None, nameof(Offload), null,
             $"streams an unquantized base: needs `{nameof(Quant)}` none (an NF4 base is kept resident in 4 bits)");
     }
 

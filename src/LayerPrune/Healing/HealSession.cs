@@ -77,7 +77,9 @@ public sealed class HealSession : IDisposable
             Adapters = _streamed.Adapters;
         }
         else if (model.Offloaded)
-            Adapters = LoraInjector.Inject(QuantizedAsRead(model), _settings, o.Seed, o.Quant, o.DoubleQuant);
+            // Each layer is quantized to NF4 as it is read (the injector does it), then kept resident: the same linears in
+            // the same order as NamedLinears of the resident model, so the same adapters.
+            Adapters = LoraInjector.Inject(model.LinearsLayerByLayer(model.KeepResident), _settings, o.Seed, o.Quant, o.DoubleQuant);
         else Adapters = LoraInjector.Inject(model.NamedLinears(), _settings, o.Seed, o.Quant, o.DoubleQuant);
         _dropoutRng = new Generator((ulong)o.Seed + 1);
         foreach (var (_, a) in Adapters)
@@ -106,7 +108,7 @@ public sealed class HealSession : IDisposable
         try
         {
             var tok = TokenizerLoader.Load(options.ModelDir);
-            // An NF4 base is read one layer at a time and each layer quantized as it is read (QuantizedAsRead): the weights
+            // An NF4 base is read one layer at a time and each layer quantized as it is read (LinearsLayerByLayer): the weights
             // are never all in the compute dtype at once (7B in fp32: 27 GB), as they would be loaded resident first.
             bool readLayerByLayer = options.Offload || options.Quant == BaseQuantization.Nf4;
             model = CausalLM.Load(options.ModelDir, options.Device, options.Dtype, readLayerByLayer);
@@ -257,23 +259,6 @@ public sealed class HealSession : IDisposable
         foreach (var (_, a) in Adapters)
             a.Training = false;
         return LossEvaluator.Evaluate(Model, _eval, Math.Max(1, Options.EffectiveMicroBatch)).ValidationLoss;
-    }
-
-    /// <summary>
-    /// The linears of an offloaded model, layer by layer: layer i is read when reached, its linears are handed to the
-    /// injector (which quantizes them to NF4 and attaches the adapters), then it is kept resident and its pages released.
-    /// The same linears in the same order as <see cref="CausalLM.NamedLinears"/> of the resident model: the same adapters.
-    /// </summary>
-    static IEnumerable<(string Name, LayerPrune.Modeling.Linear Linear)> QuantizedAsRead(CausalLM model)
-    {
-        for (int i = 0; i < model.NumLayers; i++)
-        {
-            var layer = model.LoadLayer(i);
-            foreach (var (name, linear) in layer.Linears())
-                yield return (model.LayerPrefix(i) + name, linear);
-            model.KeepResident(i, layer);
-            model.Checkpoint.ReleaseMappings();
-        }
     }
 
     /// <summary>Writes the resumable checkpoint (adapters, AdamW state, RNG state, data position) into OUT.partial atomically.</summary>

@@ -26,11 +26,8 @@ static unsafe class Nf4Kernels
     /// </summary>
     public static void Quantize(nint src, bool bf16, long n, int blockSize, nint packed, nint absmax)
     {
-        long blocks = (n + blockSize - 1) / blockSize;
-        ForChunks(blocks, b =>
+        ForBlocks(n, blockSize, (b, start, len) =>
         {
-            long start = b * blockSize;
-            int len = (int)Math.Min(blockSize, n - start);
             byte* dst = (byte*)packed + start / 2;
             float a = bf16
                 ? QuantizeBlock((ushort*)src + start, len, dst)
@@ -45,11 +42,8 @@ static unsafe class Nf4Kernels
     /// </summary>
     public static void Dequantize(nint packed, nint table, long n, int blockSize, int elementSize, nint dst)
     {
-        long blocks = (n + blockSize - 1) / blockSize;
-        ForChunks(blocks, b =>
+        ForBlocks(n, blockSize, (b, start, len) =>
         {
-            long start = b * blockSize;
-            int len = (int)Math.Min(blockSize, n - start);
             byte* p = (byte*)packed + start / 2;
             byte* t = (byte*)table + b * 16 * elementSize;
             byte* o = (byte*)dst + start * elementSize;
@@ -100,11 +94,8 @@ static unsafe class Nf4Kernels
     /// </summary>
     public static void DequantizeFromAbsmax(nint packed, nint absmax, long n, int blockSize, bool bf16, nint dst)
     {
-        long blocks = (n + blockSize - 1) / blockSize;
-        ForChunks(blocks, b =>
+        ForBlocks(n, blockSize, (b, start, len) =>
         {
-            long start = b * blockSize;
-            int len = (int)Math.Min(blockSize, n - start);
             byte* p = (byte*)packed + start / 2;
             float a = ((float*)absmax)[b];
             if (bf16)
@@ -143,15 +134,22 @@ static unsafe class Nf4Kernels
     /// <summary>Threads of the loops (default null: torch's intra-op thread count); for benchmarks.</summary>
     internal static int? MaxThreads { get; set; }
 
-    /// <summary>Runs body(block) for every block, in chunks over torch's thread count.</summary>
-    static void ForChunks(long blocks, Action<long> body)
+    /// <summary>
+    /// Runs body(block, first element, length) for every block of <paramref name="blockSize"/> of n elements (the last one
+    /// may be short), in chunks over torch's thread count.
+    /// </summary>
+    static void ForBlocks(long n, int blockSize, Action<long, long, int> body)
     {
+        long blocks = (n + blockSize - 1) / blockSize;
         long chunks = (blocks + BlocksPerChunk - 1) / BlocksPerChunk;
         void Chunk(long c)
         {
             long end = Math.Min(blocks, (c + 1) * BlocksPerChunk);
             for (long b = c * BlocksPerChunk; b < end; b++)
-                body(b);
+            {
+                long start = b * blockSize;
+                body(b, start, (int)Math.Min(blockSize, n - start));
+            }
         }
         int threads = Math.Max(1, MaxThreads ?? get_num_threads());
         if (chunks == 1 || threads == 1)

@@ -36,28 +36,20 @@ sealed class StreamedAdapters : IDisposable
     }
 
     /// <summary>
-    /// The linears of layer 0, 1, ... with full names, each layer read when reached and freed after its linears were adapted
-    /// (its adapters are moved to <paramref name="byLayer"/> first).
+    /// The linears of layer 0, 1, … (see <see cref="CausalLM.LinearsLayerByLayer"/>); once a layer's linears are adapted its
+    /// adapters are moved to <paramref name="byLayer"/> and the layer is freed.
     /// </summary>
-    static IEnumerable<(string Name, Linear Linear)> Linears(CausalLM model, List<(string, LoraAdapter)>[] byLayer)
-    {
-        for (int i = 0; i < model.NumLayers; i++)
+    static IEnumerable<(string Name, Linear Linear)> Linears(CausalLM model, List<(string, LoraAdapter)>[] byLayer) =>
+        model.LinearsLayerByLayer((i, layer) =>
         {
-            using (var layer = model.LoadLayer(i))
+            foreach (var (name, linear) in layer.Linears())
             {
-                var linears = layer.Linears().ToList();
-                foreach (var (name, linear) in linears)
-                    yield return (model.LayerPrefix(i) + name, linear);
-                foreach (var (name, linear) in linears)
-                {
-                    if (linear.Adapter is not LoraAdapter adapter) continue;
-                    byLayer[i].Add((name, adapter));
-                    linear.Adapter = null;
-                }
+                if (linear.Adapter is not LoraAdapter adapter) continue;
+                byLayer[i].Add((name, adapter));
+                linear.Adapter = null;
             }
-            model.Checkpoint.ReleaseMappings(); // the layer's pages leave the resident set (as after every streamed use)
-        }
-    }
+            layer.Dispose();
+        });
 
     void Attach(int i, DecoderLayer layer)
     {

@@ -118,15 +118,9 @@ public sealed class CausalLM : Module
     /// </summary>
     public DecoderLayer LoadLayer(int i)
     {
-        // What reading leaves behind besides the layer's own tensors (views of the file mapping made on the way) is freed
-        // here, so that a released mapping is unmapped once the layer is freed, not when the caller's scope ends.
-        DecoderLayer layer;
-        using (var scope = NewDisposeScope())
-        {
-            layer = Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
-            foreach (var (_, t) in layer.Tensors())
-                t.MoveToOuterDisposeScope();
-        }
+        // Reading leaves nothing behind but the layer's tensors (SafeTensorsFile.Load frees its intermediate view of the
+        // mapping, W the stored tensor it converted), so a released mapping is unmapped as soon as the layer is freed.
+        var layer = Architecture.BuildLayer(Config, _weights.At(Architecture.LayersName).At(i), i, _act);
         LayerReads++;
         LayerLoaded?.Invoke(i, layer);
         return layer;
@@ -141,6 +135,24 @@ public sealed class CausalLM : Module
         Model.Layers.Fill(i, layer);
         if (Enumerable.Range(0, NumLayers).All(k => Model.Layers[k] is not null))
             Offloaded = false;
+    }
+
+    /// <summary>
+    /// The linears of layer 0, 1, … with full names (e.g. "model.layers.3.mlp.up_proj"), reading each layer from the checkpoint
+    /// when reached; once its linears have been consumed, <paramref name="done"/>(i, layer) keeps or frees the layer and its
+    /// pages are released. For setting up an offloaded model one layer at a time (NF4 quantization, LoRA adapters).
+    /// </summary>
+    public IEnumerable<(string Name, Linear Linear)> LinearsLayerByLayer(Action<int, DecoderLayer> done)
+    {
+        ArgumentNullException.ThrowIfNull(done);
+        for (int i = 0; i < NumLayers; i++)
+        {
+            var layer = LoadLayer(i);
+            foreach (var (name, linear) in layer.Linears())
+                yield return (LayerPrefix(i) + name, linear);
+            done(i, layer);
+            ReleaseStreamedPages();
+        }
     }
 
     /// <summary>Layers built from the checkpoint by <see cref="LoadLayer"/> so far (streamed reads, plus validation at load).</summary>

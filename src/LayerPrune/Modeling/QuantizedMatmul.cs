@@ -47,7 +47,8 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
             buffer = empty(nf4.Numel, dtype).DetachFromDisposeScope(); // outlives the caller's dispose scope
             _scratch[dtype] = buffer;
         }
-        var w = buffer.narrow(0, 0, nf4.Numel).view(nf4.Shape);
+        using var used = buffer.narrow(0, 0, nf4.Numel); // freed at once: only the returned view is the caller's
+        var w = used.view(nf4.Shape);
         nf4.DequantizeInto(w);
         return w;
     }

@@ -54,18 +54,6 @@ public sealed class HealFixture : IDisposable
 
 public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
 {
-    static Dictionary<string, Tensor> ReadAll(string file)
-    {
-        using var f = SafeTensorsFile.Open(file);
-        return f.Tensors.Keys.ToDictionary(k => k, k => { using var t = f.Load(k); return t.to(ScalarType.Float32).clone(); });
-    }
-
-    static double MaxDiff(Dictionary<string, Tensor> a, Dictionary<string, Tensor> b)
-    {
-        Assert.Equal(a.Keys.Order(), b.Keys.Order());
-        return a.Keys.Max(k => { using var d = (a[k] - b[k]).abs().max(); return d.ToDouble(); });
-    }
-
     static double LossOn(string modelDir, IReadOnlyList<int[]> chunks)
     {
         using var m = CausalLM.Load(modelDir);
@@ -110,7 +98,7 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
         Assert.Throws<LayerPruneException>(() => Healer.Run(fx.Options(fx.Fp32, b))); // an interrupted run needs --resume or --force
         var second = Healer.Run(fx.Options(fx.Fp32, b) with { Resume = true });
         Assert.True(second.Completed);
-        double diff = MaxDiff(ReadAll(Path.Combine(a, "adapter_model.safetensors")), ReadAll(Path.Combine(b, "adapter_model.safetensors")));
+        double diff = HealingTestUtil.MaxDiff(HealingTestUtil.ReadAll(Path.Combine(a, "adapter_model.safetensors")), HealingTestUtil.ReadAll(Path.Combine(b, "adapter_model.safetensors")));
         Assert.True(diff <= 1e-5, $"adapters differ by {diff}");
         // The logs agree step by step (losses recomputed after the resume match the uninterrupted run).
         var la = File.ReadAllLines(Path.Combine(a, "train_log.jsonl"));
@@ -142,7 +130,7 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
         Assert.Equal([3, 6], steps.Where(s => s.ValLoss is not null).Select(s => s.Step));   // EvalEvery 3 and the last step
         Assert.Equal([2, 4, 6], steps.Where(s => s.CheckpointSaved).Select(s => s.Step));    // SaveEvery 2
         Assert.True(steps[0].LearningRate == 0 && steps[1].LearningRate == 2e-3, "warmup 1 then the cosine peak");
-        double diff = MaxDiff(ReadAll(Path.Combine(a, "adapter_model.safetensors")), ReadAll(Path.Combine(b, "adapter_model.safetensors")));
+        double diff = HealingTestUtil.MaxDiff(HealingTestUtil.ReadAll(Path.Combine(a, "adapter_model.safetensors")), HealingTestUtil.ReadAll(Path.Combine(b, "adapter_model.safetensors")));
         Assert.True(diff <= 1e-5, $"adapters differ by {diff}");
         Assert.Equal(ra.FinalValLoss!.Value, rb.FinalValLoss!.Value, 1e-5);
         Assert.Equal(ra.MergedValLoss!.Value, rb.MergedValLoss!.Value, 1e-5);
@@ -191,7 +179,7 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
             p.WaitForExit();
             Assert.True(p.ExitCode == 0, err);
         }
-        double diff = MaxDiff(ReadAll(Path.Combine(a, "adapter_model.safetensors")), ReadAll(Path.Combine(b, "adapter_model.safetensors")));
+        double diff = HealingTestUtil.MaxDiff(HealingTestUtil.ReadAll(Path.Combine(a, "adapter_model.safetensors")), HealingTestUtil.ReadAll(Path.Combine(b, "adapter_model.safetensors")));
         Assert.True(diff <= 1e-5, $"adapters differ by {diff}");
         Assert.Equal(steps, File.ReadAllLines(Path.Combine(b, "train_log.jsonl")).Length);
     }
@@ -206,7 +194,7 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
         Assert.Equal(4, config["r"]!.GetValue<int>());
         Assert.Equal(8, config["lora_alpha"]!.GetValue<int>());
         Assert.Equal(LoraSettings.AllLinear, config["target_modules"]!.AsArray().Select(n => n!.GetValue<string>()));
-        var tensors = ReadAll(Path.Combine(outDir, "adapter_model.safetensors"));
+        var tensors = HealingTestUtil.ReadAll(Path.Combine(outDir, "adapter_model.safetensors"));
         var expected = new List<string>();
         foreach (int i in new[] { 0, 1 })
             foreach (var m in new[] { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj" })

@@ -1,4 +1,5 @@
 using LayerPrune.Checkpoints;
+using LayerPrune.Efficiency;
 using LayerPrune.Healing;
 using static TorchSharp.torch;
 
@@ -13,20 +14,7 @@ public sealed class ResidentPagesTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, true);
 
     /// <summary>Resident bytes ("Rss:" in /proc/self/smaps) of the mappings of <paramref name="path"/>.</summary>
-    static long MappedRss(string path)
-    {
-        long total = 0;
-        bool inFile = false;
-        foreach (var line in File.ReadLines("/proc/self/smaps"))
-        {
-            string first = line.Split(' ', 2)[0];
-            if (first.Contains('-') && !first.EndsWith(':'))             // a region header: "begin-end perms offset dev inode path"
-                inFile = line.EndsWith(path, StringComparison.Ordinal);
-            else if (inFile && line.StartsWith("Rss:", StringComparison.Ordinal))
-                total += long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-        }
-        return total;
-    }
+    static long MappedRss(string path) => ProcessMemory.MappedFile(path)!.Resident;
 
     /// <summary>
     /// A 32 MiB tensor viewed from a safetensors mapping and read once is resident; after Release its pages are not

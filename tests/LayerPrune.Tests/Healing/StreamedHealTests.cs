@@ -15,18 +15,6 @@ namespace LayerPrune.Tests.Healing;
 /// </summary>
 public sealed class StreamedHealTests(HealFixture fx) : IClassFixture<HealFixture>
 {
-    static Dictionary<string, Tensor> ReadAll(string file)
-    {
-        using var f = SafeTensorsFile.Open(file);
-        return f.Tensors.Keys.ToDictionary(k => k, k => { using var t = f.Load(k); return t.to(ScalarType.Float32).clone(); });
-    }
-
-    static double MaxDiff(Dictionary<string, Tensor> a, Dictionary<string, Tensor> b)
-    {
-        Assert.Equal(a.Keys.Order(), b.Keys.Order());
-        return a.Keys.Max(k => { using var d = (a[k] - b[k]).abs().max(); return d.ToDouble(); });
-    }
-
     /// <summary>Runs a session to the end, step by step; returns the steps and the layer reads of each step.</summary>
     static (List<HealStep> Steps, List<long> Reads, HealResult Result, bool NoLayerResident) Drive(HealOptions o)
     {
@@ -74,14 +62,14 @@ public sealed class StreamedHealTests(HealFixture fx) : IClassFixture<HealFixtur
         Assert.True(Math.Abs(resident.Steps[^1].TrainLoss - resident.Steps[0].TrainLoss) > 1e-3);
         Assert.Equal(resident.Result.FinalValLoss!.Value, streamed.Result.FinalValLoss!.Value, 1e-6);
         Assert.Equal(resident.Result.MergedValLoss!.Value, streamed.Result.MergedValLoss!.Value, 1e-6);
-        var ra = ReadAll(Path.Combine(a, "adapter_model.safetensors"));
-        var rb = ReadAll(Path.Combine(b, "adapter_model.safetensors"));
+        var ra = HealingTestUtil.ReadAll(Path.Combine(a, "adapter_model.safetensors"));
+        var rb = HealingTestUtil.ReadAll(Path.Combine(b, "adapter_model.safetensors"));
         double largestB = ra.Where(kv => kv.Key.Contains("lora_B")).Max(kv => { using var m = kv.Value.abs().max(); return m.ToDouble(); });
         Assert.True(largestB > 1e-4, $"lora_B stayed ~0 ({largestB}): the comparison would not see a difference");
-        double diff = MaxDiff(ra, rb);
+        double diff = HealingTestUtil.MaxDiff(ra, rb);
         Assert.True(diff <= 1e-5, $"adapters differ by {diff}");
-        var mergedA = ReadAll(Path.Combine(a, "merged", Checkpoint.SingleFile));
-        double merged = MaxDiff(mergedA, ReadAll(Path.Combine(b, "merged", Checkpoint.SingleFile)));
+        var mergedA = HealingTestUtil.ReadAll(Path.Combine(a, "merged", Checkpoint.SingleFile));
+        double merged = HealingTestUtil.MaxDiff(mergedA, HealingTestUtil.ReadAll(Path.Combine(b, "merged", Checkpoint.SingleFile)));
         Assert.True(merged <= 1e-5, $"merged checkpoints differ by {merged}");
         var summary = JsonNode.Parse(File.ReadAllText(Path.Combine(b, "heal_summary.json")))!;
         Assert.True(summary["offload"]!.GetValue<bool>());
@@ -102,7 +90,7 @@ public sealed class StreamedHealTests(HealFixture fx) : IClassFixture<HealFixtur
         Assert.False(first.Completed);
         var second = Healer.Run(streamed with { Resume = true });
         Assert.True(second.Completed);
-        double diff = MaxDiff(ReadAll(Path.Combine(a, "adapter_model.safetensors")), ReadAll(Path.Combine(b, "adapter_model.safetensors")));
+        double diff = HealingTestUtil.MaxDiff(HealingTestUtil.ReadAll(Path.Combine(a, "adapter_model.safetensors")), HealingTestUtil.ReadAll(Path.Combine(b, "adapter_model.safetensors")));
         Assert.True(diff <= 1e-5, $"adapters differ by {diff}");
     }
 
@@ -134,7 +122,7 @@ public sealed class StreamedHealTests(HealFixture fx) : IClassFixture<HealFixtur
         }
         Assert.Equal(viaResident.FinalTrainLoss!.Value, layerByLayer.FinalTrainLoss!.Value, 1e-6);
         Assert.Equal(viaResident.FinalValLoss!.Value, layerByLayer.FinalValLoss!.Value, 1e-6);
-        double diff = MaxDiff(ReadAll(Path.Combine(a, "adapter_model.safetensors")), ReadAll(Path.Combine(b, "adapter_model.safetensors")));
+        double diff = HealingTestUtil.MaxDiff(HealingTestUtil.ReadAll(Path.Combine(a, "adapter_model.safetensors")), HealingTestUtil.ReadAll(Path.Combine(b, "adapter_model.safetensors")));
         Assert.True(diff <= 1e-6, $"adapters differ by {diff}");
     }
 
@@ -208,7 +196,7 @@ public sealed class StreamedHealTests(HealFixture fx) : IClassFixture<HealFixtur
         (code, var stdout, err) = CliRunner.Run([.. common, "--out", b, "--offload"]);
         Assert.True(code == 0, err);
         Assert.True(JsonNode.Parse(stdout)!["offload"]!.GetValue<bool>());
-        double diff = MaxDiff(ReadAll(Path.Combine(a, "adapter_model.safetensors")), ReadAll(Path.Combine(b, "adapter_model.safetensors")));
+        double diff = HealingTestUtil.MaxDiff(HealingTestUtil.ReadAll(Path.Combine(a, "adapter_model.safetensors")), HealingTestUtil.ReadAll(Path.Combine(b, "adapter_model.safetensors")));
         Assert.True(diff <= 1e-5, $"adapters differ by {diff}");
         (code, _, err) = CliRunner.Run("heal", "--model", fx.Fp32, "--data", fx.Train, "--out", fx.NewOut(), "--steps", "1",
             "--quant", "nf4", "--offload");
