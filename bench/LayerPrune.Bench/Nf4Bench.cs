@@ -68,7 +68,7 @@ public static class Nf4Benchmarks
             $"dequantize then linear {both:F2} ms (sum of the two alone {deq + linear:F2} ms)");
         foreach (int threads in new[] { 1, 2, 1, 2 })
         {
-            Nf4Kernels.MaxThreads = threads;
+            CpuLoops.MaxThreads = threads;
             double t = Best(iterations, () =>
             {
                 using var wq = q.Dequantize(ScalarType.BFloat16);
@@ -76,7 +76,7 @@ public static class Nf4Benchmarks
             });
             output.WriteLine($"  dequantize (loop on {threads} thread{(threads > 1 ? "s" : "")}) then linear {t:F2} ms");
         }
-        Nf4Kernels.MaxThreads = null;
+        CpuLoops.MaxThreads = null;
         double viaMatmul = Best(iterations, () => LayerPrune.Modeling.QuantizedMatmul.Apply(x, q));
         using var lora = new LoraAdapter(cols, rows, 8, 16, 0.05, generator: g) { Training = false };
         double adapter = Best(iterations, () => lora.Forward(x));

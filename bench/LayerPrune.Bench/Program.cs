@@ -32,5 +32,6 @@ if (which is "all" or "heal") HealBenchmarks.Run(o);
 if (which is "scale") ScaleBench.Run(o, args);
 if (which is "all" or "efficiency") EfficiencyBench.Run(o, model, args);
 if (which is "heal-scale") HealScaleBench.Run(o, model, args); // a real-shape checkpoint: --model DIR (not in "all")
+if (which is "heal-profile") HealProfile.Run(o, model, args); // where a QLoRA step's time goes, one layer (diagnostic)
 if (which is "heal-stream") HealStreamBench.Run(o, model, args); // likewise
 return 0;

@@ -311,6 +311,7 @@ public sealed class HealSession : IDisposable
         _log?.Dispose();
         _optimizer.Dispose();
         Model.GradientCheckpointing = null;
+        QuantizedMatmul.ReleaseBuffers();   // this thread's dequantization buffers (one layer's weights)
         _dropoutRng.Dispose();
         if (_ownsModel)
         {

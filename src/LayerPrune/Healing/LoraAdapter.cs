@@ -29,8 +29,8 @@ public sealed class LoraAdapter : ILinearAdapter
     /// <summary>Dropout on the adapter input is applied only while training (nn.Dropout semantics).</summary>
     public bool Training { get; set; } = true;
     /// <summary>
-    /// When set, training-mode dropout draws its Bernoulli keep-mask from this generator (x · mask / (1 − p), the
-    /// nn.Dropout formula) instead of torch's global RNG, so a run is reproducible and resumable from the generator state.
+    /// When set, training-mode dropout draws from this generator (one seed per call on CPU, see <see cref="LoraDropout"/>)
+    /// instead of torch's global RNG, so a run is reproducible and resumable from the generator state.
     /// </summary>
     public Generator? DropoutGenerator { get; set; }
 
@@ -87,24 +87,28 @@ public sealed class LoraAdapter : ILinearAdapter
         return a;
     }
 
-    /// <summary>delta(x) = B(A(dropout(x))) · scaling, x: [..., in] → [..., out].</summary>
+    /// <summary>
+    /// delta(x) = B(A(dropout(x))) · scaling, x: [..., in] → [..., out] in the adapter's dtype (PEFT adds it to the base
+    /// output with type promotion and casts the sum back: <see cref="Modeling.Linear.Forward"/> does that).
+    /// </summary>
     public Tensor Forward(Tensor x)
     {
         using var scope = NewDisposeScope();
         // PEFT casts the input to the adapter's dtype and the result back to the layer's output dtype.
-        var h = x.dtype == A.dtype ? x : x.to(A.dtype);
-        if (DropoutP > 0 && Training)
+        Tensor h;
+        if (!(DropoutP > 0 && Training)) h = x.dtype == A.dtype ? x : x.to(A.dtype);
+        else if (LoraDropout.Serves(x, A.dtype)) h = LoraDropout.Apply(x, DropoutP, DropoutGenerator);
+        else
         {
-            if (DropoutGenerator is null) h = nn.functional.dropout(h, DropoutP, training: true);
-            else
-            {
-                var keep = empty_like(h).bernoulli_(1 - DropoutP, DropoutGenerator);
-                h = h * keep / (1 - DropoutP);
-            }
+            // Other dtypes and devices: torch's Bernoulli mask (x · mask / (1 − p), the nn.Dropout formula).
+            var cast = x.dtype == A.dtype ? x : x.to(A.dtype);
+            var keep = empty_like(cast).bernoulli_(1 - DropoutP, DropoutGenerator);
+            h = cast * keep / (1 - DropoutP);
         }
-        var y = nn.functional.linear(nn.functional.linear(h, A), B) * Scaling;
-        if (y.dtype != x.dtype) y = y.to(x.dtype);
-        return y.MoveToOuterDisposeScope();
+        // Scaling on the rank-r intermediate, not on the [.., out] result: the same product, one pass fewer each way
+        // (exact for a power-of-two scaling such as the default 16/8).
+        var z = nn.functional.linear(h, A).mul_(Scaling);   // [.., r]
+        return nn.functional.linear(z, B).MoveToOuterDisposeScope();
     }
 
     /// <summary>W + scaling·(B A), computed in fp32 and returned in <paramref name="weight"/>'s dtype (PEFT merge).</summary>

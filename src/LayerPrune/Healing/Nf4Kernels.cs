@@ -13,10 +13,7 @@ namespace LayerPrune.Healing;
 /// </summary>
 static unsafe class Nf4Kernels
 {
-    /// <summary>Absmax blocks per parallel work item.</summary>
-    const long BlocksPerChunk = 2048;
-
-    static readonly float[] ThresholdValues = Nf4Weight.Thresholds.ToArray();
+        static readonly float[] ThresholdValues = Nf4Weight.Thresholds.ToArray();
 
     /// <summary>
     /// Codes and absmax of n values at <paramref name="src"/> (bf16 when <paramref name="bf16"/>, else fp32), blocks of
@@ -26,7 +23,7 @@ static unsafe class Nf4Kernels
     /// </summary>
     public static void Quantize(nint src, bool bf16, long n, int blockSize, nint packed, nint absmax)
     {
-        ForBlocks(n, blockSize, (b, start, len) =>
+        CpuLoops.ForBlocks(n, blockSize, (b, start, len) =>
         {
             byte* dst = (byte*)packed + start / 2;
             float a = bf16
@@ -42,7 +39,7 @@ static unsafe class Nf4Kernels
     /// </summary>
     public static void Dequantize(nint packed, nint table, long n, int blockSize, int elementSize, nint dst)
     {
-        ForBlocks(n, blockSize, (b, start, len) =>
+        CpuLoops.ForBlocks(n, blockSize, (b, start, len) =>
         {
             byte* p = (byte*)packed + start / 2;
             byte* t = (byte*)table + b * 16 * elementSize;
@@ -54,16 +51,6 @@ static unsafe class Nf4Kernels
                 default: DequantizeScalar(p, (ulong*)t, 0, len, (ulong*)o); break;
             }
         });
-    }
-
-    /// <summary>
-    /// The address of a contiguous CPU tensor's data (libtorch memory, not moved by the GC; valid while the tensor lives).
-    /// </summary>
-    public static nint Address(Tensor t)
-    {
-        if (!t.is_contiguous() || t.device_type != TorchSharp.DeviceType.CPU)
-            throw new LayerPruneException("Nf4Kernels: expected a contiguous CPU tensor");
-        return (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
     }
 
     /// <summary>Smallest absmax whose products with the nonzero levels (|level| ≥ 0.0796) are normal floats.</summary>
@@ -94,7 +81,7 @@ static unsafe class Nf4Kernels
     /// </summary>
     public static void DequantizeFromAbsmax(nint packed, nint absmax, long n, int blockSize, bool bf16, nint dst)
     {
-        ForBlocks(n, blockSize, (b, start, len) =>
+        CpuLoops.ForBlocks(n, blockSize, (b, start, len) =>
         {
             byte* p = (byte*)packed + start / 2;
             float a = ((float*)absmax)[b];
@@ -129,36 +116,6 @@ static unsafe class Nf4Kernels
             uint u = BitConverter.SingleToUInt32Bits(LevelValues[k] * a);
             t[k] = (ushort)((u + 0x7FFFu + ((u >> 16) & 1)) >> 16);
         }
-    }
-
-    /// <summary>Threads of the loops (default null: torch's intra-op thread count); for benchmarks.</summary>
-    internal static int? MaxThreads { get; set; }
-
-    /// <summary>
-    /// Runs body(block, first element, length) for every block of <paramref name="blockSize"/> of n elements (the last one
-    /// may be short), in chunks over torch's thread count.
-    /// </summary>
-    static void ForBlocks(long n, int blockSize, Action<long, long, int> body)
-    {
-        long blocks = (n + blockSize - 1) / blockSize;
-        long chunks = (blocks + BlocksPerChunk - 1) / BlocksPerChunk;
-        void Chunk(long c)
-        {
-            long end = Math.Min(blocks, (c + 1) * BlocksPerChunk);
-            for (long b = c * BlocksPerChunk; b < end; b++)
-            {
-                long start = b * blockSize;
-                body(b, start, (int)Math.Min(blockSize, n - start));
-            }
-        }
-        int threads = Math.Max(1, MaxThreads ?? get_num_threads());
-        if (chunks == 1 || threads == 1)
-        {
-            for (long c = 0; c < chunks; c++)
-                Chunk(c);
-            return;
-        }
-        Parallel.For(0L, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Chunk);
     }
 
     static int Code(float x)

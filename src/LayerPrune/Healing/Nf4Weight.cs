@@ -99,8 +99,8 @@ public sealed class Nf4Weight : IQuantizedWeight
         long nBytes = (n + 1) / 2;
         var packed = empty(nBytes, ScalarType.Byte);
         var absmax = empty((n + blockSize - 1) / blockSize, ScalarType.Float32);
-        Nf4Kernels.Quantize(Nf4Kernels.Address(src), src.dtype == ScalarType.BFloat16, n, blockSize,
-            Nf4Kernels.Address(packed), Nf4Kernels.Address(absmax));
+        Nf4Kernels.Quantize(CpuLoops.Address(src), src.dtype == ScalarType.BFloat16, n, blockSize,
+            CpuLoops.Address(packed), CpuLoops.Address(absmax));
         return Create(weight, doubleQuant, blockSize, packed, absmax);
     }
 
@@ -223,17 +223,17 @@ public sealed class Nf4Weight : IQuantizedWeight
         using var _ = no_grad();
         var absmax = DoubleQuant ? DequantizeAbsmax() : Absmax!;
         bool direct = dtype is ScalarType.BFloat16 or ScalarType.Float32;
-        if (direct && Nf4Kernels.TablesAreOrdinary(Nf4Kernels.Address(absmax), Blocks))
+        if (direct && Nf4Kernels.TablesAreOrdinary(CpuLoops.Address(absmax), Blocks))
         {
-            Nf4Kernels.DequantizeFromAbsmax(Nf4Kernels.Address(Packed), Nf4Kernels.Address(absmax), Numel, BlockSize,
-                dtype == ScalarType.BFloat16, Nf4Kernels.Address(output));
+            Nf4Kernels.DequantizeFromAbsmax(CpuLoops.Address(Packed), CpuLoops.Address(absmax), Numel, BlockSize,
+                dtype == ScalarType.BFloat16, CpuLoops.Address(output));
             return;
         }
         // NaN, ±inf or subnormal products, fp16, fp64: the products cast by torch, a table per block.
         var levels = tensor(Levels);
         var table = (absmax.unsqueeze(1) * levels).to(dtype).contiguous(); // [blocks, 16]
-        Nf4Kernels.Dequantize(Nf4Kernels.Address(Packed), Nf4Kernels.Address(table), Numel, BlockSize, ElementSize(dtype),
-            Nf4Kernels.Address(output));
+        Nf4Kernels.Dequantize(CpuLoops.Address(Packed), CpuLoops.Address(table), Numel, BlockSize, ElementSize(dtype),
+            CpuLoops.Address(output));
     }
 
     /// <summary>

@@ -36,7 +36,7 @@ public interface IStreamedLayer
 public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
 {
     [ThreadStatic]
-    static int _recomputeDepth;
+    static int _recomputeDepth, _forwardDepth;
 
     /// <summary>The name autograd shows for this node.</summary>
     public override string Name => "LayerCheckpoint";
@@ -46,6 +46,9 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
     /// saving tensors for backward (e.g. a dequantized weight, see <see cref="QuantizedMatmul"/>) costs one layer.
     /// </summary>
     public static bool Recomputing => _recomputeDepth > 0;
+
+    /// <summary>True while a checkpointed layer runs, in its no-grad forward pass or in its recompute.</summary>
+    public static bool Active => _forwardDepth > 0 || _recomputeDepth > 0;
 
     /// <summary>x [B, T, H] → layer(x) [B, T, H] with the layer's activations recomputed in backward.</summary>
     public static Tensor Apply(DecoderLayer layer, Tensor x, AttentionInputs a, GradientCheckpointing settings) =>
@@ -73,7 +76,11 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
         ctx.save_data("settings", settings);
         ctx.save_data("rng", settings.PreservedGenerators.Select(g => g.get_state().DetachFromDisposeScope()).ToList());
         using (no_grad())
-            return Run(layer, l => l.Forward(x, a, null, 0));
+        {
+            _forwardDepth++;
+            try { return Run(layer, l => l.Forward(x, a, null, 0)); }
+            finally { _forwardDepth--; }
+        }
     }
 
     /// <inheritdoc/>
@@ -95,7 +102,7 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
                 generators[i].set_state(forwardStates[i]);
             using var scope = NewDisposeScope();
             using var grad = enable_grad();
-            _recomputeDepth++;
+            if (_recomputeDepth++ == 0) QuantizedMatmul.BeginRecompute();
             try
             {
                 var input = x.detach().requires_grad_(true);
@@ -121,7 +128,8 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
                 s.Dispose();
         }
         // One entry per argument of apply: the layer, attention inputs and settings are not tensors.
-        return [gradInput, null!, null!, null!];
+        gradOutput.Dispose();   // our handle (BackwardHandles)
+        return BackwardHandles.Returning([gradInput, null!, null!, null!]);
     }
 
     /// <summary>Runs <paramref name="body"/> on the materialized layer and releases it afterwards.</summary>

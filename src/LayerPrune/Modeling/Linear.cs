@@ -17,7 +17,7 @@ public interface ILinearAdapter : IDisposable
 {
     /// <summary>Training mode (dropout on); set through <see cref="Module.Train"/>.</summary>
     bool Training { get; set; }
-    /// <summary>The adapter's contribution for input x [.., in] → [.., out].</summary>
+    /// <summary>The adapter's contribution for input x [.., in] → [.., out], in the adapter's dtype (added to the base output).</summary>
     Tensor Forward(Tensor x);
 }
 
@@ -71,8 +71,9 @@ public sealed class Linear : Module
         }
         else y = nn.functional.linear(x, Weight!, Bias);
         if (Adapter is null) return y;
+        // PEFT: result + delta in the promoted dtype (fp32 for an fp32 adapter), then .to(result dtype): one rounding.
         using var delta = Adapter.Forward(x);
-        using (y) return y + delta;
+        return y.add_(delta);
     }
 
     /// <inheritdoc/>

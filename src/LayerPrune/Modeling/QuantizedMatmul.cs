@@ -23,29 +23,74 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
     {
         if (!LayerCheckpoint.Recomputing || !is_grad_enabled())
             return apply(x, weight);
-        using var w = weight.Dequantize(x.dtype); // [out, in], kept alive by the graph until this layer's backward
+        using var w = Kept(weight, x.dtype); // [out, in], kept alive by the graph until this layer's backward
         return nn.functional.linear(x, w);
     }
 
     [ThreadStatic]
     static Dictionary<ScalarType, Tensor>? _scratch;
+    [ThreadStatic]
+    static List<Tensor>? _recomputeBuffers;
+    [ThreadStatic]
+    static int _recomputeNext;
 
     /// <summary>
     /// The dequantized weight for one op that does not keep it (forward outside a recompute, backward): an NF4 weight is
-    /// written into this thread's scratch buffer of that dtype (grown to the largest weight, kept for the thread's life),
-    /// since a fresh multi-megabyte tensor per use costs a page fault per 4 KiB page — as much as the dequantization.
-    /// Dispose the returned view; the buffer is overwritten by the next call on this thread.
+    /// written into this thread's scratch buffer of that dtype (grown to the largest weight), since a fresh multi-megabyte
+    /// tensor per use costs a page fault per 4 KiB page — as much as the dequantization. Dispose the returned view; the
+    /// buffer is overwritten by the next call on this thread.
     /// </summary>
     static Tensor Transient(IQuantizedWeight weight, ScalarType dtype)
     {
         if (weight is not Healing.Nf4Weight nf4 || !nf4.CanDequantizeInto(dtype))
             return weight.Dequantize(dtype);
         _scratch ??= [];
-        if (!_scratch.TryGetValue(dtype, out var buffer) || buffer.NumberOfElements < nf4.Numel)
+        _scratch.TryGetValue(dtype, out var buffer);
+        var w = Into(nf4, dtype, ref buffer);
+        _scratch[dtype] = buffer!;
+        return w;
+    }
+
+    /// <summary>
+    /// The dequantized weight a recompute keeps for its backward: the n-th weight of a recompute goes into this thread's
+    /// n-th recompute buffer, so one layer's worth of buffers serves every layer's recompute (the previous layer's graph,
+    /// which saved them, is gone by then: <see cref="LayerCheckpoint"/> finishes a layer's backward before the next).
+    /// </summary>
+    static Tensor Kept(IQuantizedWeight weight, ScalarType dtype)
+    {
+        if (weight is not Healing.Nf4Weight nf4 || !nf4.CanDequantizeInto(dtype))
+            return weight.Dequantize(dtype);
+        _recomputeBuffers ??= [];
+        int i = _recomputeNext++;
+        Tensor? buffer = i < _recomputeBuffers.Count ? _recomputeBuffers[i] : null;
+        var w = Into(nf4, dtype, ref buffer);
+        if (i < _recomputeBuffers.Count) _recomputeBuffers[i] = buffer!;
+        else _recomputeBuffers.Add(buffer!);
+        return w;
+    }
+
+    /// <summary>Called by <see cref="LayerCheckpoint"/> as a layer's recompute starts: its weights reuse the buffers from the start.</summary>
+    internal static void BeginRecompute() => _recomputeNext = 0;
+
+    /// <summary>Frees this thread's scratch and recompute buffers (a finished training run calls it; they regrow on use).</summary>
+    public static void ReleaseBuffers()
+    {
+        foreach (var b in _scratch?.Values ?? (IEnumerable<Tensor>)[]) b.Dispose();
+        foreach (var b in _recomputeBuffers ?? []) b.Dispose();
+        _scratch = null;
+        _recomputeBuffers = null;
+    }
+
+    /// <summary>
+    /// nf4 dequantized into <paramref name="buffer"/> (replaced by a larger one of <paramref name="dtype"/> when needed; it
+    /// outlives the caller's dispose scope): the returned [out, in] view is the caller's to dispose.
+    /// </summary>
+    static Tensor Into(Healing.Nf4Weight nf4, ScalarType dtype, ref Tensor? buffer)
+    {
+        if (buffer is null || buffer.dtype != dtype || buffer.NumberOfElements < nf4.Numel)
         {
             buffer?.Dispose();
-            buffer = empty(nf4.Numel, dtype).DetachFromDisposeScope(); // outlives the caller's dispose scope
-            _scratch[dtype] = buffer;
+            buffer = empty(nf4.Numel, dtype).DetachFromDisposeScope();
         }
         using var used = buffer.narrow(0, 0, nf4.Numel); // freed at once: only the returned view is the caller's
         var w = used.view(nf4.Shape);
@@ -67,8 +112,9 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
     public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
     {
         var weight = (IQuantizedWeight)ctx.get_data("weight");
-        using var w = Transient(weight, gradOutput.dtype); // [out, in]
+        using var grad = gradOutput;                          // our handle (BackwardHandles)
+        using var w = Transient(weight, grad.dtype);          // [out, in]
         // One entry per argument of apply: the weight (not a tensor) gets none.
-        return [gradOutput.matmul(w), null!];                 // [..., out] · [out, in] → [..., in]
+        return BackwardHandles.Returning([grad.matmul(w), null!]);   // [..., out] · [out, in] → [..., in]
     }
 }
