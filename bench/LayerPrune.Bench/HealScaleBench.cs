@@ -74,13 +74,18 @@ public static class HealScaleBench
         // Before the CPU-loop step, so that both steps see the machine of the same minutes.
         if (args.Contains("--reference"))
             ReferencePasses(output, model, ids, seqs, parameters, opt, adapters, dropout, forwardS, tokens, repeats);
-        bool[] modes = args.Contains("--both") ? [true, false] : [true];
-        foreach (bool checkpointing in modes)
+        var modes = new List<(string Name, GradientCheckpointing? Settings)>
         {
-            model.GradientCheckpointing = checkpointing ? new GradientCheckpointing { PreservedGenerators = [dropout] } : null;
+            ("checkpointing on, frozen outputs replayed", new GradientCheckpointing { PreservedGenerators = [dropout], ReplayFrozenOutputs = true }),
+            ("checkpointing on, full recompute", new GradientCheckpointing { PreservedGenerators = [dropout] }),
+        };
+        if (args.Contains("--both")) modes.Add(("checkpointing off", null));
+        foreach (var (name, settings) in modes)
+        {
+            model.GradientCheckpointing = settings;
             ProcessMemory.ResetPeak();
             var (trainS, trainCpu) = Measure(repeats, () => HealBenchmarks.TrainStep(model, seqs, parameters, opt));
-            output.WriteLine($"  train step, checkpointing {(checkpointing ? "on " : "off")}: {tokens / trainS,7:F1} tok/s " +
+            output.WriteLine($"  train step, {name}: {tokens / trainS,7:F1} tok/s " +
                 $"({trainS:F2} s, CPU {trainCpu:F2} s) = {forwardS / trainS:F3} × plain forward, {nf4S / trainS:F3} × NF4 forward; " +
                 $"peak RSS {HealBenchmarks.Gb(ProcessMemory.Read()?.Peak)} while training");
         }

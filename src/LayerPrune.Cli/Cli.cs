@@ -181,13 +181,16 @@ public static class Cli
     /// needed and available and the flag that makes it fit.
     /// </summary>
     public static bool PlanHeal(ParseResult p, string dir, int microBatch, int seqLen, bool nf4Base, int loraRank, bool checkpointing,
-        bool offload = false)
+        bool offload = false, bool replayFrozenOutputs = false)
     {
         var (device, dtype) = Target(p);
         if (device.type != TorchSharp.DeviceType.CPU) return offload;
         bool canOffload = !nf4Base && checkpointing;
         return offload | PlanMemory(dir, dtype, offload, Workload.Heal, microBatch, seqLen, canOffload, p.GetValue(Quiet),
-            r => r with { Nf4Base = nf4Base, LoraRank = loraRank, GradientCheckpointing = checkpointing });
+            r => r with
+            {
+                Nf4Base = nf4Base, LoraRank = loraRank, GradientCheckpointing = checkpointing, ReplayFrozenOutputs = replayFrozenOutputs,
+            });
     }
 
     /// <summary>True when the plan streams layers although <paramref name="offload"/> was not asked for.</summary>

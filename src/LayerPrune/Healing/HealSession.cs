@@ -85,7 +85,10 @@ public sealed class HealSession : IDisposable
         foreach (var (_, a) in Adapters)
             a.DropoutGenerator = _dropoutRng;
         if (o.GradientCheckpointing)
-            model.GradientCheckpointing = new GradientCheckpointing { PreservedGenerators = [_dropoutRng] };
+            model.GradientCheckpointing = new GradientCheckpointing
+            {
+                PreservedGenerators = [_dropoutRng], ReplayFrozenOutputs = o.ReplaysFrozenOutputs(model.Config),
+            };
         _parameters = Adapters.SelectMany(a => a.Adapter.Parameters()).ToList();
         TrainableParameters = _parameters.Sum(p => p.NumberOfElements);
         // HF Trainer's default optimizer: AdamW(β1 0.9, β2 0.999, ε 1e-8, weight_decay 0.0) on the trainable parameters.

@@ -17,6 +17,13 @@ public sealed class GradientCheckpointing
     /// dropout drawn from them gives the same masks in the recompute as in the forward pass.
     /// </summary>
     public IReadOnlyList<Generator> PreservedGenerators { get; init; } = [];
+
+    /// <summary>
+    /// Keep the outputs of a layer's frozen (quantized) matmuls from its no-grad forward and replay them in the recompute,
+    /// which then runs only the cheap parts (norms, attention, activations, LoRA) before the backward pass: the same
+    /// gradients, about a third less work per step, for B·T·Σ out_features values per layer until its backward.
+    /// </summary>
+    public bool ReplayFrozenOutputs { get; init; }
 }
 
 /// <summary>A decoder layer that is materialized per use (read from the checkpoint) and released after it.</summary>
@@ -78,8 +85,13 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
         using (no_grad())
         {
             _forwardDepth++;
+            if (settings.ReplayFrozenOutputs) QuantizedMatmul.BeginRecording();
             try { return Run(layer, l => l.Forward(x, a, null, 0)); }
-            finally { _forwardDepth--; }
+            finally
+            {
+                _forwardDepth--;
+                if (settings.ReplayFrozenOutputs) ctx.save_data("frozen outputs", QuantizedMatmul.EndRecording());
+            }
         }
     }
 
@@ -103,6 +115,8 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
             using var scope = NewDisposeScope();
             using var grad = enable_grad();
             if (_recomputeDepth++ == 0) QuantizedMatmul.BeginRecompute();
+            var replayed = ctx.get_data("frozen outputs") as List<Tensor>;
+            if (replayed is not null) QuantizedMatmul.BeginReplay(replayed);
             try
             {
                 var input = x.detach().requires_grad_(true);
@@ -118,6 +132,12 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
             finally
             {
                 _recomputeDepth--;
+                if (replayed is not null)
+                {
+                    QuantizedMatmul.EndReplay();
+                    foreach (var t in replayed) t.Dispose();
+                    replayed.Clear();
+                }
             }
         }
         finally

@@ -21,10 +21,79 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
     /// </summary>
     public static Tensor Apply(Tensor x, IQuantizedWeight weight)
     {
-        if (!LayerCheckpoint.Recomputing || !is_grad_enabled())
-            return apply(x, weight);
-        using var w = Kept(weight, x.dtype); // [out, in], kept alive by the graph until this layer's backward
-        return nn.functional.linear(x, w);
+        if (LayerCheckpoint.Recomputing && is_grad_enabled())
+        {
+            if (_replay is not null)
+            {
+                ReplayedCount++;
+                return ReplayedMatmul.apply(x, weight, new Recorded(_replay[_replayNext++]));
+            }
+            using var w = Kept(weight, x.dtype); // [out, in], kept alive by the graph until this layer's backward
+            return nn.functional.linear(x, w);
+        }
+        var y = apply(x, weight);
+        _recording?.Add(y.clone().DetachFromDisposeScope()); // the caller may add to y in place
+        return y;
+    }
+
+    /// <summary>Frozen matmuls replayed by recomputes on this thread so far (tests).</summary>
+    [ThreadStatic]
+    internal static long ReplayedCount;
+
+    [ThreadStatic]
+    static List<Tensor>? _recording, _replay;
+    [ThreadStatic]
+    static int _replayNext;
+
+    /// <summary>
+    /// Starts keeping the output of every frozen matmul on this thread (a checkpointed layer's no-grad forward,
+    /// <see cref="GradientCheckpointing.ReplayFrozenOutputs"/>).
+    /// </summary>
+    internal static void BeginRecording() => _recording = [];
+
+    /// <summary>The outputs kept since <see cref="BeginRecording"/>, in call order (the caller disposes them).</summary>
+    internal static List<Tensor> EndRecording()
+    {
+        var r = _recording!;
+        _recording = null;
+        return r;
+    }
+
+    /// <summary>Makes the recompute's frozen matmuls return <paramref name="outputs"/> in order instead of computing them.</summary>
+    internal static void BeginReplay(List<Tensor> outputs)
+    {
+        _replay = outputs;
+        _replayNext = 0;
+    }
+
+    /// <summary>Ends <see cref="BeginReplay"/>.</summary>
+    internal static void EndReplay() => _replay = null;
+
+    /// <summary>A kept output passed through apply as a non-tensor argument (so autograd does not treat it as an input).</summary>
+    sealed record Recorded(Tensor Output);
+
+    /// <summary>
+    /// The frozen matmul of a recompute, replayed: forward returns the output the layer's no-grad forward computed (the same
+    /// value: same inputs, same kernel), backward is the matmul's: dL/dx = dL/dy · W (W dequantized again). It saves the
+    /// recompute's matmuls and dequantizations, for the memory of the kept outputs.
+    /// </summary>
+    sealed class ReplayedMatmul : SingleTensorFunction<ReplayedMatmul>
+    {
+        public override string Name => "ReplayedMatmul";
+
+        public override Tensor forward(AutogradContext ctx, params object[] vars)
+        {
+            ctx.save_data("weight", vars[1]);
+            // The kept tensor itself (not a view, which autograd would not let the caller add to in place); used once.
+            return ((Recorded)vars[2]).Output;
+        }
+
+        public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
+        {
+            using var grad = gradOutput;                                  // our handle (BackwardHandles)
+            using var w = Transient((IQuantizedWeight)ctx.get_data("weight"), grad.dtype);
+            return BackwardHandles.Returning([grad.matmul(w), null!, null!]);
+        }
     }
 
     [ThreadStatic]

@@ -38,6 +38,8 @@ public sealed record MemoryRequest
     /// (offload) reads each layer twice per micro-batch (forward, recompute) and keeps one layer's weights resident.
     /// </summary>
     public bool GradientCheckpointing { get; init; }
+    /// <summary>Heal: the frozen matmuls' outputs are kept for the recompute (<see cref="MemoryPlanner.FrozenOutputBytes"/>).</summary>
+    public bool ReplayFrozenOutputs { get; init; }
     /// <summary>The safetensors dtype of the layer weights (e.g. "BF16"); null: config.json's torch_dtype.</summary>
     public string? StorageDtype { get; init; }
     /// <summary>Whether the command can stream layers from the mapping when the resident plan does not fit.</summary>
@@ -135,7 +137,7 @@ public static class MemoryPlanner
             // One layer in the compute dtype on top: the layer being read and quantized at load, later the dequantized
             // weights of the layer being recomputed; and the dequantize scratch buffers of QuantizedMatmul (one per calling
             // thread, the size of the largest projection: counted for the forward's thread and the backward's).
-            long nf4Codes = c.NumLayers * (layerParams / 2 + layerParams / 64 * 4);
+            long nf4Codes = Nf4BaseBytes(c);
             long scratch = 2 * LargestLinearParams(c) * elt;
             weights = nf4Codes + layerParams * elt + scratch + (mapped ? 0 : (embedParams + headParams) * elt);
             mappedWeights = mapped ? (embedParams + headParams) * elt : 0;
@@ -164,7 +166,7 @@ public static class MemoryPlanner
             // Backward keeps every layer's activations, or with checkpointing only every layer's input plus the one layer
             // being recomputed; and the logits' softmax and gradient.
             Workload.Heal => (r.GradientCheckpointing ? c.NumLayers * (residual / 2) + layerActivations : c.NumLayers * layerActivations)
-                + residual + logits * 3 / 2,
+                + residual + logits * 3 / 2 + (r.ReplayFrozenOutputs ? FrozenOutputBytes(c, B, T, r.ComputeDtype) : 0),
             _ => throw new ArgumentOutOfRangeException(nameof(r)),
         };
         long training = 0;
@@ -237,6 +239,29 @@ public static class MemoryPlanner
     static long KvCacheBytes(ModelConfig c, long b, long t, long elt) => 2L * c.NumLayers * b * c.NumKvHeads * c.HeadDim * t * elt;
 
     /// <summary>Weights of one decoder layer's linear projections (norms and biases are negligible).</summary>
+    /// <summary>The NF4 layer weights: 4 bits per weight and an fp32 absmax per block of 64 (bitsandbytes' layout).</summary>
+    public static long Nf4BaseBytes(ModelConfig c)
+    {
+        long layerParams = LayerLinearParams(c);
+        return c.NumLayers * (layerParams / 2 + layerParams / 64 * 4);
+    }
+
+    /// <summary>
+    /// What a heal with <see cref="Modeling.GradientCheckpointing.ReplayFrozenOutputs"/> keeps between the forward and backward
+    /// passes: every layer's linear outputs (B·T·Σ out_features values in the compute dtype).
+    /// </summary>
+    public static long FrozenOutputBytes(ModelConfig c, long batch, long seqLen, ScalarType dtype)
+    {
+        long outputs = LayerLinearInOutSum(c) - LayerLinearInSum(c);
+        return c.NumLayers * batch * seqLen * outputs * ElementSize(dtype);
+    }
+
+    static long LayerLinearInSum(ModelConfig c)
+    {
+        long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, i = c.IntermediateSize;
+        return c.Family == ArchitectureFamily.Phi ? 3 * h + q + h + i : 3 * h + q + 2 * h + i;
+    }
+
     static long LayerLinearParams(ModelConfig c)
     {
         long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;

@@ -20,10 +20,13 @@ public sealed class GradientCheckpointingTests(HealFixture fx) : IClassFixture<H
     /// gradient to 1e-6 of the largest gradient; the dropout generator ends in the same state. Then the same with an NF4
     /// base (the recompute keeps the dequantized weight instead of dequantizing again in backward).
     /// </summary>
+    /// With <paramref name="replay"/> (<see cref="GradientCheckpointing.ReplayFrozenOutputs"/>) the recompute takes the NF4
+    /// matmuls' outputs from the forward pass: one replay per projection per layer, and the same loss and gradients.
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void LossAndGradients_EqualPlainBackward(bool nf4)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void LossAndGradients_EqualPlainBackward(bool nf4, bool replay)
     {
         using var setup = Adapted.Create(fx, nf4 ? BaseQuantization.Nf4 : BaseQuantization.None, chunkCount: 3);
         var (model, adapters, dropout, chunks) = (setup.Model, setup.Adapters, setup.Dropout, setup.Chunks);
@@ -43,8 +46,10 @@ public sealed class GradientCheckpointingTests(HealFixture fx) : IClassFixture<H
         }
 
         var plain = Pass(null);
-        var recomputed = Pass(new GradientCheckpointing { PreservedGenerators = [dropout] });
+        long replayedBefore = QuantizedMatmul.ReplayedCount;
+        var recomputed = Pass(new GradientCheckpointing { PreservedGenerators = [dropout], ReplayFrozenOutputs = replay });
         model.GradientCheckpointing = null;
+        Assert.Equal(replay ? 7L * model.NumLayers : 0, QuantizedMatmul.ReplayedCount - replayedBefore);
 
         Assert.Equal(plain.Loss, recomputed.Loss, 1e-6);
         double scale = plain.Grads.Max(g => g.abs().max().item<float>());

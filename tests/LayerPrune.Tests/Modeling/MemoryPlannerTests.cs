@@ -104,4 +104,32 @@ public class MemoryPlannerTests
         Assert.False(CpuFeatures.HasNativeBf16(CpuFeatures.Parse("flags : fpu avx2 avx512f\n")));
         Assert.True(CpuFeatures.HasNativeBf16(CpuFeatures.Parse("flags : amx_tile amx_bf16\n")));
     }
+
+    /// <summary>
+    /// Replaying the frozen outputs keeps B·T·Σ out_features values per layer (TinyLlama: q 2048 + k 256 + v 256 + o 2048 +
+    /// gate 5632 + up 5632 + down 2048 = 17920), which the heal estimate adds; the default turns it on while that is at most
+    /// the NF4 base's bytes (4 × 128: 0.40 GB ≤ 0.55 GB) and off above (16 × 256: 3.2 GB), never without NF4 or checkpointing.
+    /// </summary>
+    [Fact]
+    public void FrozenOutputReplay_IsCountedAndChosenByItsSize()
+    {
+        var c = Shape("tinyllama-1.1b");
+        Assert.Equal(22L * 4 * 128 * 17920 * 2, MemoryPlanner.FrozenOutputBytes(c, 4, 128, ScalarType.BFloat16));
+        long layerParams = 2048L * 2048 * 2 + 2048L * 256 * 2 + 3 * 2048L * 5632;
+        Assert.Equal(22 * (layerParams / 2 + layerParams / 64 * 4), MemoryPlanner.Nf4BaseBytes(c));
+
+        var request = new MemoryRequest { Config = c, ComputeDtype = ScalarType.BFloat16, Workload = Workload.Heal, BatchSize = 4,
+                                          SeqLen = 128, StorageDtype = "BF16", Nf4Base = true, LoraRank = 8, GradientCheckpointing = true };
+        long without = MemoryPlanner.Estimate(request, offload: false).Activations;
+        long with = MemoryPlanner.Estimate(request with { ReplayFrozenOutputs = true }, offload: false).Activations;
+        Assert.Equal(MemoryPlanner.FrozenOutputBytes(c, 4, 128, ScalarType.BFloat16), with - without);
+
+        var o = LayerPrune.Healing.HealOptions.Defaults with { Batch = 4, SeqLen = 128, Dtype = ScalarType.BFloat16 };
+        Assert.True(o.ReplaysFrozenOutputs(c));
+        Assert.False((o with { Batch = 16, SeqLen = 256 }).ReplaysFrozenOutputs(c));
+        Assert.True((o with { Batch = 16, SeqLen = 256, ReplayFrozenOutputs = true }).ReplaysFrozenOutputs(c));
+        Assert.False((o with { ReplayFrozenOutputs = false }).ReplaysFrozenOutputs(c));
+        Assert.False((o with { GradientCheckpointing = false }).ReplaysFrozenOutputs(c));
+        Assert.False((o with { Quant = LayerPrune.Healing.BaseQuantization.None }).ReplaysFrozenOutputs(c));
+    }
 }
