@@ -11,8 +11,8 @@ namespace LayerPrune.Bench;
 /// <summary>
 /// QLoRA training speed on a real-shape checkpoint (issue 14), one process, same batch: tokens/s of the inference
 /// forward of the plain model (no_grad, weights in the compute dtype), of the NF4 + LoRA model's forward, and of a
-/// training step (forward + backward + clip + AdamW, r 8 on every projection, dropout 0.05) with and without activation
-/// checkpointing; ratios to the plain forward. Usage:
+/// training step (forward + backward + clip + AdamW, r 8 on every projection, dropout 0.05) with activation checkpointing,
+/// once replaying the frozen matmuls' outputs and once recomputing them; ratios to both forwards. Usage:
 /// <c>heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128] [--repeats 2] [--both] [--reference]</c> (--both: also
 /// without checkpointing, which keeps every layer's activations; --reference: the NF4 forward and step again with the
 /// torch-op reference dequantization, a same-run before/after).

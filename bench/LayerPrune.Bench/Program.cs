@@ -4,6 +4,8 @@ using LayerPrune.Bench;
 // Usage: dotnet run -c Release --project bench/LayerPrune.Bench -- [all|forward|similarity|prefix|nf4|heal|efficiency] [--model DIR]
 //        ... -- scale --model DIR [--model DIR ...] [--commands ...]   (issue 14: every command on real-shape checkpoints; ScaleBench.cs)
 //        ... -- heal-scale --model DIR [--dtype bf16] [--batch 4] [--seq-len 128]   (QLoRA step vs forward, HealScaleBench.cs)
+//        ... -- heal-profile --model DIR [--dtype bf16] [--batch 4] [--seq-len 128]   (one layer's training passes and their
+//                                        parts, bare times: a diagnostic, HealProfile.cs)
 //        ... -- heal-stream --model DIR --data FILE [--dtype bf16] [--steps 1] [--batch 1] [--seq-len 32] [--resident]
 //                                        (streamed LoRA heal steps without outputs, HealStreamBench.cs)
 //        ... -- shape NAME --out DIR   (a random-init checkpoint of a real shape in bench/shapes/, e.g. tinyllama-1.1b for

@@ -129,6 +129,8 @@ public sealed record HealOptions
             $"needs `{nameof(GradientCheckpointing)}` (a streamed layer is read again for its backward pass)");
         Need(!Offload || Quant == BaseQuantization.None, nameof(Offload), null,
             $"streams an unquantized base: needs `{nameof(Quant)}` none (an NF4 base is kept resident in 4 bits)");
+        Need(ReplayFrozenOutputs != true || (Quant == BaseQuantization.Nf4 && GradientCheckpointing), nameof(ReplayFrozenOutputs),
+            null, $"replays the NF4 matmuls in the recompute: needs `{nameof(Quant)}` nf4 and `{nameof(GradientCheckpointing)}`");
     }
 
     static void Need(bool ok, string parameter, object? value, string problem)

@@ -266,6 +266,10 @@ public sealed class HealerTests(HealFixture fx) : IClassFixture<HealFixture>
         Assert.Equal(nameof(HealOptions.MicroBatch), Bad(bad with { MicroBatch = 5 }).ParameterName);
         Assert.Equal(nameof(HealOptions.Dropout), Bad(bad with { Dropout = 1 }).ParameterName);
         Assert.Equal(nameof(HealOptions.Warmup), Bad(bad with { Warmup = 7 }).ParameterName);
+        Assert.Equal(nameof(HealOptions.ReplayFrozenOutputs),
+            Bad(bad with { ReplayFrozenOutputs = true, Quant = BaseQuantization.None }).ParameterName);
+        Assert.Equal(nameof(HealOptions.ReplayFrozenOutputs),
+            Bad(bad with { ReplayFrozenOutputs = true, Quant = BaseQuantization.Nf4, GradientCheckpointing = false }).ParameterName);
         Assert.Equal("MicroBatch 5: must not exceed Batch 4", Bad(bad with { MicroBatch = 5 }).Message);
         string existing = fx.NewOut();
         Directory.CreateDirectory(existing);
