@@ -76,9 +76,17 @@ public static class HealScaleBench
             ReferencePasses(output, model, ids, seqs, parameters, opt, adapters, dropout, forwardS, tokens, repeats);
         var modes = new List<(string Name, GradientCheckpointing? Settings)>
         {
-            ("checkpointing on, frozen outputs replayed", new GradientCheckpointing { PreservedGenerators = [dropout], ReplayFrozenOutputs = true }),
+            ("checkpointing on, every frozen output replayed", new GradientCheckpointing { PreservedGenerators = [dropout], ReplayFanRatio = 0 }),
             ("checkpointing on, full recompute", new GradientCheckpointing { PreservedGenerators = [dropout] }),
         };
+        // The default's choice for this batch (HealOptions.ReplayFanRatio), when it is neither of the two above.
+        if (MemoryPlanner.AutoReplayFanRatio(model.Config, batch, seqLen, dtype) is double auto &&
+            MemoryPlanner.FrozenOutputBytes(model.Config, batch, seqLen, dtype, auto) < MemoryPlanner.FrozenOutputBytes(model.Config, batch, seqLen, dtype, 0))
+        {
+            var names = MemoryPlanner.LayerProjections(model.Config).Where(p => (double)p.In / p.Out >= auto).Select(p => p.Name);
+            modes.Insert(1, ($"checkpointing on, default replay ({string.Join(", ", names)})",
+                new GradientCheckpointing { PreservedGenerators = [dropout], ReplayFanRatio = auto }));
+        }
         if (args.Contains("--both")) modes.Add(("checkpointing off", null));
         foreach (var (name, settings) in modes)
         {

@@ -181,7 +181,7 @@ public static class Cli
     /// needed and available and the flag that makes it fit.
     /// </summary>
     public static bool PlanHeal(ParseResult p, string dir, int microBatch, int seqLen, bool nf4Base, int loraRank, bool checkpointing,
-        bool offload = false, bool replayFrozenOutputs = false)
+        bool offload = false, double? replayFanRatio = null)
     {
         var (device, dtype) = Target(p);
         if (device.type != TorchSharp.DeviceType.CPU) return offload;
@@ -189,7 +189,7 @@ public static class Cli
         return offload | PlanMemory(dir, dtype, offload, Workload.Heal, microBatch, seqLen, canOffload, p.GetValue(Quiet),
             r => r with
             {
-                Nf4Base = nf4Base, LoraRank = loraRank, GradientCheckpointing = checkpointing, ReplayFrozenOutputs = replayFrozenOutputs,
+                Nf4Base = nf4Base, LoraRank = loraRank, GradientCheckpointing = checkpointing, ReplayFanRatio = replayFanRatio,
             });
     }
 

@@ -46,8 +46,8 @@ public static class HealCommand
         };
         var replay = new Option<bool?>("--replay-frozen-outputs")
         {
-            Description = "With NF4 and checkpointing: keep the frozen matmuls' outputs for the recompute (same results, about a "
-                + "third less compute per step; default: when they take at most the NF4 base's own memory)",
+            Description = "With NF4 and checkpointing: keep the frozen matmuls' outputs for the recompute (same results, less "
+                + "compute per step; default: the projections that save the most per value kept, within the NF4 base's own memory)",
         };
         var offload = new Option<bool>("--offload")
         {
@@ -122,7 +122,7 @@ public static class HealCommand
             o = o with { Offload = p.GetValue(offload) };
             o.Validate(); // bad combinations (e.g. --offload with --quant nf4) fail before the plan and the load
             bool stream = Cli.PlanHeal(p, dir, o.EffectiveMicroBatch, o.SeqLen, o.Quant == BaseQuantization.Nf4, o.Rank,
-                o.GradientCheckpointing, o.Offload, o.ReplaysFrozenOutputs(config));
+                o.GradientCheckpointing, o.Offload, o.ReplayFanRatio(config));
             o = o with { Offload = stream };
             using var cts = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, args) =>

@@ -67,18 +67,27 @@ public sealed record HealOptions
     /// </summary>
     public bool Offload { get; init; }
     /// <summary>
-    /// An NF4 heal with checkpointing keeps the frozen matmuls' outputs of the forward pass and replays them in the recompute
-    /// (<see cref="Modeling.GradientCheckpointing.ReplayFrozenOutputs"/>): same results, about a third less compute per step,
-    /// for <see cref="Planning.MemoryPlanner.FrozenOutputBytes"/> of memory. null = when those are at most the NF4 base's
-    /// own bytes (small micro-batches); see <see cref="ReplaysFrozenOutputs"/>.
+    /// An NF4 heal with checkpointing keeps frozen matmuls' outputs of the forward pass and replays them in the recompute
+    /// (<see cref="Modeling.GradientCheckpointing.ReplayFanRatio"/>): same results, less compute per step, for
+    /// <see cref="Planning.MemoryPlanner.FrozenOutputBytes"/> of memory. true: every projection; false: none; null: the
+    /// projections that save the most work per value kept, as many as fit in the NF4 base's own bytes
+    /// (<see cref="Planning.MemoryPlanner.AutoReplayFanRatio"/>: all of them at small micro-batches).
     /// </summary>
     public bool? ReplayFrozenOutputs { get; init; }
 
-    /// <summary>Whether this run replays the frozen outputs (<see cref="ReplayFrozenOutputs"/>, resolved for <paramref name="c"/>).</summary>
-    public bool ReplaysFrozenOutputs(ModelConfig c) =>
-        Quant == BaseQuantization.Nf4 && GradientCheckpointing && !Offload &&
-        (ReplayFrozenOutputs ?? Planning.MemoryPlanner.FrozenOutputBytes(c, EffectiveMicroBatch, SeqLen, Dtype)
-            <= Planning.MemoryPlanner.Nf4BaseBytes(c));
+    /// <summary>
+    /// The <see cref="Modeling.GradientCheckpointing.ReplayFanRatio"/> of this run on <paramref name="c"/> (null: nothing
+    /// replayed; 0: every projection).
+    /// </summary>
+    public double? ReplayFanRatio(ModelConfig c) =>
+        Quant != BaseQuantization.Nf4 || !GradientCheckpointing || Offload || ReplayFrozenOutputs == false ? null
+        : ReplayFrozenOutputs == true ? 0
+        : Planning.MemoryPlanner.AutoReplayFanRatio(c, EffectiveMicroBatch, SeqLen, Dtype);
+
+    /// <summary>The projections whose outputs this run replays (HF names, e.g. k_proj, v_proj, down_proj).</summary>
+    public IReadOnlyList<string> ReplayedProjections(ModelConfig c) => ReplayFanRatio(c) is double ratio
+        ? Planning.MemoryPlanner.LayerProjections(c).Where(p => (double)p.In / p.Out >= ratio).Select(p => p.Name).ToList()
+        : [];
     /// <summary>Target module suffixes; null = every attention + MLP projection of the family.</summary>
     public IReadOnlyList<string>? Targets { get; init; }
     /// <summary>Validation loss every this many steps (and at the last).</summary>

@@ -87,7 +87,7 @@ public sealed class HealSession : IDisposable
         if (o.GradientCheckpointing)
             model.GradientCheckpointing = new GradientCheckpointing
             {
-                PreservedGenerators = [_dropoutRng], ReplayFrozenOutputs = o.ReplaysFrozenOutputs(model.Config),
+                PreservedGenerators = [_dropoutRng], ReplayFanRatio = o.ReplayFanRatio(model.Config),
             };
         _parameters = Adapters.SelectMany(a => a.Adapter.Parameters()).ToList();
         TrainableParameters = _parameters.Sum(p => p.NumberOfElements);

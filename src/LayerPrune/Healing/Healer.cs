@@ -80,7 +80,7 @@ public static class Healer
             ["quant"] = o.Quant == BaseQuantization.Nf4 ? "nf4" : "none", ["double_quant"] = o.DoubleQuant,
             ["targets"] = new JsonArray(o.Targets!.Select(t => (JsonNode?)t).ToArray()), ["seed"] = o.Seed,
             ["gradient_checkpointing"] = o.GradientCheckpointing, ["offload"] = o.Offload,
-            ["replay_frozen_outputs"] = o.ReplaysFrozenOutputs(config),
+            ["replayed_projections"] = new JsonArray(o.ReplayedProjections(config).Select(n => (JsonNode?)n).ToArray()),
             ["trainable_parameters"] = r.TrainableParameters,
             ["final_train_loss"] = r.FinalTrainLoss, ["final_val_loss"] = r.FinalValLoss, ["merged_val_loss"] = r.MergedValLoss,
             ["eval_chunks"] = o.EvalDataPath is null ? null : o.EvalChunks,

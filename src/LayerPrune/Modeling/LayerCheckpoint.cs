@@ -19,11 +19,13 @@ public sealed class GradientCheckpointing
     public IReadOnlyList<Generator> PreservedGenerators { get; init; } = [];
 
     /// <summary>
-    /// Keep the outputs of a layer's frozen (quantized) matmuls from its no-grad forward and replay them in the recompute,
-    /// which then runs only the cheap parts (norms, attention, activations, LoRA) before the backward pass: the same
-    /// gradients, about a third less work per step, for B·T·Σ out_features values per layer until its backward.
+    /// Keep the outputs of a layer's frozen (quantized) matmuls whose in_features / out_features is at least this from its
+    /// no-grad forward, and replay them in the recompute instead of multiplying again (0: every one; null: none). With all
+    /// of them replayed the recompute runs only the cheap parts (norms, attention, activations, LoRA): the same gradients,
+    /// about a sixth less work per step, for B·T·out_features values per replayed projection until the layer's backward. A
+    /// projection costs in·out per token and keeps out values, so a higher ratio saves more work per value kept.
     /// </summary>
-    public bool ReplayFrozenOutputs { get; init; }
+    public double? ReplayFanRatio { get; init; }
 }
 
 /// <summary>A decoder layer that is materialized per use (read from the checkpoint) and released after it.</summary>
@@ -85,12 +87,12 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
         using (no_grad())
         {
             _forwardDepth++;
-            if (settings.ReplayFrozenOutputs) QuantizedMatmul.BeginRecording();
+            if (settings.ReplayFanRatio is double ratio) QuantizedMatmul.BeginRecording(ratio);
             try { return Run(layer, l => l.Forward(x, a, null, 0)); }
             finally
             {
                 _forwardDepth--;
-                if (settings.ReplayFrozenOutputs) ctx.save_data("frozen outputs", QuantizedMatmul.EndRecording());
+                if (settings.ReplayFanRatio is not null) ctx.save_data("frozen outputs", QuantizedMatmul.EndRecording());
             }
         }
     }
@@ -116,7 +118,7 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
             using var grad = enable_grad();
             if (_recomputeDepth++ == 0) QuantizedMatmul.BeginRecompute();
             var replayed = ctx.get_data("frozen outputs") as List<Tensor>;
-            if (replayed is not null) QuantizedMatmul.BeginReplay(replayed);
+            if (replayed is not null) QuantizedMatmul.BeginReplay(replayed, settings.ReplayFanRatio!.Value);
             try
             {
                 var input = x.detach().requires_grad_(true);

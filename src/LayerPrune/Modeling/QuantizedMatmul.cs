@@ -23,7 +23,7 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
     {
         if (LayerCheckpoint.Recomputing && is_grad_enabled())
         {
-            if (_replay is not null)
+            if (_replay is not null && Replayed(weight, _replayRatio))
             {
                 ReplayedCount++;
                 return ReplayedMatmul.apply(x, weight, new Recorded(_replay[_replayNext++]));
@@ -32,7 +32,8 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
             return nn.functional.linear(x, w);
         }
         var y = apply(x, weight);
-        _recording?.Add(y.clone().DetachFromDisposeScope()); // the caller may add to y in place
+        if (_recording is not null && Replayed(weight, _recordRatio))
+            _recording.Add(y.clone().DetachFromDisposeScope()); // the caller may add to y in place
         return y;
     }
 
@@ -44,12 +45,21 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
     static List<Tensor>? _recording, _replay;
     [ThreadStatic]
     static int _replayNext;
+    [ThreadStatic]
+    static double _recordRatio, _replayRatio;
+
+    /// <summary>Whether a weight [out, in] is replayed at <paramref name="ratio"/>: in / out ≥ ratio.</summary>
+    static bool Replayed(IQuantizedWeight weight, double ratio) => (double)weight.Shape[1] / weight.Shape[0] >= ratio;
 
     /// <summary>
-    /// Starts keeping the output of every frozen matmul on this thread (a checkpointed layer's no-grad forward,
-    /// <see cref="GradientCheckpointing.ReplayFrozenOutputs"/>).
+    /// Starts keeping the output of every frozen matmul with in / out ≥ <paramref name="ratio"/> on this thread (a
+    /// checkpointed layer's no-grad forward, <see cref="GradientCheckpointing.ReplayFanRatio"/>).
     /// </summary>
-    internal static void BeginRecording() => _recording = [];
+    internal static void BeginRecording(double ratio)
+    {
+        _recording = [];
+        _recordRatio = ratio;
+    }
 
     /// <summary>The outputs kept since <see cref="BeginRecording"/>, in call order (the caller disposes them).</summary>
     internal static List<Tensor> EndRecording()
@@ -59,11 +69,15 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
         return r;
     }
 
-    /// <summary>Makes the recompute's frozen matmuls return <paramref name="outputs"/> in order instead of computing them.</summary>
-    internal static void BeginReplay(List<Tensor> outputs)
+    /// <summary>
+    /// Makes the recompute's frozen matmuls with in / out ≥ <paramref name="ratio"/> (the recording's) return
+    /// <paramref name="outputs"/> in order instead of computing them.
+    /// </summary>
+    internal static void BeginReplay(List<Tensor> outputs, double ratio)
     {
         _replay = outputs;
         _replayNext = 0;
+        _replayRatio = ratio;
     }
 
     /// <summary>Ends <see cref="BeginReplay"/>.</summary>

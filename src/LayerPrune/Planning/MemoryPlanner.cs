@@ -38,8 +38,11 @@ public sealed record MemoryRequest
     /// (offload) reads each layer twice per micro-batch (forward, recompute) and keeps one layer's weights resident.
     /// </summary>
     public bool GradientCheckpointing { get; init; }
-    /// <summary>Heal: the frozen matmuls' outputs are kept for the recompute (<see cref="MemoryPlanner.FrozenOutputBytes"/>).</summary>
-    public bool ReplayFrozenOutputs { get; init; }
+    /// <summary>
+    /// Heal: the frozen matmuls' outputs with in/out ≥ this are kept for the recompute (null: none;
+    /// <see cref="MemoryPlanner.FrozenOutputBytes"/>).
+    /// </summary>
+    public double? ReplayFanRatio { get; init; }
     /// <summary>The safetensors dtype of the layer weights (e.g. "BF16"); null: config.json's torch_dtype.</summary>
     public string? StorageDtype { get; init; }
     /// <summary>Whether the command can stream layers from the mapping when the resident plan does not fit.</summary>
@@ -166,7 +169,7 @@ public static class MemoryPlanner
             // Backward keeps every layer's activations, or with checkpointing only every layer's input plus the one layer
             // being recomputed; and the logits' softmax and gradient.
             Workload.Heal => (r.GradientCheckpointing ? c.NumLayers * (residual / 2) + layerActivations : c.NumLayers * layerActivations)
-                + residual + logits * 3 / 2 + (r.ReplayFrozenOutputs ? FrozenOutputBytes(c, B, T, r.ComputeDtype) : 0),
+                + residual + logits * 3 / 2 + (r.ReplayFanRatio is double ratio ? FrozenOutputBytes(c, B, T, r.ComputeDtype, ratio) : 0),
             _ => throw new ArgumentOutOfRangeException(nameof(r)),
         };
         long training = 0;
@@ -246,20 +249,41 @@ public static class MemoryPlanner
         return c.NumLayers * (layerParams / 2 + layerParams / 64 * 4);
     }
 
-    /// <summary>
-    /// What a heal with <see cref="Modeling.GradientCheckpointing.ReplayFrozenOutputs"/> keeps between the forward and backward
-    /// passes: every layer's linear outputs (B·T·Σ out_features values in the compute dtype).
-    /// </summary>
-    public static long FrozenOutputBytes(ModelConfig c, long batch, long seqLen, ScalarType dtype)
+    /// <summary>One layer's linear projections (HF names), with their in and out features.</summary>
+    public static IReadOnlyList<(string Name, long In, long Out)> LayerProjections(ModelConfig c)
     {
-        long outputs = LayerLinearInOutSum(c) - LayerLinearInSum(c);
+        long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim, i = c.IntermediateSize;
+        return c.Family == ArchitectureFamily.Phi
+            ? [("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("dense", q, h), ("fc1", h, i), ("fc2", i, h)]
+            : [("q_proj", h, q), ("k_proj", h, kv), ("v_proj", h, kv), ("o_proj", q, h), ("gate_proj", h, i), ("up_proj", h, i),
+               ("down_proj", i, h)];
+    }
+
+    /// <summary>
+    /// What a heal with <see cref="Modeling.GradientCheckpointing.ReplayFanRatio"/> keeps between the forward and backward
+    /// passes: the outputs of every layer's projections with in/out ≥ <paramref name="ratio"/> (B·T·out values each, in the
+    /// compute dtype).
+    /// </summary>
+    public static long FrozenOutputBytes(ModelConfig c, long batch, long seqLen, ScalarType dtype, double ratio)
+    {
+        long outputs = LayerProjections(c).Where(p => (double)p.In / p.Out >= ratio).Sum(p => p.Out);
         return c.NumLayers * batch * seqLen * outputs * ElementSize(dtype);
     }
 
-    static long LayerLinearInSum(ModelConfig c)
+    /// <summary>
+    /// The replay ratio a heal takes by default: the projections in order of in/out (the recompute work saved per value
+    /// kept), as many groups of equal ratio as keep <see cref="FrozenOutputBytes"/> within the NF4 base's own bytes
+    /// (<see cref="Nf4BaseBytes"/>); null when not even the first group fits.
+    /// </summary>
+    public static double? AutoReplayFanRatio(ModelConfig c, long batch, long seqLen, ScalarType dtype)
     {
-        long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, i = c.IntermediateSize;
-        return c.Family == ArchitectureFamily.Phi ? 3 * h + q + h + i : 3 * h + q + 2 * h + i;
+        double? chosen = null;
+        foreach (double ratio in LayerProjections(c).Select(p => (double)p.In / p.Out).Distinct().OrderDescending())
+        {
+            if (FrozenOutputBytes(c, batch, seqLen, dtype, ratio) > Nf4BaseBytes(c)) break;
+            chosen = ratio;
+        }
+        return chosen;
     }
 
     static long LayerLinearParams(ModelConfig c)

@@ -1,3 +1,4 @@
+using LayerPrune.Planning;
 using LayerPrune.Checkpoints;
 using LayerPrune.Data;
 using LayerPrune.Healing;
@@ -20,13 +21,15 @@ public sealed class GradientCheckpointingTests(HealFixture fx) : IClassFixture<H
     /// gradient to 1e-6 of the largest gradient; the dropout generator ends in the same state. Then the same with an NF4
     /// base (the recompute keeps the dequantized weight instead of dequantizing again in backward).
     /// </summary>
-    /// With <paramref name="replay"/> (<see cref="GradientCheckpointing.ReplayFrozenOutputs"/>) the recompute takes the NF4
+    /// With <paramref name="replay"/> (<see cref="GradientCheckpointing.ReplayFanRatio"/> 0: every projection) the recompute takes the NF4
     /// matmuls' outputs from the forward pass: one replay per projection per layer, and the same loss and gradients.
+    /// With ratio 2.5 only the projections with in/out at least that are replayed (the kjv model: down_proj, 688/256).
     [Theory]
-    [InlineData(false, false)]
-    [InlineData(true, false)]
-    [InlineData(true, true)]
-    public void LossAndGradients_EqualPlainBackward(bool nf4, bool replay)
+    [InlineData(false, null)]
+    [InlineData(true, null)]
+    [InlineData(true, 0.0)]
+    [InlineData(true, 2.5)]
+    public void LossAndGradients_EqualPlainBackward(bool nf4, double? replayRatio)
     {
         using var setup = Adapted.Create(fx, nf4 ? BaseQuantization.Nf4 : BaseQuantization.None, chunkCount: 3);
         var (model, adapters, dropout, chunks) = (setup.Model, setup.Adapters, setup.Dropout, setup.Chunks);
@@ -47,9 +50,15 @@ public sealed class GradientCheckpointingTests(HealFixture fx) : IClassFixture<H
 
         var plain = Pass(null);
         long replayedBefore = QuantizedMatmul.ReplayedCount;
-        var recomputed = Pass(new GradientCheckpointing { PreservedGenerators = [dropout], ReplayFrozenOutputs = replay });
+        var recomputed = Pass(new GradientCheckpointing { PreservedGenerators = [dropout], ReplayFanRatio = replayRatio });
         model.GradientCheckpointing = null;
-        Assert.Equal(replay ? 7L * model.NumLayers : 0, QuantizedMatmul.ReplayedCount - replayedBefore);
+        int perLayer = replayRatio switch
+        {
+            null => 0,
+            double r => MemoryPlanner.LayerProjections(model.Config).Count(p => (double)p.In / p.Out >= r),
+        };
+        Assert.Equal(replayRatio is null ? 0 : replayRatio == 0 ? 7 : 1, perLayer);
+        Assert.Equal((long)perLayer * model.NumLayers, QuantizedMatmul.ReplayedCount - replayedBefore);
 
         Assert.Equal(plain.Loss, recomputed.Loss, 1e-6);
         double scale = plain.Grads.Max(g => g.abs().max().item<float>());

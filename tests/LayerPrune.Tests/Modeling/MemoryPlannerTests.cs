@@ -106,30 +106,42 @@ public class MemoryPlannerTests
     }
 
     /// <summary>
-    /// Replaying the frozen outputs keeps B·T·Σ out_features values per layer (TinyLlama: q 2048 + k 256 + v 256 + o 2048 +
-    /// gate 5632 + up 5632 + down 2048 = 17920), which the heal estimate adds; the default turns it on while that is at most
-    /// the NF4 base's bytes (4 × 128: 0.40 GB ≤ 0.55 GB) and off above (16 × 256: 3.2 GB), never without NF4 or checkpointing.
+    /// Replaying frozen outputs keeps B·T·out values per replayed projection and layer, which the heal estimate adds.
+    /// TinyLlama (in/out: k, v 2048/256 = 8; down 5632/2048 = 2.75; q, o 1; gate, up 2048/5632): every projection is
+    /// 17920 values per token and layer. The default takes ratio groups from the highest while they fit in the NF4 base's
+    /// bytes (0.55 GB): all of them at 4 × 128 (0.40 GB), k, v and down at 16 × 256 (2560 values: 0.46 GB; adding q and o
+    /// would be 1.2 GB), nothing without NF4 or checkpointing.
     /// </summary>
     [Fact]
     public void FrozenOutputReplay_IsCountedAndChosenByItsSize()
     {
         var c = Shape("tinyllama-1.1b");
-        Assert.Equal(22L * 4 * 128 * 17920 * 2, MemoryPlanner.FrozenOutputBytes(c, 4, 128, ScalarType.BFloat16));
+        double down = 5632.0 / 2048, gateUp = 2048.0 / 5632;
+        Assert.Equal(22L * 4 * 128 * 17920 * 2, MemoryPlanner.FrozenOutputBytes(c, 4, 128, ScalarType.BFloat16, 0));
+        Assert.Equal(22L * 4 * 128 * 17920 * 2, MemoryPlanner.FrozenOutputBytes(c, 4, 128, ScalarType.BFloat16, gateUp));
+        Assert.Equal(22L * 16 * 256 * 2560 * 2, MemoryPlanner.FrozenOutputBytes(c, 16, 256, ScalarType.BFloat16, down));
+        Assert.Equal(22L * 16 * 256 * 512 * 2, MemoryPlanner.FrozenOutputBytes(c, 16, 256, ScalarType.BFloat16, 8));
         long layerParams = 2048L * 2048 * 2 + 2048L * 256 * 2 + 3 * 2048L * 5632;
         Assert.Equal(22 * (layerParams / 2 + layerParams / 64 * 4), MemoryPlanner.Nf4BaseBytes(c));
 
         var request = new MemoryRequest { Config = c, ComputeDtype = ScalarType.BFloat16, Workload = Workload.Heal, BatchSize = 4,
                                           SeqLen = 128, StorageDtype = "BF16", Nf4Base = true, LoraRank = 8, GradientCheckpointing = true };
         long without = MemoryPlanner.Estimate(request, offload: false).Activations;
-        long with = MemoryPlanner.Estimate(request with { ReplayFrozenOutputs = true }, offload: false).Activations;
-        Assert.Equal(MemoryPlanner.FrozenOutputBytes(c, 4, 128, ScalarType.BFloat16), with - without);
+        long with = MemoryPlanner.Estimate(request with { ReplayFanRatio = 0 }, offload: false).Activations;
+        Assert.Equal(MemoryPlanner.FrozenOutputBytes(c, 4, 128, ScalarType.BFloat16, 0), with - without);
 
         var o = LayerPrune.Healing.HealOptions.Defaults with { Batch = 4, SeqLen = 128, Dtype = ScalarType.BFloat16 };
-        Assert.True(o.ReplaysFrozenOutputs(c));
-        Assert.False((o with { Batch = 16, SeqLen = 256 }).ReplaysFrozenOutputs(c));
-        Assert.True((o with { Batch = 16, SeqLen = 256, ReplayFrozenOutputs = true }).ReplaysFrozenOutputs(c));
-        Assert.False((o with { ReplayFrozenOutputs = false }).ReplaysFrozenOutputs(c));
-        Assert.False((o with { GradientCheckpointing = false }).ReplaysFrozenOutputs(c));
-        Assert.False((o with { Quant = LayerPrune.Healing.BaseQuantization.None }).ReplaysFrozenOutputs(c));
+        Assert.Equal(gateUp, o.ReplayFanRatio(c));
+        Assert.Equal(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], o.ReplayedProjections(c));
+        var big = o with { Batch = 16, SeqLen = 256 };
+        Assert.Equal(down, big.ReplayFanRatio(c));
+        Assert.Equal(["k_proj", "v_proj", "down_proj"], big.ReplayedProjections(c));
+        Assert.Equal(0, (big with { ReplayFrozenOutputs = true }).ReplayFanRatio(c));
+        Assert.Null((o with { ReplayFrozenOutputs = false }).ReplayFanRatio(c));
+        Assert.Null((o with { GradientCheckpointing = false }).ReplayFanRatio(c));
+        Assert.Null((o with { Quant = LayerPrune.Healing.BaseQuantization.None }).ReplayFanRatio(c));
+        Assert.Empty((o with { Quant = LayerPrune.Healing.BaseQuantization.None }).ReplayedProjections(c));
+        // A micro-batch so large that not even k and v fit: nothing is replayed.
+        Assert.Null((o with { Batch = 512, SeqLen = 2048 }).ReplayFanRatio(c));
     }
 }
