@@ -83,7 +83,7 @@ public static class HealScaleBench
         if (MemoryPlanner.AutoReplayFanRatio(model.Config, batch, seqLen, dtype) is double auto &&
             MemoryPlanner.FrozenOutputBytes(model.Config, batch, seqLen, dtype, auto) < MemoryPlanner.FrozenOutputBytes(model.Config, batch, seqLen, dtype, 0))
         {
-            var names = MemoryPlanner.LayerProjections(model.Config).Where(p => (double)p.In / p.Out >= auto).Select(p => p.Name);
+            var names = MemoryPlanner.ReplayedProjections(model.Config, auto).Select(p => p.Name);
             modes.Insert(1, ($"checkpointing on, default replay ({string.Join(", ", names)})",
                 new GradientCheckpointing { PreservedGenerators = [dropout], ReplayFanRatio = auto }));
         }

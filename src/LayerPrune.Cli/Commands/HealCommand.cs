@@ -79,8 +79,8 @@ public static class HealCommand
         const string about = "QLoRA/LoRA fine-tuning (\"healing\") of a pruned model; writes PEFT adapters and a merged checkpoint";
         var cmd = new Command("heal", about)
         {
-            model, data, output, steps, batch, microBatch, seqLen, rank, alpha, dropout, lr, warmup, quant, doubleQuant, checkpointing, replay,
-            offload, targets,
+            model, data, output, steps, batch, microBatch, seqLen, rank, alpha, dropout, lr, warmup, quant, doubleQuant, checkpointing,
+            replay, offload, targets,
             evalData, evalEvery, evalChunks, saveEvery, seed, resume, force, recipe, json,
         };
         return cmd.WithAction(p =>

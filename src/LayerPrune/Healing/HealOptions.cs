@@ -86,7 +86,7 @@ public sealed record HealOptions
 
     /// <summary>The projections whose outputs this run replays (HF names, e.g. k_proj, v_proj, down_proj).</summary>
     public IReadOnlyList<string> ReplayedProjections(ModelConfig c) => ReplayFanRatio(c) is double ratio
-        ? Planning.MemoryPlanner.LayerProjections(c).Where(p => (double)p.In / p.Out >= ratio).Select(p => p.Name).ToList()
+        ? Planning.MemoryPlanner.ReplayedProjections(c, ratio).Select(p => p.Name).ToList()
         : [];
     /// <summary>Target module suffixes; null = every attention + MLP projection of the family.</summary>
     public IReadOnlyList<string>? Targets { get; init; }

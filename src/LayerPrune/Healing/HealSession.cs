@@ -362,6 +362,7 @@ public sealed class HealSession : IDisposable
             // Each micro-batch's mean × its share of the batch: the accumulated gradient is that of the full-batch mean.
             using var scaled = loss * ((double)mb.Length / Options.Batch);
             scaled.backward();
+            BackwardHandles.ReleaseReturned();   // the last custom backward's gradient handles (see BackwardHandles)
             stepLoss += scaled.item<float>();
         }
         torch.nn.utils.clip_grad_norm_(_parameters, Healer.MaxGradNorm);

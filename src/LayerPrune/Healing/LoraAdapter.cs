@@ -94,7 +94,7 @@ public sealed class LoraAdapter : ILinearAdapter
     public Tensor Forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        // PEFT casts the input to the adapter's dtype and the result back to the layer's output dtype.
+        // PEFT casts the input to the adapter's dtype; the result stays in it (Linear adds it to the base output).
         Tensor h;
         if (!(DropoutP > 0 && Training)) h = x.dtype == A.dtype ? x : x.to(A.dtype);
         else if (LoraDropout.Serves(x, A.dtype)) h = LoraDropout.Apply(x, DropoutP, DropoutGenerator);

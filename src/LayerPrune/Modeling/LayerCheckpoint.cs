@@ -26,6 +26,9 @@ public sealed class GradientCheckpointing
     /// projection costs in·out per token and keeps out values, so a higher ratio saves more work per value kept.
     /// </summary>
     public double? ReplayFanRatio { get; init; }
+
+    /// <summary>Whether a replay at <paramref name="ratio"/> keeps a projection: in / out ≥ ratio.</summary>
+    public static bool Replays(double ratio, long inFeatures, long outFeatures) => (double)inFeatures / outFeatures >= ratio;
 }
 
 /// <summary>A decoder layer that is materialized per use (read from the checkpoint) and released after it.</summary>

@@ -48,8 +48,8 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
     [ThreadStatic]
     static double _recordRatio, _replayRatio;
 
-    /// <summary>Whether a weight [out, in] is replayed at <paramref name="ratio"/>: in / out ≥ ratio.</summary>
-    static bool Replayed(IQuantizedWeight weight, double ratio) => (double)weight.Shape[1] / weight.Shape[0] >= ratio;
+    /// <summary>Whether a weight [out, in] is replayed at <paramref name="ratio"/>.</summary>
+    static bool Replayed(IQuantizedWeight weight, double ratio) => GradientCheckpointing.Replays(ratio, weight.Shape[1], weight.Shape[0]);
 
     /// <summary>
     /// Starts keeping the output of every frozen matmul with in / out ≥ <paramref name="ratio"/> on this thread (a
@@ -102,12 +102,8 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
             return ((Recorded)vars[2]).Output;
         }
 
-        public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
-        {
-            using var grad = gradOutput;                                  // our handle (BackwardHandles)
-            using var w = Transient((IQuantizedWeight)ctx.get_data("weight"), grad.dtype);
-            return BackwardHandles.Returning([grad.matmul(w), null!, null!]);
-        }
+        public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput) =>
+            BackwardHandles.Returning([InputGradient((IQuantizedWeight)ctx.get_data("weight"), gradOutput), null!, null!]);
     }
 
     [ThreadStatic]
@@ -152,7 +148,9 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
         return w;
     }
 
-    /// <summary>Called by <see cref="LayerCheckpoint"/> as a layer's recompute starts: its weights reuse the buffers from the start.</summary>
+    /// <summary>
+    /// Called by <see cref="LayerCheckpoint"/> as a layer's recompute starts: its weights reuse the buffers from the start.
+    /// </summary>
     internal static void BeginRecompute() => _recomputeNext = 0;
 
     /// <summary>Frees this thread's scratch and recompute buffers (a finished training run calls it; they regrow on use).</summary>
@@ -194,10 +192,18 @@ public sealed class QuantizedMatmul : SingleTensorFunction<QuantizedMatmul>
     /// <inheritdoc/>
     public override List<Tensor> backward(AutogradContext ctx, Tensor gradOutput)
     {
-        var weight = (IQuantizedWeight)ctx.get_data("weight");
-        using var grad = gradOutput;                          // our handle (BackwardHandles)
-        using var w = Transient(weight, grad.dtype);          // [out, in]
         // One entry per argument of apply: the weight (not a tensor) gets none.
-        return BackwardHandles.Returning([grad.matmul(w), null!]);   // [..., out] · [out, in] → [..., in]
+        return BackwardHandles.Returning([InputGradient((IQuantizedWeight)ctx.get_data("weight"), gradOutput), null!]);
+    }
+
+    /// <summary>
+    /// dL/dx = dL/dy · W for a frozen W dequantized again ([..., out] · [out, in] → [..., in]); disposes
+    /// <paramref name="gradOutput"/>, our handle (<see cref="BackwardHandles"/>).
+    /// </summary>
+    static Tensor InputGradient(IQuantizedWeight weight, Tensor gradOutput)
+    {
+        using var grad = gradOutput;
+        using var w = Transient(weight, grad.dtype);   // [out, in]
+        return grad.matmul(w);
     }
 }

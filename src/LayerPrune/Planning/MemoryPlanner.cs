@@ -241,7 +241,6 @@ public static class MemoryPlanner
 
     static long KvCacheBytes(ModelConfig c, long b, long t, long elt) => 2L * c.NumLayers * b * c.NumKvHeads * c.HeadDim * t * elt;
 
-    /// <summary>Weights of one decoder layer's linear projections (norms and biases are negligible).</summary>
     /// <summary>The NF4 layer weights: 4 bits per weight and an fp32 absmax per block of 64 (bitsandbytes' layout).</summary>
     public static long Nf4BaseBytes(ModelConfig c)
     {
@@ -266,9 +265,15 @@ public static class MemoryPlanner
     /// </summary>
     public static long FrozenOutputBytes(ModelConfig c, long batch, long seqLen, ScalarType dtype, double ratio)
     {
-        long outputs = LayerProjections(c).Where(p => (double)p.In / p.Out >= ratio).Sum(p => p.Out);
+        long outputs = ReplayedProjections(c, ratio).Sum(p => p.Out);
         return c.NumLayers * batch * seqLen * outputs * ElementSize(dtype);
     }
+
+    /// <summary>
+    /// The projections a replay at <paramref name="ratio"/> keeps (<see cref="Modeling.GradientCheckpointing.Replays"/>).
+    /// </summary>
+    public static IEnumerable<(string Name, long In, long Out)> ReplayedProjections(ModelConfig c, double ratio) =>
+        LayerProjections(c).Where(p => Modeling.GradientCheckpointing.Replays(ratio, p.In, p.Out));
 
     /// <summary>
     /// The replay ratio a heal takes by default: the projections in order of in/out (the recompute work saved per value
@@ -286,25 +291,14 @@ public static class MemoryPlanner
         return chosen;
     }
 
-    static long LayerLinearParams(ModelConfig c)
-    {
-        long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
-        long mlpMatrices = c.Family == ArchitectureFamily.Phi ? 2 : 3;
-        return h * q + 2 * h * kv + q * h + mlpMatrices * h * c.IntermediateSize;
-    }
+    /// <summary>Weights of one decoder layer's linear projections (norms and biases are negligible).</summary>
+    static long LayerLinearParams(ModelConfig c) => LayerProjections(c).Sum(p => p.In * p.Out);
 
     /// <summary>Weights of one layer's largest linear projection (q/o or an MLP matrix).</summary>
-    static long LargestLinearParams(ModelConfig c) =>
-        Math.Max((long)c.HiddenSize * c.NumHeads * c.HeadDim, (long)c.HiddenSize * c.IntermediateSize);
+    static long LargestLinearParams(ModelConfig c) => LayerProjections(c).Max(p => p.In * p.Out);
 
     /// <summary>Σ (in + out) over one layer's linears: a rank-r LoRA adds r·(in + out) parameters to each.</summary>
-    static long LayerLinearInOutSum(ModelConfig c)
-    {
-        long h = c.HiddenSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim, i = c.IntermediateSize;
-        long attention = (h + q) + 2 * (h + kv) + (q + h);
-        long mlp = c.Family == ArchitectureFamily.Phi ? 2 * (h + i) : 3 * (h + i);
-        return attention + mlp;
-    }
+    static long LayerLinearInOutSum(ModelConfig c) => LayerProjections(c).Sum(p => p.In + p.Out);
 
     /// <summary>Whether stored weights are used in place: the safetensors dtype (BF16) or config name (bfloat16) matches.</summary>
     static bool StorageMatches(string? storage, ScalarType compute) => (storage?.ToLowerInvariant(), compute) switch

@@ -55,7 +55,7 @@ public sealed class GradientCheckpointingTests(HealFixture fx) : IClassFixture<H
         int perLayer = replayRatio switch
         {
             null => 0,
-            double r => MemoryPlanner.LayerProjections(model.Config).Count(p => (double)p.In / p.Out >= r),
+            double r => MemoryPlanner.ReplayedProjections(model.Config, r).Count(),
         };
         Assert.Equal(replayRatio is null ? 0 : replayRatio == 0 ? 7 : 1, perLayer);
         Assert.Equal((long)perLayer * model.NumLayers, QuantizedMatmul.ReplayedCount - replayedBefore);
