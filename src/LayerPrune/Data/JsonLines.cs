@@ -25,14 +25,14 @@ public static class JsonLines
         }
     }
 
-    /// <summary>A required string field.</summary>
-    public static string GetString(JsonObject row, string field, string path, int line)
+    /// <summary>A required string field; <paramref name="parent"/> (e.g. "question.") prefixes a nested field's name.</summary>
+    public static string GetString(JsonObject row, string field, string path, int line, string parent = "")
     {
         var v = row[field];
         if (v is JsonValue jv && jv.TryGetValue<string>(out var s)) return s;
         throw new LayerPruneException(v is null
-            ? $"{path}:{line}: missing string field \"{field}\""
-            : $"{path}:{line}: field \"{field}\" must be a string, got {v.ToJsonString()}");
+            ? $"{path}:{line}: missing string field \"{parent}{field}\""
+            : $"{path}:{line}: field \"{parent}{field}\" must be a string, got {v.ToJsonString()}");
     }
 
     /// <summary>A required integer field; also accepts a string holding an integer (HF hellaswag stores label as "3").</summary>
@@ -52,17 +52,17 @@ public static class JsonLines
             : $"{path}:{line}: field \"{field}\" must be an integer, got {v.ToJsonString()}");
     }
 
-    /// <summary>A required array-of-strings field.</summary>
-    public static IReadOnlyList<string> GetStringArray(JsonObject row, string field, string path, int line)
+    /// <summary>A required array-of-strings field; <paramref name="parent"/> prefixes a nested field's name.</summary>
+    public static IReadOnlyList<string> GetStringArray(JsonObject row, string field, string path, int line, string parent = "")
     {
         if (row[field] is not JsonArray arr)
-            throw new LayerPruneException($"{path}:{line}: missing array field \"{field}\"");
+            throw new LayerPruneException($"{path}:{line}: missing array field \"{parent}{field}\"");
         var list = new List<string>(arr.Count);
         foreach (var item in arr)
         {
             if (item is JsonValue jv && jv.TryGetValue<string>(out var s)) list.Add(s);
             else throw new LayerPruneException(
-                $"{path}:{line}: field \"{field}\" must hold only strings, got {item?.ToJsonString() ?? "null"}");
+                $"{path}:{line}: field \"{parent}{field}\" must hold only strings, got {item?.ToJsonString() ?? "null"}");
         }
         return list;
     }

@@ -4,6 +4,9 @@ using static TorchSharp.torch;
 
 namespace LayerPrune.Evaluation;
 
+/// <summary>lm-eval's loglikelihood response: the summed log-probability of the continuation and is_greedy.</summary>
+public readonly record struct Loglikelihood(double LogProb, bool IsGreedy);
+
 /// <summary>
 /// Sums of continuation log-probabilities, as lm-evaluation-harness's loglikelihood: for a request (context, continuation)
 /// the score is Σᵢ log P(contᵢ | context, cont₍&lt;ᵢ₎). Logits at position p predict token p+1.
@@ -18,9 +21,15 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
     /// <remarks>An offloaded model runs layer-major over groups of batches (each layer read from the checkpoint once per
     /// group, <see cref="MemoryPlanner.StreamGroupBytes"/> of residual streams); the scores are the resident model's.</remarks>
     public List<double[]> Score(IReadOnlyList<IReadOnlyList<LoglikelihoodRequest>> items, bool reusePrefix = true,
+        Action<int>? onItemsDone = null) =>
+        ScoreDetailed(items, reusePrefix, onItemsDone).Select(r => r.Select(x => x.LogProb).ToArray()).ToList();
+
+    /// <summary><see cref="Score"/> with lm-eval's second response, is_greedy: whether every continuation token is the
+    /// argmax of its logits (HFLM._loglikelihood_tokens: <c>max_equal = (greedy_tokens == cont_toks).all()</c>).</summary>
+    public List<Loglikelihood[]> ScoreDetailed(IReadOnlyList<IReadOnlyList<LoglikelihoodRequest>> items, bool reusePrefix = true,
         Action<int>? onItemsDone = null)
     {
-        var results = new double[items.Count][];
+        var results = new Loglikelihood[items.Count][];
         // Longest items first (the harness sorts by length too): padding waste stays small and OOM shows up early.
         var order = Enumerable.Range(0, items.Count)
             .OrderByDescending(i => items[i].Max(r => r.ContextIds.Length + r.ContinuationIds.Length)).ToList();
@@ -45,7 +54,7 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
         {
             // From scratch: every (item, choice) is one full sequence; batches of batchSize sequences.
             var flat = order.SelectMany(i => items[i].Select((r, c) => (i, c, r))).ToList();
-            foreach (var i in order) results[i] = new double[items[i].Count];
+            foreach (var i in order) results[i] = new Loglikelihood[items[i].Count];
             var batches = flat.Chunk(Math.Max(1, batchSize)).ToList();
             foreach (var group in Groups(batches, g => g.Length * (long)g.Max(x => Length(x.r))))
             {
@@ -103,7 +112,7 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
     }
 
     /// <summary>Sums of continuation log-probabilities from the hidden states [N, T, H] of <see cref="FullInputs"/>.</summary>
-    double[] GatherFull(List<LoglikelihoodRequest> requests, Tensor hidden)
+    Loglikelihood[] GatherFull(List<LoglikelihoodRequest> requests, Tensor hidden)
     {
         var seqs = requests.Select(r => r.ContextIds.Concat(r.ContinuationIds).ToArray()).ToList();
         long T = hidden.shape[1];
@@ -213,7 +222,7 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
 
     /// <summary>Sums per (item, choice) of a batch from its hidden states: each continuation token's predicting state comes
     /// from the prefix pass or the choice pass.</summary>
-    List<double[]> Gather(PrefixBatch b, Tensor prefixHidden, Tensor restHidden)
+    List<Loglikelihood[]> Gather(PrefixBatch b, Tensor prefixHidden, Tensor restHidden)
     {
         using var scope = NewDisposeScope();
         var all = cat([prefixHidden.reshape(-1, prefixHidden.shape[2]), restHidden.reshape(-1, restHidden.shape[2])], 0);
@@ -236,22 +245,28 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
                 }
             }
         var sums = SumLogProbs(all, rows, targets, owner, row);
-        var result = b.Seqs.Select(s => new double[s.Count]).ToList();
+        var result = b.Seqs.Select(s => new Loglikelihood[s.Count]).ToList();
         for (int n = 0; n < flatItem.Count; n++) result[flatItem[n].d][flatItem[n].c] = sums[n];
         return result;
     }
 
     /// <summary>log_softmax (fp32) of the logits of the selected hidden rows at their target tokens, summed per owner
-    /// (lm_head applied in chunks of rows, <see cref="TokenLogProbs"/>).</summary>
-    double[] SumLogProbs(Tensor flatHidden, List<long> rows, List<long> targets, List<int> owner, int owners)
+    /// (lm_head applied in chunks of rows, <see cref="TokenLogProbs"/>), and whether every target was the argmax.</summary>
+    Loglikelihood[] SumLogProbs(Tensor flatHidden, List<long> rows, List<long> targets, List<int> owner, int owners)
     {
         using var scope = NewDisposeScope();
         var h = flatHidden.index_select(0, tensor(rows.ToArray(), device: flatHidden.device));   // [K, H]
-        var picked = TokenLogProbs.Gather(model, h, tensor(targets.ToArray())).to(ScalarType.Float64).cpu();   // [K]
-        var values = picked.data<double>().ToArray();
+        var (logp, isMax) = TokenLogProbs.GatherWithGreedy(model, h, tensor(targets.ToArray()));
+        var values = logp.to(ScalarType.Float64).cpu().data<double>().ToArray();
+        var greedy = isMax.cpu().data<bool>().ToArray();
         var sums = new double[owners];
-        for (int k = 0; k < values.Length; k++) sums[owner[k]] += values[k];
-        return sums;
+        var allGreedy = Enumerable.Repeat(true, owners).ToArray();
+        for (int k = 0; k < values.Length; k++)
+        {
+            sums[owner[k]] += values[k];
+            allGreedy[owner[k]] &= greedy[k];
+        }
+        return sums.Select((s, i) => new Loglikelihood(s, allGreedy[i])).ToArray();
     }
 
     static int CommonPrefix(List<int[]> seqs)

@@ -65,6 +65,10 @@ public sealed record TaskScore(string Name, int Samples, IReadOnlyDictionary<str
 {
     /// <summary>Per-subject scores (MMLU); empty otherwise.</summary>
     public IReadOnlyList<TaskScore> Subtasks { get; init; } = [];
+
+    /// <summary>Per-document records in lm-eval's samples layout (doc_id, doc, target, arguments, resps, ...), for
+    /// --log-samples; empty for tasks that do not keep them.</summary>
+    public IReadOnlyList<System.Text.Json.Nodes.JsonObject> Records { get; init; } = [];
 }
 
 /// <summary>Collects per-item multiple-choice results and aggregates them (MMLU: per subject + size-weighted group).</summary>

@@ -132,7 +132,7 @@ public static class EvalTasks
 {
     static readonly object Lock = new();
     static List<TaskKind> _kinds =
-        [LossTask.Kind, McTask.Kind, MmluTask.Kind, BoolqTask.Kind, HellaswagTask.Kind, Gsm8kTask.Kind];
+        [LossTask.Kind, McTask.Kind, MmluTask.Kind, BoolqTask.Kind, HellaswagTask.Kind, Gsm8kTask.Kind, .. Suite.SuiteTasks.Kinds];
 
     /// <summary>The registered kinds, in registration order.</summary>
     public static IReadOnlyList<TaskKind> Kinds => Volatile.Read(ref _kinds);

@@ -40,4 +40,32 @@ public static class TokenLogProbs
         var all = parts.Count == 1 ? parts[0] : cat(parts, 0);
         return all.MoveToOuterDisposeScope();
     }
+
+    /// <summary><see cref="Gather"/> (no gradient) plus, per row, whether the target is the argmax of the logits
+    /// (greedy decoding would pick it; the first maximum wins, as torch.argmax).</summary>
+    public static (Tensor LogProbs, Tensor IsMax) GatherWithGreedy(CausalLM model, Tensor hidden, Tensor targets)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        long n = hidden.shape[0];
+        long step = RowsPerChunk(model.Config.VocabSize);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var index = targets.to(hidden.device).reshape(-1, 1);
+        if (n == 0)
+            return (zeros(0, dtype: ScalarType.Float32).MoveToOuterDisposeScope(), zeros(0, dtype: ScalarType.Bool).MoveToOuterDisposeScope());
+        var parts = new List<Tensor>();
+        var maxes = new List<Tensor>();
+        for (long start = 0; start < n; start += step)
+        {
+            long rows = Math.Min(step, n - start);
+            using var chunkScope = NewDisposeScope();
+            var logp = model.Head(hidden.narrow(0, start, rows).unsqueeze(0))[0].to(ScalarType.Float32).log_softmax(-1);
+            var t = index.narrow(0, start, rows);
+            parts.Add(logp.gather(1, t).squeeze(1).MoveToOuterDisposeScope());
+            maxes.Add(logp.argmax(1).eq(t.squeeze(1)).MoveToOuterDisposeScope());
+        }
+        var a = parts.Count == 1 ? parts[0] : cat(parts, 0);
+        var b = maxes.Count == 1 ? maxes[0] : cat(maxes, 0);
+        return (a.MoveToOuterDisposeScope(), b.MoveToOuterDisposeScope());
+    }
 }
