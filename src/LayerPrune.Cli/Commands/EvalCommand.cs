@@ -18,7 +18,8 @@ public static class EvalCommand
         var task = new Option<string[]>("--task", "-t")
         {
             Description = "Task SPEC, repeatable: loss:FILE (validation loss), mc:FILE.jsonl, mmlu:DIR, boolq:FILE, hellaswag:FILE, " +
-                          "gsm8k:FILE|DIR (options after commas, e.g. mmlu:DIR,shots=5; gsm8k:test.jsonl,train=train.jsonl)",
+                          "gsm8k:FILE|DIR (options after commas, e.g. mmlu:DIR,shots=5; gsm8k:test.jsonl,train=train.jsonl); " +
+                          "the zero-shot suite: " + SuiteOptions.TaskHelp,
             Required = true,
             AllowMultipleArgumentsPerToken = true,
         };
@@ -50,8 +51,9 @@ public static class EvalCommand
         };
         var json = Cli.JsonOption();
         var output = new Option<string?>("--out", "-o") { Description = "Also write the results JSON to this file" };
+        var (outputPath, logSamples) = (SuiteOptions.OutputPath(), SuiteOptions.LogSamples());
         var cmd = new Command("eval", "Evaluate a model like lm-evaluation-harness (log-likelihood scoring) and validation loss")
-            { model, task, limit, batch, seqLen, maxChunks, maxNew, noReuse, offload, json, output };
+            { model, task, limit, batch, seqLen, maxChunks, maxNew, noReuse, offload, json, output, outputPath, logSamples };
         return cmd.WithAction(p =>
         {
             string dir = p.GetValue(model)!;
@@ -63,6 +65,7 @@ public static class EvalCommand
             Cli.Require(p.GetValue(maxNew) >= 1, $"--max-new-tokens {p.GetValue(maxNew)}: must be at least 1");
             var tasks = specs.Select(EvalTasks.Parse).ToList();
             if (p.GetValue(output) is { } outFile) OutputFile.Check(outFile, "--out"); // before the slow part
+            SuiteOptions.Check(p.GetValue(outputPath), p.GetValue(logSamples));
             var tok = Cli.LoadTokenizer(dir);
             // gsm8k generates (KV-cached decoding): it runs on a streamed model too, one layer read per decoding step.
             using var m = Cli.LoadModel(p, dir, p.GetValue(offload), Workload.Evaluate, p.GetValue(batch), p.GetValue(seqLen),
@@ -89,6 +92,8 @@ public static class EvalCommand
                 results["tokens"] = (long)loss.Values["tokens"];
             }
             if (p.GetValue(output) is { } file) OutputFile.WriteAllText(file, results.ToJsonString(Cli.Indented));
+            if (p.GetValue(outputPath) is { } lmDir)
+                results["lm_eval_files"] = SuiteOptions.Write(lmDir, prepared, scores, dir, options, p.GetValue(logSamples));
             if (p.GetValue(json))
             {
                 Cli.PrintJson(results);

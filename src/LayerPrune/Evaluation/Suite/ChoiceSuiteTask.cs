@@ -33,6 +33,9 @@ public sealed record ChoiceDoc(IReadOnlyList<string> Contexts, IReadOnlyList<str
             choices.Select(PyText.Len).ToArray(), doc, context + delimiter + choices[gold]);
     }
 
+    /// <summary>The samples file's "target" (doc_to_target): the gold index unless the task's target is text.</summary>
+    public JsonNode? Target { get; init; }
+
     /// <summary>The document with <paramref name="prefix"/> (the few-shot examples) before every context.</summary>
     public ChoiceDoc WithPrefix(string prefix) =>
         prefix.Length == 0 ? this : this with { Contexts = Contexts.Select(c => prefix + c).ToArray() };
@@ -147,7 +150,7 @@ public abstract class ChoiceSuiteTask(TaskSpec spec) : IEvalTask
                     accNorm[i] = Evaluation.Metrics.Argmax(ll.Select((x, c) => x / lens[c]).ToArray()) == d.Gold ? 1 : 0;
                     metrics["acc_norm"] = accNorm[i];
                 }
-                records.Add(SampleRecords.Loglikelihood(i, d.Doc, JsonValue.Create(d.Gold),
+                records.Add(SampleRecords.Loglikelihood(i, d.Doc, d.Target ?? JsonValue.Create(d.Gold),
                     d.Contexts.Select((c, k) => (c, d.Continuations[k])).ToList(), results[i], metrics));
             }
             var values = new Dictionary<string, double>

@@ -10,6 +10,6 @@ public static class SuiteTasks
     public static IReadOnlyList<TaskKind> Kinds { get; } =
     [
         ArcTask.EasyKind, ArcTask.ChallengeKind, PiqaTask.Kind, OpenBookQaTask.Kind, WinograndeTask.Kind, LambadaTask.Kind,
-        WikitextTask.Kind,
+        WikitextTask.Kind, QmsumTask.Kind,
     ];
 }

@@ -51,6 +51,9 @@ public sealed class WinograndeTask(TaskSpec spec) : ChoiceSuiteTask(spec)
         string target = PyText.Strip(sentence[(idx + 1)..]);
         var contexts = options.Select(o => sentence[..idx] + o).ToArray();
         string continuation = " " + target;
-        return new ChoiceDoc(contexts, [continuation, continuation], gold, null, row, contexts[gold] + continuation);
+        return new ChoiceDoc(contexts, [continuation, continuation], gold, null, row, contexts[gold] + continuation)
+        {
+            Target = JsonValue.Create(target),
+        };
     }
 }
