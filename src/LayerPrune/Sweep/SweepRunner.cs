@@ -131,13 +131,13 @@ public static class SweepRunner
                 IReadOnlyList<Generation>? generations = null;
                 if (!healed)
                 {
-                    metrics = Evaluate(prepared, model, plan?.Kept, sink);
+                    metrics = Evaluate(prepared, model, plan?.Kept, sink, SuiteSweep.LmEvalWriter(o, v.Key(healed)));
                     if (prompts is not null) generations = SweepGenerations.Run(model, tok, prompts, o.GenerationTokens, plan?.Kept);
                 }
                 else
                 {
                     using var healedModel = HealVariant(model, plan!, v, o);
-                    metrics = Evaluate(prepared, healedModel, null, sink);
+                    metrics = Evaluate(prepared, healedModel, null, sink, SuiteSweep.LmEvalWriter(o, v.Key(healed)));
                     if (prompts is not null) generations = SweepGenerations.Run(healedModel, tok, prompts, o.GenerationTokens, null);
                 }
                 if (generations is not null)
@@ -292,14 +292,17 @@ public static class SweepRunner
     /// <summary>Every task's metrics (<see cref="MetricInfo.Column"/> → value) for the model running only
     /// <paramref name="kept"/> (all layers when null).</summary>
     static OrderedDictionary<string, double> Evaluate(List<IPreparedTask> tasks, CausalLM model, IReadOnlyList<int>? kept,
-        IProgressSink sink)
+        IProgressSink sink, Action<List<IPreparedTask>, List<TaskScore>>? onScores = null)
     {
         var metrics = new OrderedDictionary<string, double>();
+        var scores = new List<TaskScore>();
         foreach (var task in tasks)
         {
             var score = task.Score(model, kept, sink);
+            scores.Add(score);
             foreach (var m in task.Metrics) metrics[m.Column] = score.Values[m.Key];
         }
+        onScores?.Invoke(tasks, scores);
         return metrics;
     }
 
@@ -482,6 +485,7 @@ public static class SweepRunner
             + SeedSection(result.Rows, metrics.Select(m => m.Column).ToList())
             + EfficiencySection(o, result.Rows)
             + GenerationSection(o, result.Rows, L)
+            + SuiteSweep.Section(o.OutDir, reportRows, strategies, tasks, model, L)
             + ReportWriter.ProtocolSection(tasks.Select(t => (t.Spec.Kind + ":" + Path.GetFileName(t.Spec.Path), t.Protocol)))
             + "\nFigures: " + figures + "\n";
         OutputFile.WriteAllText(Path.Combine(o.OutDir, "report.md"), report);
