@@ -16,7 +16,8 @@ public static class SuiteOptions
     public static Option<string?> OutputPath() => new("--output-path")
     {
         Description = "Also write lm-evaluation-harness's results file, DIR/MODEL/results_DATE.json (\"results\": {TASK: " +
-                      "{\"acc,none\", \"acc_stderr,none\", ...}}, configs, versions, n-shot, n-samples), for tools that read lm-eval output",
+                      "{\"acc,none\", \"acc_stderr,none\", ...}}, configs, versions, n-shot, n-samples), for tools that " +
+                      "read lm-eval output",
     };
 
     /// <summary>--log-samples.</summary>

@@ -52,7 +52,8 @@ public static class TokenLogProbs
         using var _ = no_grad();
         var index = targets.to(hidden.device).reshape(-1, 1);
         if (n == 0)
-            return (zeros(0, dtype: ScalarType.Float32).MoveToOuterDisposeScope(), zeros(0, dtype: ScalarType.Bool).MoveToOuterDisposeScope());
+            return (zeros(0, dtype: ScalarType.Float32).MoveToOuterDisposeScope(),
+                zeros(0, dtype: ScalarType.Bool).MoveToOuterDisposeScope());
         var parts = new List<Tensor>();
         var maxes = new List<Tensor>();
         for (long start = 0; start < n; start += step)

@@ -26,7 +26,8 @@ public static class SuiteSweep
 
     /// <summary>Writes a variant's scores as lm-eval's results file under OUT/lm-eval/KEY.</summary>
     public static Action<List<IPreparedTask>, List<TaskScore>> LmEvalWriter(SweepOptions o, string key) =>
-        (tasks, scores) => LmEvalResults.Write(Path.Combine(o.OutDir, "lm-eval", key), tasks, scores, o.ModelDir, o.Eval, logSamples: false);
+        (tasks, scores) =>
+            LmEvalResults.Write(Path.Combine(o.OutDir, "lm-eval", key), tasks, scores, o.ModelDir, o.Eval, logSamples: false);
 
     /// <summary>The suite's columns present in the run (sweep column names, e.g. "arc_easy_acc"), with their chance levels.</summary>
     public static List<(string Column, double? Chance)> Present(IReadOnlyList<IPreparedTask> tasks)
@@ -60,7 +61,8 @@ public static class SuiteSweep
         sb.Append("\n\n| variant | n | fraction | ").Append(string.Join(" | ", cols)).Append(" | average |\n|---|---:|---:|")
           .Append(string.Concat(cols.Select(_ => "---:|"))).Append("---:|\n");
         void Row(string name, SweepRow r) => sb.Append(CultureInfo.InvariantCulture, $"| {name} | {r.N} | {r.Fraction:0.000} | ")
-            .Append(string.Join(" | ", cols.Select(k => r.Metrics.TryGetValue(k, out var v) ? v.ToString("0.0000", CultureInfo.InvariantCulture) : "–")))
+            .Append(string.Join(" | ", cols.Select(k =>
+                r.Metrics.TryGetValue(k, out var v) ? v.ToString("0.0000", CultureInfo.InvariantCulture) : "–")))
             .Append(CultureInfo.InvariantCulture, $" | {Average(r.Metrics, cols):0.0000} |\n");
         Row("unpruned", baseline);
         foreach (var s in strategies)

@@ -12,7 +12,8 @@ public class EvalTaskTests(KjvModel kjv) : IClassFixture<KjvModel>
     [Fact]
     public void EverySpecKindIsATaskObjectWithItsMetricMetadata()
     {
-        Assert.Equal(["loss", "mc", "mmlu", "boolq", "hellaswag", "gsm8k", .. LayerPrune.Evaluation.Suite.SuiteTasks.Kinds.Select(k => k.Name)],
+        Assert.Equal(
+            ["loss", "mc", "mmlu", "boolq", "hellaswag", "gsm8k", .. LayerPrune.Evaluation.Suite.SuiteTasks.Kinds.Select(k => k.Name)],
             EvalTasks.Kinds.Select(k => k.Name));
         Assert.IsType<LossTask>(EvalTasks.Parse($"loss:{KjvModel.Validation}"));
         Assert.IsType<McTask>(EvalTasks.Parse($"mc:{KjvModel.Cloze}"));

@@ -53,7 +53,8 @@ public sealed class ArcTask(TaskSpec spec) : ChoiceSuiteTask(spec)
         if (row["question"] is JsonObject q)
         {
             string stem = JsonLines.GetString(q, "stem", path, line, "question.");
-            if (q["choices"] is not JsonArray arr) throw new LayerPruneException($"{path}:{line}: missing array field \"question.choices\"");
+            if (q["choices"] is not JsonArray arr)
+                throw new LayerPruneException($"{path}:{line}: missing array field \"question.choices\"");
             var texts = new List<string>();
             var labels = new List<string>();
             foreach (var c in arr)

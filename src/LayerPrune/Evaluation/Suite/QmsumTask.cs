@@ -132,7 +132,8 @@ public sealed class QmsumTask(TaskSpec spec) : IEvalTask
 
         public IReadOnlyList<MetricInfo> Metrics { get; } =
         [
-            MetricInfo.Accuracy("qmsum", "rouge1", null), MetricInfo.Accuracy("qmsum", "rouge2", null), MetricInfo.Accuracy("qmsum", "rougeL", null),
+            MetricInfo.Accuracy("qmsum", "rouge1", null), MetricInfo.Accuracy("qmsum", "rouge2", null),
+            MetricInfo.Accuracy("qmsum", "rougeL", null),
         ];
 
         public IReadOnlyDictionary<string, double> Protocol { get; } = new Dictionary<string, double>
@@ -147,7 +148,8 @@ public sealed class QmsumTask(TaskSpec spec) : IEvalTask
             int maxGen = task.MaxGenToks;
             int maxLength = WikitextTask.MaxLength(task.Spec, model);
             if (maxLength - maxGen < 1)
-                throw new LayerPruneException($"task \"{task.Spec.Text}\": max_gen_toks {maxGen} leaves no room for the prompt in {maxLength} positions");
+                throw new LayerPruneException(
+                    $"task \"{task.Spec.Text}\": max_gen_toks {maxGen} leaves no room for the prompt in {maxLength} positions");
             using var p = ProgressReporter.Start("qmsum", items.Count, "items", progress ?? NullProgressSink.Instance, clock: null);
             var r1 = new double[items.Count];
             var r2 = new double[items.Count];

@@ -72,7 +72,8 @@ public sealed partial class WikitextTask(TaskSpec spec) : IEvalTask
         }
         foreach (var line in lines)
         {
-            var r = Data.PyText.Strip(line.Replace("= = =", "===", StringComparison.Ordinal).Replace("= =", "==", StringComparison.Ordinal));
+            var r = Data.PyText.Strip(line.Replace("= = =", "===", StringComparison.Ordinal)
+                .Replace("= =", "==", StringComparison.Ordinal));
             if (r.StartsWith("= ", StringComparison.Ordinal) && r.EndsWith(" =", StringComparison.Ordinal)) Flush();
             current.Add(line);
         }
@@ -198,7 +199,8 @@ public sealed partial class WikitextTask(TaskSpec spec) : IEvalTask
                     ["bits_per_byte"] = -ll / pb / Math.Log(2),
                 };
                 var rec = SampleRecords.Build(i, doc, pages[i].Text, new JsonArray(new JsonArray(pages[i].Text)),
-                    new JsonArray(new JsonArray(SampleRecords.PyFloat(ll))), new JsonArray(SampleRecords.PyFloat(ll)), pages[i].Text, metrics);
+                    new JsonArray(new JsonArray(SampleRecords.PyFloat(ll))), new JsonArray(SampleRecords.PyFloat(ll)), pages[i].Text,
+                    metrics);
                 // The harness's per-document values are the (loglikelihood, count) pairs its aggregations take.
                 rec["word_perplexity"] = new JsonArray(ll, pw);
                 rec["byte_perplexity"] = new JsonArray(ll, pb);

@@ -63,7 +63,8 @@ public class SuiteRequestTests
                 "to supply it with a water bottle and a food dish."),
             Same("Question: dresser\nAnswer:", "replace drawer with bobby pin ", "finish, woodgrain with  bobby pin "),
             Same("Question: To fight Ivan Drago in Rocky for sega master system.\nAnswer:",
-                "Drago isn't in this game because it was released before Rocky IV.", "You have to defeat Apollo Creed and Clubber Lang first."),
+                "Drago isn't in this game because it was released before Rocky IV.",
+                "You have to defeat Apollo Creed and Clubber Lang first."),
         ],
         // openbookqa.yaml: doc_to_text: question_stem   doc_to_choice: "{{choices.text}}"
         ["openbookqa"] =
@@ -140,7 +141,8 @@ public class SuiteRequestTests
         var wino = (ChoiceSuiteTask)EvalTasks.Parse($"winogrande:{Files["winogrande"]},shots=1,train={Files["winogrande"]}");
         var w = wino.LoadDocs(1).Docs[0];
         string shot = "Sarah was a much better surgeon than Maria so Maria always got the easier cases.\n\n";
-        Assert.Equal(Expected["winogrande"][0].Select(r => (shot + r.Context, r.Continuation)).ToArray(), w.Contexts.Zip(w.Continuations).ToArray());
+        Assert.Equal(Expected["winogrande"][0].Select(r => (shot + r.Context, r.Continuation)).ToArray(),
+            w.Contexts.Zip(w.Continuations).ToArray());
     }
 
     [Fact]
@@ -161,11 +163,12 @@ public class SuiteRequestTests
         using var dir = new TempDir();
         File.WriteAllLines(dir["arc.jsonl"], [File.ReadLines(Files["arc_easy"]).First(),
             """{"id":"x","question":{"choices":[{"text":"a","label":"A"},{"text":"b","label":"B"}]},"answerKey":"A"}"""]);
-        var e = Assert.Throws<LayerPruneException>(() => { _ = ((ChoiceSuiteTask)EvalTasks.Parse($"arc_easy:{dir["arc.jsonl"]}")).LoadDocs(); });
+        static void Load(string spec) => _ = ((ChoiceSuiteTask)EvalTasks.Parse(spec)).LoadDocs();
+        var e = Assert.Throws<LayerPruneException>(() => Load($"arc_easy:{dir["arc.jsonl"]}"));
         Assert.Equal($"{dir["arc.jsonl"]}:2: missing string field \"question.stem\"", e.Message);
 
         File.WriteAllLines(dir["wino.jsonl"], ["""{"sentence":"A _ b.","option1":"x","answer":"1"}"""]);
-        e = Assert.Throws<LayerPruneException>(() => { _ = ((ChoiceSuiteTask)EvalTasks.Parse($"winogrande:{dir["wino.jsonl"]}")).LoadDocs(); });
+        e = Assert.Throws<LayerPruneException>(() => Load($"winogrande:{dir["wino.jsonl"]}"));
         Assert.Equal($"{dir["wino.jsonl"]}:1: missing string field \"option2\"", e.Message);
 
         File.WriteAllLines(dir["lambada.jsonl"], ["""{"txt":"a b"}"""]);

@@ -23,7 +23,8 @@ public class SuiteSweepTests
     {
         IPreparedTask[] tasks =
         [
-            new FakeTask("arc_challenge", MetricInfo.Accuracy("arc_challenge", "acc", 0.25), MetricInfo.Accuracy("arc_challenge", "acc_norm", 0.25)),
+            new FakeTask("arc_challenge", MetricInfo.Accuracy("arc_challenge", "acc", 0.25),
+                MetricInfo.Accuracy("arc_challenge", "acc_norm", 0.25)),
             new FakeTask("winogrande", MetricInfo.Accuracy("winogrande", "acc", 0.5)),
             new FakeTask("loss", MetricInfo.Loss("validation_loss", "loss")),
         ];
