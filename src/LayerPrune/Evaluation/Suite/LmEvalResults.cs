@@ -14,7 +14,8 @@ namespace LayerPrune.Evaluation.Suite;
 /// DIR/MODEL_SANITIZED/results_DATE.json   { "results": { "arc_easy": { "alias": "arc_easy", "acc,none": .., "acc_stderr,none": .., .. } },
 ///                                          "group_subtasks", "configs", "versions", "n-shot", "higher_is_better",
 ///                                          "n-samples": { "arc_easy": { "original": 2376, "effective": 2376 } }, "config", "date" }
-/// DIR/MODEL_SANITIZED/samples_TASK_DATE.jsonl   one <see cref="SampleRecords"/> line per document (with --log-samples)
+/// DIR/MODEL_SANITIZED/samples_TASK_DATE.jsonl   one <see cref="SampleRecords"/> line per document (with --log-samples;
+///                                               the suite's tasks, which keep them in <see cref="TaskScore.Records"/>)
 /// </code>
 /// Metric keys are "METRIC,FILTER" with the filter "none"; a metric without a standard error has "N/A" as its stderr, as
 /// the harness writes it. MODEL_SANITIZED is the model path with runs of <c>"&lt;&gt;:/\|?*[]</c> replaced by "__", DATE the
@@ -104,7 +105,8 @@ public static partial class LmEvalResults
         OutputFile.WriteAllText(results, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         written.Add(results);
         if (!logSamples) return written;
-        foreach (var s in scores)
+        // Tasks that keep no per-document records (loss, mc, mmlu, boolq, hellaswag, gsm8k) get no samples file.
+        foreach (var s in scores.Where(s => s.Records.Count > 0))
         {
             string file = Path.Combine(folder, $"samples_{s.Name}_{stamp}.jsonl");
             OutputFile.Write(file, tmp =>
