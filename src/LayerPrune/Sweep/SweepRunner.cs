@@ -429,7 +429,11 @@ public static class SweepRunner
             for (int a = 0; a < m.Count; a++)
                 for (int b = 0; b < m.Count; b++)
                     matrix[a, b] = (double)m[a]![b]!;
-            return new SimilarityResult { Matrix = matrix, Samples = (int)j["samples"]! };
+            return new SimilarityResult
+            {
+                Matrix = matrix, Samples = (int)j["samples"]!,
+                BlockInfluence = j["block_influence"]?["values"]?.AsArray().Select(x => (double)x!).ToArray(), // bi in a resumed run or shard
+            };
         }
         catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException or FormatException)
         {
