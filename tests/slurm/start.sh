@@ -8,7 +8,9 @@ set -uo pipefail
 state="${1:?usage: start.sh STATE_DIR}"
 skip() { echo "slurm: $*" >&2; exit 77; }
 [[ "$(id -u)" == 0 ]] || skip "not root: the daemons run as root and the packages need apt-get"
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+missing=0
+for c in slurmctld slurmd sbatch munged; do command -v "$c" >/dev/null || missing=1; done
+if [[ $missing == 1 ]]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >"$state.apt.log" 2>&1 || skip "apt-get update failed (see $state.apt.log)"
   apt-get install -y -qq slurmctld slurmd slurm-client munge >>"$state.apt.log" 2>&1 \

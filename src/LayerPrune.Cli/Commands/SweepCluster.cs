@@ -41,7 +41,10 @@ public sealed class SweepCluster
         Description = "With --slurm/--kubernetes: the layerprune command the jobs run (default: this layerprune's absolute path; " +
                       "'layerprune' in Kubernetes)",
     };
-    readonly Option<string?> _image = new("--image") { Description = "With --kubernetes: the container image (holds layerprune and the inputs)" };
+    readonly Option<string?> _image = new("--image")
+    {
+        Description = "With --kubernetes: the container image (holds layerprune and the inputs)",
+    };
     readonly Option<string> _claim = new("--claim")
     {
         Description = "With --kubernetes: the PersistentVolumeClaim mounted at --out's path",
@@ -73,13 +76,19 @@ public sealed class SweepCluster
         Cli.Require(stage is null || shard is null, "give --stage or --shard, not both");
         ShardSpec? spec = null;
         if (shard is not null)
-            spec = ShardSpec.TryParse(shard) ?? throw LayerPruneException.Usage($"--shard {shard}: expected K/N with 0 ≤ K < N, e.g. 0/4");
+            spec = ShardSpec.TryParse(shard)
+                ?? throw LayerPruneException.Usage($"--shard {shard}: expected K/N with 0 ≤ K < N, e.g. 0/4");
         bool scripts = p.GetValue(_slurm) || p.GetValue(_kubernetes);
         Cli.Require(!scripts || (stage is null && shard is null), "--slurm/--kubernetes write the stages' scripts: drop --stage/--shard");
         Cli.Require(!p.GetValue(_submit) || p.GetValue(_slurm), "--submit: needs --slurm");
         return options with
         {
-            Stage = stage switch { "prepare" => SweepStage.Prepare, "merge" => SweepStage.Merge, _ => spec is null ? null : SweepStage.Shard },
+            Stage = stage switch
+            {
+                "prepare" => SweepStage.Prepare,
+                "merge" => SweepStage.Merge,
+                _ => spec is null ? null : SweepStage.Shard,
+            },
             Shard = spec,
         };
     }
@@ -201,7 +210,10 @@ public sealed class SweepCluster
         var ids = new List<string>();
         foreach (var script in ClusterScripts.SlurmOrder)
         {
-            var psi = new ProcessStartInfo("sbatch") { WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true };
+            var psi = new ProcessStartInfo("sbatch")
+            {
+                WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true,
+            };
             psi.ArgumentList.Add("--parsable");
             if (ids.Count > 0) psi.ArgumentList.Add($"--dependency=afterok:{ids[^1]}");
             psi.ArgumentList.Add(script);

@@ -81,7 +81,8 @@ public static partial class ClusterScripts
                 .Append(extra)
                 .Append("set -euo pipefail\n")
                 .Append(CultureInfo.InvariantCulture, $"cd {Quote(job.WorkingDirectory)}\n")
-                .Append(CultureInfo.InvariantCulture, $"exec {job.Command} sweep {string.Join(' ', job.SweepArgs.Select(Quote))} {stageArgs}\n")
+                .Append(CultureInfo.InvariantCulture,
+                    $"exec {job.Command} sweep {string.Join(' ', job.SweepArgs.Select(Quote))} {stageArgs}\n")
                 .ToString();
         Write(Path.Combine(dir, "prepare.sbatch"), Script("prepare", "prepare-%j.out", "",
             "--stage prepare" + (job.Force ? " --force" : "")));
@@ -152,7 +153,8 @@ public static partial class ClusterScripts
 
             """);
         Write(Path.Combine(dir, "prepare.yaml"), KubeJob($"{name}-prepare", job, "--stage prepare" + (job.Force ? " --force" : ""), null));
-        Write(Path.Combine(dir, "shards.yaml"), KubeJob($"{name}-shards", job, $"--shard \"$JOB_COMPLETION_INDEX/{job.Shards}\"", job.Shards));
+        Write(Path.Combine(dir, "shards.yaml"),
+            KubeJob($"{name}-shards", job, $"--shard \"$JOB_COMPLETION_INDEX/{job.Shards}\"", job.Shards));
         Write(Path.Combine(dir, "merge.yaml"), KubeJob($"{name}-merge", job, "--stage merge", null));
         Write(Path.Combine(dir, "run.sh"), $"""
             #!/bin/bash
@@ -205,8 +207,10 @@ public static partial class ClusterScripts
             if (limits.Count > 0)
                 sb.Append("            limits:\n").Append(string.Concat(limits.Select(r => $"              {r}\n")));
         }
-        sb.Append(CultureInfo.InvariantCulture, $"          volumeMounts:\n            - name: sweep\n              mountPath: {job.OutDir}\n");
-        sb.Append(CultureInfo.InvariantCulture, $"      volumes:\n        - name: sweep\n          persistentVolumeClaim:\n            claimName: {job.Claim}\n");
+        sb.Append("          volumeMounts:\n            - name: sweep\n")
+            .Append(CultureInfo.InvariantCulture, $"              mountPath: {job.OutDir}\n");
+        sb.Append("      volumes:\n        - name: sweep\n          persistentVolumeClaim:\n")
+            .Append(CultureInfo.InvariantCulture, $"            claimName: {job.Claim}\n");
         return sb.ToString();
     }
 
@@ -220,8 +224,10 @@ public static partial class ClusterScripts
             throw new ArgumentException($"'{mem}' is not a memory size like 16G or 4000M", nameof(ClusterJob.Mem));
         if (job.Time is { } t && Seconds(t) is null)
             throw new ArgumentException($"'{t}' is not a time like 90, 04:00:00 or 1-12:00:00", nameof(ClusterJob.Time));
-        if (job.GpusPerTask is < 1) throw new ArgumentOutOfRangeException(nameof(ClusterJob.GpusPerTask), job.GpusPerTask, "must be at least 1");
-        if (job.CpusPerTask is < 1) throw new ArgumentOutOfRangeException(nameof(ClusterJob.CpusPerTask), job.CpusPerTask, "must be at least 1");
+        if (job.GpusPerTask is < 1)
+            throw new ArgumentOutOfRangeException(nameof(ClusterJob.GpusPerTask), job.GpusPerTask, "must be at least 1");
+        if (job.CpusPerTask is < 1)
+            throw new ArgumentOutOfRangeException(nameof(ClusterJob.CpusPerTask), job.CpusPerTask, "must be at least 1");
     }
 
     static string Resources(ClusterJob job)
@@ -264,7 +270,8 @@ public static partial class ClusterScripts
     [GeneratedRegex(@"^[A-Za-z0-9_./,:=+@%-]+$")]
     private static partial Regex SafeWord();
 
-    static string Yaml(string s) => "\"" + s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal) + "\"";
+    static string Yaml(string s) =>
+        "\"" + s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal) + "\"";
 
     static string Slug(string s)
     {
@@ -275,7 +282,8 @@ public static partial class ClusterScripts
     static void Write(string path, string text)
     {
         OutputFile.WriteAllText(path, text);
-        if (!OperatingSystem.IsWindows() && (path.EndsWith(".sh", StringComparison.Ordinal) || path.EndsWith(".sbatch", StringComparison.Ordinal)))
+        bool script = path.EndsWith(".sh", StringComparison.Ordinal) || path.EndsWith(".sbatch", StringComparison.Ordinal);
+        if (!OperatingSystem.IsWindows() && script)
             File.SetUnixFileMode(path, File.GetUnixFileMode(path) | UnixFileMode.UserExecute | UnixFileMode.GroupExecute
                 | UnixFileMode.OtherExecute);
     }

@@ -59,7 +59,8 @@ public sealed partial class SweepStages
         {
             if (!File.Exists(planPath))
                 throw LayerPruneException.Failed(nameof(SweepOptions.OutDir), o.OutDir,
-                    $"has no {PlanFile}: run the prepare stage (`{nameof(SweepOptions.Stage)}` = {SweepStage.Prepare}) with the same options first");
+                    $"has no {PlanFile}: run the prepare stage (`{nameof(SweepOptions.Stage)}` = {SweepStage.Prepare}) "
+                    + "with the same options first");
             _plan = ReadJson(planPath);
             if (!JsonNode.DeepEquals(_plan["config"], config))
                 throw LayerPruneException.Failed(nameof(SweepOptions.OutDir), o.OutDir,
@@ -231,7 +232,8 @@ public sealed partial class SweepStages
         var splits = files.Select(f => f.Count).Distinct().ToList();
         if (splits.Count > 1)
             throw LayerPruneException.Failed(nameof(SweepOptions.OutDir), _o.OutDir,
-                $"{dir} holds shards of {splits.Count} different splits ({string.Join(", ", files.Select(f => $"{f.Index}-of-{f.Count}"))}); "
+                $"{dir} holds shards of {splits.Count} different splits "
+                + $"({string.Join(", ", files.Select(f => $"{f.Index}-of-{f.Count}"))}); "
                 + "remove those of the old split; nothing was written");
         int count = splits[0];
         var (keys, costs) = PlanVariants(_plan!);

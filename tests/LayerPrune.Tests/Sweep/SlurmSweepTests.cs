@@ -159,7 +159,8 @@ public class SlurmSweepTests(SlurmCluster cluster, ITestOutputHelper output) : I
         Assert.NotEqual("COMPLETED", Slurm.State($"{array}_{k}", conf));
         int before = killedRows.Count;
 
-        var requeue = Slurm.Run("bash", [Path.Combine(outDir, "slurm", "requeue.sh"), k.ToString(System.Globalization.CultureInfo.InvariantCulture)], conf);
+        string task = k.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var requeue = Slurm.Run("bash", [Path.Combine(outDir, "slurm", "requeue.sh"), task], conf);
         Assert.True(requeue.Exit == 0, requeue.Stderr);
         string state;
         while ((state = Slurm.State(merge, conf)) is not ("COMPLETED" or "FAILED" or "CANCELLED" or "TIMEOUT" or ""))

@@ -35,7 +35,8 @@ public class SweepStagesTests(KjvModel kjv) : IClassFixture<KjvModel>
             var shardOf = ShardPlan.Assign(costs, shards);
             Assert.Equal(shardOf, ShardPlan.Assign(costs, shards)); // deterministic
             // The shards' variant lists partition the sweep: every variant exactly once.
-            var lists = Enumerable.Range(0, shards).Select(k => Enumerable.Range(0, costs.Count).Where(j => shardOf[j] == k).ToList()).ToList();
+            var lists = Enumerable.Range(0, shards)
+                .Select(k => Enumerable.Range(0, costs.Count).Where(j => shardOf[j] == k).ToList()).ToList();
             var all = lists.SelectMany(l => l).Order().ToList();
             Assert.Equal(Enumerable.Range(0, costs.Count), all);
             // Loads summed independently of ShardPlan.Loads; spread at most one healed variant's cost.
@@ -97,7 +98,8 @@ public class SweepStagesTests(KjvModel kjv) : IClassFixture<KjvModel>
 
     static Dictionary<string, string> Snapshot(string dir) => Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories)
         .Where(f => !Path.GetFileName(f).EndsWith(".lock", StringComparison.Ordinal))
-        .ToDictionary(f => Path.GetRelativePath(dir, f), f => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(f))));
+        .ToDictionary(f => Path.GetRelativePath(dir, f),
+            f => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(f))));
 
     /// <summary>
     /// prepare, three shards (run out of order, one resumed after losing its last row) and merge give results.json and
