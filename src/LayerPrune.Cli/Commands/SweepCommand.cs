@@ -169,6 +169,8 @@ public static class SweepCommand
             calibration, calibrationChunks, efficiency, efficiencyRepeats, efficiencyThreads, output, force, healSteps,
             healData, healQuant, healBatch, healRank, healLr, generate, prompts, generateTokens, maxNewTokens, bootstrap, offload, json,
         };
+        var cluster = new SweepCluster(); // --stage, --shard, --slurm, --kubernetes (docs/cluster.md)
+        cluster.AddTo(cmd);
         return cmd.WithAction(p =>
         {
             string? modelDir = p.GetValue(model);
@@ -256,6 +258,8 @@ public static class SweepCommand
                     MaxChunks = p.GetValue(maxChunks) == 0 ? null : p.GetValue(maxChunks),
                 },
             };
+            options = cluster.Apply(p, options);
+            if (cluster.WriteScripts(p, options, p.GetValue(json)) is int written) return written;
             var tok = Cli.LoadTokenizer(modelDir);
             Cli.Require(!(p.GetValue(offload) && p.GetValue(efficiency)),
                 "--offload: --efficiency times a resident model; drop one of them");
@@ -271,6 +275,7 @@ public static class SweepCommand
             {
                 throw DiskFull.Explain(e, options.OutDir, KeepOnlyResumableState(options.OutDir, existed));
             }
+            if (SweepCluster.StageDone(options, result, p.GetValue(json)) is int staged) return staged;
             if (p.GetValue(json))
             {
                 Cli.PrintJson(result.ToJson());

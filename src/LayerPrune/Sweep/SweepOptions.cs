@@ -98,4 +98,11 @@ public sealed record SweepOptions
     /// <summary>When set, every pruned variant is also written as a checkpoint, healed (QLoRA) with these settings
     /// (ModelDir/OutDir are filled per variant) and evaluated again as a row with "healed": true.</summary>
     public HealOptions? Heal { get; init; }
+
+    /// <summary>One stage of a sweep split for a cluster (<see cref="SweepStages"/>); null = the whole sweep in this
+    /// process.</summary>
+    public SweepStage? Stage { get; init; }
+
+    /// <summary>The shard <see cref="SweepStage.Shard"/> runs.</summary>
+    public ShardSpec? Shard { get; init; }
 }

@@ -39,12 +39,13 @@ public static class SweepRunner
         int L = model.NumLayers;
 
         // A concurrent sweep into the same folder fails at once.
-        using var outLock = OutputLock.Acquire(o.OutDir, nameof(SweepOptions.OutDir));
-        Directory.CreateDirectory(o.OutDir);
+        using var outLock = SweepStages.Lock(o);
         var config = ConfigJson(o, ns);
+        var stage = new SweepStages(o, config); // a shard or merge reads the plan (merge: every shard) before writing anything
+        Directory.CreateDirectory(o.OutDir);
         string resultsPath = Path.Combine(o.OutDir, "results.json");
         List<VariantRow> rows = [];
-        if (File.Exists(resultsPath) && !o.Force)
+        if (o.Stage is null && File.Exists(resultsPath) && !o.Force)
         {
             // Parsed once: a truncated or edited file says how to start over; another sweep's results are refused.
             var previous = ReadResults(resultsPath, o.OutDir);
@@ -54,6 +55,7 @@ public static class SweepRunner
                     + $"use `{nameof(SweepOptions.Force)}` to start over or another `{nameof(SweepOptions.OutDir)}`");
             rows = SweepFiles.Rows(previous, resultsPath);
         }
+        rows = stage.ResumeRows(rows);
 
         // 1. One similarity pass gives l*(n) for every n (cached in the output folder); bi reads the same pass.
         SimilarityResult? similarity = null;
@@ -62,7 +64,7 @@ public static class SweepRunner
         if (o.Strategies.Contains("similarity"))
         {
             string simPath = Path.Combine(o.OutDir, "similarity.json");
-            similarity = rows.Count > 0 && File.Exists(simPath) ? ReadSimilarity(simPath) : null;
+            similarity = (rows.Count > 0 || stage.Prepared) && File.Exists(simPath) ? ReadSimilarity(simPath) : null;
             similarityCost = similarity is null ? null : ReadCost(costPath);
             if (similarity is null)
             {
@@ -86,9 +88,9 @@ public static class SweepRunner
         var prompts = o.Prompts?.Select(x => tok.Encode(x)).ToList();
 
         // Wall-clock selection seconds live beside the rows (rows stay identical between a resumed and an uninterrupted run).
-        string secondsPath = Path.Combine(o.OutDir, SecondsFile);
+        string secondsPath = stage.SecondsPath ?? Path.Combine(o.OutDir, SecondsFile);
         var seconds = rows.Count > 0 ? ReadSeconds(secondsPath) : [];
-        OutputFile.RemoveLeftovers(o.OutDir); // temp files of a run killed while writing one
+        stage.RemoveLeftovers(); // temp files of a run killed while writing one
 
         // 3. Variants: the unpruned baseline, then each (n, strategy, seed); healed copies after them. A strategy does its
         // measuring (Prepare) only when one of its variants is still to be evaluated.
@@ -100,6 +102,9 @@ public static class SweepRunner
         var done = rows.Select(r => r.Key).ToHashSet();
         var jobs = variants.Select(v => (v, healed: false))
             .Concat(o.Heal is null ? [] : variants.Where(v => v.N > 0).Select(v => (v, healed: true))).ToList();
+        var selected = stage.Select(jobs.Select(j => (j.v.Key(j.healed), j.v.N, j.healed)).ToList(), prepared, L);
+        if (o.Stage == SweepStage.Prepare) return new SweepResult(config, protocol, rows);
+        jobs = jobs.Where((_, i) => selected[i]).ToList(); // a shard's share
         var planners = new Dictionary<(string, int?), Func<int, PrunePlan>>();
         Func<int, PrunePlan> Planner(Variant v)
         {
@@ -160,7 +165,7 @@ public static class SweepRunner
                     EfficiencyReference = reference,
                     Generations = generations,
                 });
-                SweepFiles.Write(o.OutDir, new SweepResult(config, protocol, rows));
+                stage.WriteRows(new SweepResult(config, protocol, rows));
                 if (plan is not null && !healed && CostOf(plan, v.Strategy, similarityCost) is { } timed)
                 {
                     seconds[v.Key(false)] = timed.Seconds;
@@ -173,6 +178,16 @@ public static class SweepRunner
 
         // 4. Figures and the report.
         var result = new SweepResult(config, protocol, rows);
+        if (o.Stage == SweepStage.Shard)
+        {
+            stage.WriteRows(result); // also when the shard has no variants: merge finds it done
+            return result;
+        }
+        if (o.Stage == SweepStage.Merge)
+        {
+            stage.WriteMerged(result, secondsPath, WriteSeconds, ReadSeconds);
+            seconds = ReadSeconds(secondsPath);
+        }
         WriteFigures(o, result, L, prepared, seconds);
         return result;
     }
@@ -417,7 +432,11 @@ public static class SweepRunner
             for (int a = 0; a < m.Count; a++)
                 for (int b = 0; b < m.Count; b++)
                     matrix[a, b] = (double)m[a]![b]!;
-            return new SimilarityResult { Matrix = matrix, Samples = (int)j["samples"]! };
+            return new SimilarityResult
+            {
+                Matrix = matrix, Samples = (int)j["samples"]!,
+                BlockInfluence = j["block_influence"]?["values"]?.AsArray().Select(x => (double)x!).ToArray(), // bi in a resumed run or shard
+            };
         }
         catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException or FormatException)
         {
