@@ -15,7 +15,7 @@ public sealed record FuzzResult(int Inputs, double Seconds, int Failures, IReadO
 /// duplicate keys or JSON-tree edits. A parser may succeed or throw LayerPruneException; any other exception is a
 /// crash, more than <see cref="MaxMillis"/> ms a hang, more than <see cref="MaxAllocBytes"/> allocated a blow-up.
 /// </summary>
-public static class Fuzzer
+public static partial class Fuzzer
 {
     public const int MaxMillis = 1000;
     public const long MaxAllocBytes = 64L << 20;
@@ -33,9 +33,11 @@ public static class Fuzzer
         "\"\\ud800\"", "\"\\u0000\"", "[[[[[[[[[[]]]]]]]]]]",
     ];
 
-    sealed class Target(string name, List<byte[]> seeds, Action<byte[]> run)
+    sealed class Target(string name, List<byte[]> seeds, Action<byte[]> run, Func<Random, byte[], byte[]>? mutate = null)
     {
         public string Name => name; public List<byte[]> Seeds => seeds; public Action<byte[]> Run => run;
+        /// <summary>A format-aware mutator (binary formats); null: <see cref="Mutate"/>.</summary>
+        public Func<Random, byte[], byte[]>? Mutator => mutate;
     }
 
     public static FuzzResult Run(int count, int seed, TextWriter log)
@@ -109,6 +111,7 @@ public static class Fuzzer
                 tok.Decode(tok.Encode("ab <s> a"));
             }), 15),
         };
+        targets.AddRange(ModelInputTargets(root, work)); // issue 27: GGUF, hub response headers, tokenizer.json / tokenizer.model
         int totalWeight = targets.Sum(x => x.weight);
         var perTarget = targets.ToDictionary(x => x.t.Name, _ => 0);
         var reports = new List<string>();
@@ -118,7 +121,8 @@ public static class Fuzzer
         {
             int pick = rng.Next(totalWeight);
             var target = targets.First(x => (pick -= x.weight) < 0).t;
-            var input = Mutate(rng, target.Seeds[rng.Next(target.Seeds.Count)], target.Seeds);
+            var seedInput = target.Seeds[rng.Next(target.Seeds.Count)];
+            var input = target.Mutator is { } mutator ? mutator(rng, seedInput) : Mutate(rng, seedInput, target.Seeds);
             perTarget[target.Name]++;
             long alloc0 = GC.GetAllocatedBytesForCurrentThread();
             long t0 = Stopwatch.GetTimestamp();

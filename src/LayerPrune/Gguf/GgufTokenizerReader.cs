@@ -52,8 +52,10 @@ public static class GgufTokenizerReader
                 float[] scores = g.Get("tokenizer.ggml.scores")?.Value is float[] sc && sc.Length == tokens.Length ? sc
                     : new float[tokens.Length];
                 bool dummyPrefix = g.Get("tokenizer.ggml.add_space_prefix")?.Value as bool? ?? true;
+                // Absent (llama.cpp's converter): false, as llama.cpp's SPM tokenizer never collapses spaces.
+                bool removeExtra = g.Get("tokenizer.ggml.remove_extra_whitespaces")?.Value as bool? ?? false;
                 File.WriteAllBytes(Path.Combine(dir, "tokenizer.model"),
-                    SentencePieceProto(tokens, scores, types, unk ?? 0, bos ?? -1, eos ?? -1, pad ?? -1, dummyPrefix));
+                    SentencePieceProto(tokens, scores, types, unk ?? 0, bos ?? -1, eos ?? -1, pad ?? -1, dummyPrefix, removeExtra));
                 cfg["tokenizer_class"] = "LlamaTokenizer";
                 break;
             case "gpt2":
@@ -117,7 +119,8 @@ public static class GgufTokenizerReader
 
     /// <summary>A minimal sentencepiece_model.proto ModelProto (fields that <see cref="SentencePieceModel"/> and
     /// sentencepiece read: pieces 1, trainer_spec 2, normalizer_spec 3).</summary>
-    static byte[] SentencePieceProto(string[] tokens, float[] scores, int[] types, int unk, int bos, int eos, int pad, bool dummyPrefix)
+    static byte[] SentencePieceProto(string[] tokens, float[] scores, int[] types, int unk, int bos, int eos, int pad, bool dummyPrefix,
+        bool removeExtra)
     {
         var model = new MemoryStream();
         for (int i = 0; i < tokens.Length; i++)
@@ -139,7 +142,7 @@ public static class GgufTokenizerReader
         var normalizer = new MemoryStream();
         Bytes(normalizer, 1, "identity"u8.ToArray());
         Varint(normalizer, 3, dummyPrefix ? 1UL : 0UL);
-        Varint(normalizer, 4, 0); // remove_extra_whitespaces: llama.cpp keeps them
+        Varint(normalizer, 4, removeExtra ? 1UL : 0UL);
         Varint(normalizer, 5, 1);
         Bytes(model, 3, normalizer.ToArray());
         return model.ToArray();

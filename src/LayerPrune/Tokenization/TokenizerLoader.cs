@@ -165,7 +165,8 @@ public static class TokenizerLoader
             var (prefix, suffix) = cfg.AddBos != null || cfg.AddEos != null
                 ? Wrap(cfg.AddBos ?? false, cfg.AddEos ?? false, bos, eos) : (tplPrefix, tplSuffix);
 
-            var idToToken = vocab.ToDictionary(kv => kv.Value, kv => kv.Key);
+            var idToToken = new Dictionary<int, string>(vocab.Count);
+            foreach (var (token, id) in vocab) idToToken.TryAdd(id, token); // an id given twice decodes as its first token
             foreach (var (c, id) in added) idToToken.TryAdd(id, c);
             var pipeline = new HfBpePipeline(normalizers, pre, model, idToToken);
             int size = Math.Max(vocab.Values.DefaultIfEmpty(-1).Max(), added.Values.DefaultIfEmpty(-1).Max()) + 1;
@@ -203,7 +204,10 @@ public static class TokenizerLoader
                     throw new LayerPruneException(
                         $"{file}: {what} Split behavior '{behavior}'{(Bool(e, "invert") ? " (inverted)" : "")} is not supported (only " +
                         "Isolated)");
-                steps.Add(new PipelineStep.Split(new RegexSplitter(regex)));
+                RegexSplitter splitter;
+                try { splitter = new RegexSplitter(regex); }
+                catch (ArgumentException x) { throw new LayerPruneException($"{file}: {what} Split regex is invalid ({JsonInput.FirstLine(x.Message)})"); }
+                steps.Add(new PipelineStep.Split(splitter));
                 break;
             case "ByteLevel":
                 steps.Add(new PipelineStep.ByteLevel(Bool(e, "add_prefix_space"), !e.TryGetProperty("use_regex", out var ur)
