@@ -98,7 +98,12 @@ public static partial class HubCache
                 $"{id}: not in the Hugging Face cache {o.CacheDir} and HF_HUB_OFFLINE=1 forbids downloading it " +
                 "(download it online first, e.g. `layerprune download`)");
         using var http = new Fetcher(id, o);
-        var config = http.Head("config.json", required: true)!;
+        Remote config;
+        try { config = http.Head("config.json", required: true)!; }
+        catch (LayerPruneException e) when (e.InnerException is HttpRequestException && CachedSnapshot(id, repoDir) is { } cached)
+        {
+            return cached; // the hub cannot be reached: the cached revision, as huggingface_hub falls back to it
+        }
         string snapshot = Path.Combine(repoDir, "snapshots", config.Commit);
         if (Complete(snapshot))
         {

@@ -4,6 +4,7 @@ using LayerPrune.Evaluation;
 using LayerPrune.Gguf;
 using LayerPrune.Hub;
 using LayerPrune.Modeling;
+using LayerPrune.Pruning;
 using LayerPrune.Similarity;
 using LayerPrune.Tests.Integration;
 using LayerPrune.Tests.Modeling;
@@ -184,6 +185,41 @@ public class GgufInputTests(KjvGgufInputs kjv) : IClassFixture<KjvGgufInputs>
         Assert.Equal(llama, ours.TokenIds[ours.PromptLength..]);
         Console.WriteLine($"llama.cpp-written q8_0 GGUF sha256 {Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
             File.ReadAllBytes(theirs)))}");
+    }
+
+    /// <summary>
+    /// `prune` of a GGUF input with a measured strategy chooses the block the HF folder's run chooses and writes a GGUF
+    /// with exactly the tensors of the explicit-plan GGUF prune; `info` and `eval` take the GGUF too.
+    /// </summary>
+    [Fact]
+    public void CliPrunesAGgufWithAMeasuredStrategyAndMeasuresIt()
+    {
+        var (gguf, _) = kjv.ByType[GgufOutputType.F32];
+        var env = new Dictionary<string, string> { ["LAYERPRUNE_CACHE"] = Path.Combine(kjv.Tmp, "cli-cache") };
+        string[] Args(string model, string outPath) =>
+            ["prune", "--model", model, "--out", outPath, "--n", "3", "--strategy", "similarity", "--data", KjvModel.Validation,
+             "--samples", "8", "--seq-len", "64", "--json", "--quiet"];
+        var hf = Robustness.ChildRun.Run(Args(KjvModel.Dir, Path.Combine(kjv.Tmp, "hf-n3")), env: env);
+        Assert.True(hf.Exit == 0, hf.Stderr);
+        string outGguf = Path.Combine(kjv.Tmp, "kjv-n3.gguf");
+        var r = Robustness.ChildRun.Run(Args(gguf, outGguf), env: env);
+        Assert.True(r.Exit == 0, r.Stderr);
+        var removed = System.Text.Json.Nodes.JsonNode.Parse(r.Stdout)!["removed"]!.ToJsonString();
+        Assert.Equal(System.Text.Json.Nodes.JsonNode.Parse(hf.Stdout)!["removed"]!.ToJsonString(), removed);
+        var plan = PrunePlan.FromJsonFile(Path.Combine(kjv.Tmp, "hf-n3", "prune_plan.json"), 16);
+        string explicitOut = Path.Combine(kjv.Tmp, "kjv-n3-explicit.gguf");
+        GgufPruner.Prune(gguf, plan, explicitOut, force: true);
+        var a = GgufFile.Open(outGguf);
+        var b = GgufFile.Open(explicitOut);
+        Assert.Equal(13, a.BlockCount);
+        Assert.Equal(b.Tensors.Select(t => (t.Name, t.Type, string.Join(",", t.Dims))), a.Tensors.Select(t => (t.Name, t.Type, string.Join(",", t.Dims))));
+        foreach (var t in a.Tensors.Take(12)) Assert.Equal(b.ReadTensorBytes(b.Tensors.First(x => x.Name == t.Name)), a.ReadTensorBytes(t));
+
+        var info = Robustness.ChildRun.Run(["info", "--model", outGguf, "--json"], env: env);
+        Assert.True(info.Exit == 0, info.Stderr);
+        var eval = Robustness.ChildRun.Run(["eval", "--model", outGguf, "--task", "loss:" + KjvModel.Validation, "--max-chunks", "2",
+            "--seq-len", "64", "--json", "--quiet"], env: env);
+        Assert.True(eval.Exit == 0, eval.Stderr);
     }
 
     [Fact]

@@ -65,6 +65,8 @@ public sealed class HubCacheTests : IDisposable
         int requests = _hub.Requests.Count;
         Assert.Equal(snapshot, ModelSource.Resolve(Repo, Options(offline: true)));
         Assert.Equal(requests, _hub.Requests.Count); // offline: no request at all
+        // The hub unreachable (nothing listens on port 9): the cached revision, as huggingface_hub falls back to it.
+        Assert.Equal(snapshot, ModelSource.Resolve(Repo, Options() with { Endpoint = "http://127.0.0.1:9" }));
     }
 
     [Fact]
