@@ -124,7 +124,8 @@ public static partial class Fuzzer
     /// <summary>Seeds: the headers FakeHub sends (tests/LayerPrune.Tests/Hub), first line the status.</summary>
     static readonly byte[][] HubHeaderSeeds =
     [
-        "302\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\nETag: \"1b2c\"\nX-Linked-Etag: \"6f1f6d7bd2e3b7a8b0a3fbc1a1b5b0b0e4c1d1e3f5a7b9c1d3e5f7a9b1c3d5e7\"\nX-Linked-Size: 26\nLocation: /cdn/x\n"u8.ToArray(),
+        ("302\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\nETag: \"1b2c\"\n"u8 +
+         "X-Linked-Etag: \"6f1f6d7bd2e3b7a8b0a3fbc1a1b5b0b0e4c1d1e3f5a7b9c1d3e5f7a9b1c3d5e7\"\nX-Linked-Size: 26\nLocation: /cdn/x\n"u8).ToArray(),
         "200\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\nETag: \"a94a8fe5ccb19ba61c4c0873d391e987982fbbd3\"\n"u8.ToArray(),
         "404\nX-Error-Code: EntryNotFound\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\n"u8.ToArray(),
         "401\nX-Error-Code: GatedRepo\n"u8.ToArray(),
@@ -170,7 +171,8 @@ public static partial class Fuzzer
             }
         }
         // Optional extra seeds (e.g. a GGUF written by llama.cpp's quantizer): LAYERPRUNE_FUZZ_GGUF=a.gguf:b.gguf
-        foreach (var extra in (Environment.GetEnvironmentVariable("LAYERPRUNE_FUZZ_GGUF") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+        string extras = Environment.GetEnvironmentVariable("LAYERPRUNE_FUZZ_GGUF") ?? "";
+        foreach (var extra in extras.Split(':', StringSplitOptions.RemoveEmptyEntries))
             ggufSeeds.Add(File.ReadAllBytes(extra));
         string ggufFile = Path.Combine(work, "fuzz.gguf"), convertDir = Path.Combine(work, "converted");
         int headerFocus = 4096;
@@ -198,12 +200,13 @@ public static partial class Fuzzer
                 var tok = TokenizerLoader.Load(convertDir);
                 tok.Decode(tok.Encode("ab a b"));
                 Checkpoint.Open(convertDir).Dispose();
-            }, (r, s) => MutateBinary(r, s, s.Length)), 6),
+            }, (r, s) => MutateBinary(r, s, s.Length)), 10),
             (new Target("HubCache.Resolve(headers)", [.. HubHeaderSeeds], input =>
             {
                 if (Directory.Exists(hubCache)) Directory.Delete(hubCache, true);
                 var handler = new FakeHubHandler(input);
-                var o = new HubOptions { Endpoint = "http://127.0.0.1:9", CacheDir = hubCache, HfToken = null, Offline = false, Handler = handler };
+                var o = new HubOptions
+                    { Endpoint = "http://127.0.0.1:9", CacheDir = hubCache, HfToken = null, Offline = false, Handler = handler };
                 HubCache.Resolve(new HubId("fuzz-org/model", "main"), o);
             }), 15),
             (new Target("TokenizerLoader(tokenizer.json)", [.. TokenizerJsonSeeds], input =>

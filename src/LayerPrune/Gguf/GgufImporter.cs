@@ -62,7 +62,8 @@ public static class GgufImporter
         var tensors = g.Tensors.ToDictionary(t => t.Name);
         if (tensors.ContainsKey("rope_freqs.weight"))
             throw new LayerPruneException(
-                $"{ggufPath}: llama3 RoPE frequency factors (rope_freqs.weight) cannot be mapped back to a config.json; use the HF checkpoint");
+                $"{ggufPath}: llama3 RoPE frequency factors (rope_freqs.weight) cannot be mapped back to a config.json; " +
+                "use the HF checkpoint");
         Directory.CreateDirectory(outDir);
         var config = Config(g, tensors);
         File.WriteAllText(Path.Combine(outDir, "config.json"), config.ToJsonString(new() { WriteIndented = true }));

@@ -8,7 +8,9 @@ using LayerPrune.Reporting;
 
 namespace LayerPrune.Hub;
 
-/// <summary>Where and how <see cref="HubCache"/> finds and fetches models; defaults from the environment as huggingface_hub reads it.</summary>
+/// <summary>
+/// Where and how <see cref="HubCache"/> finds and fetches models; defaults from the environment as huggingface_hub reads it.
+/// </summary>
 public sealed record HubOptions
 {
     /// <summary>The hub's base URL: HF_ENDPOINT, else https://huggingface.co.</summary>
@@ -35,7 +37,8 @@ public sealed record HubOptions
     static string? DefaultToken()
     {
         if (Env("HF_TOKEN") is { } t) return t.Trim();
-        string home = Env("HF_HOME") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "huggingface");
+        string home = Env("HF_HOME")
+            ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "huggingface");
         string file = Env("HF_TOKEN_PATH") ?? Path.Combine(home, "token");
         try { return File.Exists(file) ? File.ReadAllText(file).Trim() is { Length: > 0 } s ? s : null : null; }
         catch (IOException) { return null; }
@@ -67,7 +70,8 @@ public static partial class HubCache
         "vocab.json", "merges.txt", "chat_template.jinja",
     ];
 
-    [GeneratedRegex(@"^(?<repo>[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95})(@(?<rev>[A-Za-z0-9][A-Za-z0-9._/-]{0,199}))?$")]
+    [GeneratedRegex(
+        @"^(?<repo>[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95})(@(?<rev>[A-Za-z0-9][A-Za-z0-9._/-]{0,199}))?$")]
     private static partial Regex IdPattern();
 
     [GeneratedRegex("^[0-9a-f]{40}$")]
@@ -80,7 +84,8 @@ public static partial class HubCache
     public static HubId? Parse(string s)
     {
         var m = IdPattern().Match(s);
-        if (!m.Success || s.Contains("..", StringComparison.Ordinal) || s.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)) return null;
+        if (!m.Success || s.Contains("..", StringComparison.Ordinal) || s.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+            return null;
         return new HubId(m.Groups["repo"].Value, m.Groups["rev"].Success ? m.Groups["rev"].Value : "main");
     }
 
@@ -122,9 +127,11 @@ public static partial class HubCache
                 files.Add((shard, http.Head(shard, required: true)!));
         }
         else if (http.Head(Checkpoint.SingleFile, required: false) is { } single) files.Add((Checkpoint.SingleFile, single));
-        else if (http.Head("pytorch_model.bin", required: false) is not null || http.Head("pytorch_model.bin.index.json", required: false) is not null)
+        else if (http.Head("pytorch_model.bin", required: false) is not null
+                 || http.Head("pytorch_model.bin.index.json", required: false) is not null)
             throw new LayerPruneException(
-                $"{id}: the repository has only pickle weights (pytorch_model.bin); LayerPrune never unpickles (it can run arbitrary code)");
+                $"{id}: the repository has only pickle weights (pytorch_model.bin); LayerPrune never unpickles " +
+                "(it can run arbitrary code)");
         else throw new LayerPruneException($"{id}: the repository has no {Checkpoint.SingleFile} or {Checkpoint.IndexFile}");
         foreach (var (name, remote) in files)
             if (remote.Commit != config.Commit)
@@ -179,7 +186,8 @@ public static partial class HubCache
         {
             string s = v is JsonValue jv && jv.TryGetValue<string>(out var t) ? t : "";
             if (s.Length == 0 || s != Path.GetFileName(s) || s is "." or "..")
-                throw new LayerPruneException($"{id?.ToString() ?? indexPath}: {Checkpoint.IndexFile} names a shard '{s}' outside the model");
+                throw new LayerPruneException(
+                    $"{id?.ToString() ?? indexPath}: {Checkpoint.IndexFile} names a shard '{s}' outside the model");
             names.Add(s);
         }
         return names;
@@ -206,7 +214,9 @@ public static partial class HubCache
         string e = raw.Trim();
         if (e.StartsWith("W/", StringComparison.Ordinal)) e = e[2..];
         e = e.Trim('"');
-        return e.Length is > 0 and <= 128 && e.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '-' or '_' or '.') ? e : null;
+        // The etag names a file in blobs/: letters, digits, '-', '_', '.', and never '.' first (".", ".." and hidden names).
+        return e.Length is > 0 and <= 128 && char.IsAsciiLetterOrDigit(e[0])
+            && e.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '-' or '_' or '.') ? e : null;
     }
 
     /// <summary>HTTP against the hub's resolve API for one repository.</summary>
@@ -236,7 +246,8 @@ public static partial class HubCache
             r.Headers.UserAgent.ParseAdd("layerprune/1.0");
             r.Headers.AcceptEncoding.ParseAdd("identity"); // sizes and Range offsets are of the stored bytes
             // The token goes to the hub only, never to the CDN a download is redirected to.
-            if (_o.HfToken is { } t && url.Host == new Uri(_o.Endpoint).Host) r.Headers.Authorization = new AuthenticationHeaderValue("Bearer", t);
+            if (_o.HfToken is { } t && url.Host == new Uri(_o.Endpoint).Host)
+                r.Headers.Authorization = new AuthenticationHeaderValue("Bearer", t);
             return r;
         }
 
@@ -276,7 +287,8 @@ public static partial class HubCache
             string? commit = Header(res, "X-Repo-Commit");
             string? etag = NormalizeEtag(Header(res, "X-Linked-Etag") ?? Header(res, "ETag"));
             if (commit is null || !CommitPattern().IsMatch(commit) || etag is null)
-                throw new LayerPruneException($"{_id}: {_o.Endpoint} sent no valid X-Repo-Commit / ETag for {file} (not a Hugging Face hub?)");
+                throw new LayerPruneException(
+                    $"{_id}: {_o.Endpoint} sent no valid X-Repo-Commit / ETag for {file} (not a Hugging Face hub?)");
             long? size = long.TryParse(Header(res, "X-Linked-Size"), out long ls) && ls >= 0 ? ls : res.Content.Headers.ContentLength;
             Uri location = Url(file);
             if (code != 200)
@@ -335,7 +347,8 @@ public static partial class HubCache
                     throw new LayerPruneException($"{_id}: the server resumed {file} at byte {from}, not {have}");
                 if (!append) have = 0;
                 long? size = remote.Size ?? (res.Content.Headers.ContentLength is long cl ? cl + have : null);
-                using (var output = new FileStream(incomplete, append ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.None))
+                var mode = append ? FileMode.Append : FileMode.Create;
+                using (var output = new FileStream(incomplete, mode, FileAccess.Write, FileShare.None))
                 using (var body = res.Content.ReadAsStream())
                 using (var bar = ProgressReporter.Start($"download {file}", size ?? 0, "B", _o.Progress))
                 {
@@ -352,7 +365,8 @@ public static partial class HubCache
             }
             long got = new FileInfo(incomplete).Length;
             if (remote.Size is long expected && got != expected)
-                throw new LayerPruneException($"{_id}: {file} ended after {got} of {expected} bytes (connection lost?); run again to resume");
+                throw new LayerPruneException(
+                    $"{_id}: {file} ended after {got} of {expected} bytes (connection lost?); run again to resume");
             if (lfs)
             {
                 string sha;

@@ -206,7 +206,10 @@ public static class TokenizerLoader
                         "Isolated)");
                 RegexSplitter splitter;
                 try { splitter = new RegexSplitter(regex); }
-                catch (ArgumentException x) { throw new LayerPruneException($"{file}: {what} Split regex is invalid ({JsonInput.FirstLine(x.Message)})"); }
+                catch (ArgumentException x)
+                {
+                    throw new LayerPruneException($"{file}: {what} Split regex is invalid ({JsonInput.FirstLine(x.Message)})");
+                }
                 steps.Add(new PipelineStep.Split(splitter));
                 break;
             case "ByteLevel":

@@ -125,6 +125,8 @@ public sealed class HubCacheTests : IDisposable
     [InlineData("W/\"abc\"", "abc")]
     [InlineData("\"../../etc\"", null)]
     [InlineData("", null)]
+    [InlineData("\".\"", null)] // found by the fuzzer: blobs/. is the blobs folder itself
+    [InlineData("..", null)]
     public void EtagsAreNormalizedAndPathSafe(string raw, string? expected) => Assert.Equal(expected, HubCache.NormalizeEtag(raw));
 
     // ---- the CLI: one-line errors, exit 1, nothing visible; resume after SIGKILL; a cold sweep equals the local one ----
@@ -168,8 +170,8 @@ public sealed class HubCacheTests : IDisposable
         var hub = ChildRun.Run(Args(Repo, Path.Combine(_tmp, "hub-out")), env: Env());
         Assert.True(hub.Exit == 0, hub.Stderr);
         Assert.True(File.Exists(Path.Combine(RepoDir, "refs", "main")));
-        static string Rows(string dir) => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "results.json")))!["rows"]!
-            .ToJsonString();
+        static string Rows(string dir) =>
+            System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "results.json")))!["rows"]!.ToJsonString();
         Assert.Equal(Rows(Path.Combine(_tmp, "local")), Rows(Path.Combine(_tmp, "hub-out")));
     }
 
