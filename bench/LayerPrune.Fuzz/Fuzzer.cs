@@ -33,8 +33,11 @@ public static partial class Fuzzer
         "\"\\ud800\"", "\"\\u0000\"", "[[[[[[[[[[]]]]]]]]]]",
     ];
 
-    sealed class Target(string name, List<byte[]> seeds, Action<byte[]> run, Func<Random, byte[], byte[]>? mutate = null)
+    sealed class Target(string name, List<byte[]> seeds, Action<byte[]> run, Func<Random, byte[], byte[]>? mutate = null,
+        int maxMillis = MaxMillis)
     {
+        /// <summary>The hang limit: <see cref="MaxMillis"/> for parsers, more for a target that writes and reloads a model.</summary>
+        public int HangMillis => maxMillis;
         public string Name => name; public List<byte[]> Seeds => seeds; public Action<byte[]> Run => run;
         /// <summary>A format-aware mutator (binary formats); null: <see cref="Mutate"/>.</summary>
         public Func<Random, byte[], byte[]>? Mutator => mutate;
@@ -132,7 +135,7 @@ public static partial class Fuzzer
             catch (Exception e) { problem = $"crash {e.GetType().FullName}: {e.Message.Split('\n')[0]}"; }
             double ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
             long alloc = GC.GetAllocatedBytesForCurrentThread() - alloc0;
-            if (problem is null && ms > MaxMillis) problem = $"hang: {ms:F0} ms";
+            if (problem is null && ms > target.HangMillis) problem = $"hang: {ms:F0} ms";
             if (problem is null && alloc > MaxAllocBytes) problem = $"allocation: {alloc >> 20} MB";
             if (problem is not null)
             {

@@ -125,7 +125,8 @@ public static partial class Fuzzer
     static readonly byte[][] HubHeaderSeeds =
     [
         ("302\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\nETag: \"1b2c\"\n"u8 +
-         "X-Linked-Etag: \"6f1f6d7bd2e3b7a8b0a3fbc1a1b5b0b0e4c1d1e3f5a7b9c1d3e5f7a9b1c3d5e7\"\nX-Linked-Size: 26\nLocation: /cdn/x\n"u8).ToArray(),
+         "X-Linked-Etag: \"6f1f6d7bd2e3b7a8b0a3fbc1a1b5b0b0e4c1d1e3f5a7b9c1d3e5f7a9b1c3d5e7\"\n"u8 +
+         "X-Linked-Size: 26\nLocation: /cdn/x\n"u8).ToArray(),
         "200\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\nETag: \"a94a8fe5ccb19ba61c4c0873d391e987982fbbd3\"\n"u8.ToArray(),
         "404\nX-Error-Code: EntryNotFound\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\n"u8.ToArray(),
         "401\nX-Error-Code: GatedRepo\n"u8.ToArray(),
@@ -200,7 +201,7 @@ public static partial class Fuzzer
                 var tok = TokenizerLoader.Load(convertDir);
                 tok.Decode(tok.Encode("ab a b"));
                 Checkpoint.Open(convertDir).Dispose();
-            }, (r, s) => MutateBinary(r, s, s.Length)), 10),
+            }, (r, s) => MutateBinary(r, s, s.Length), maxMillis: 10_000), 10), // writes a checkpoint, loads it and its tokenizer
             (new Target("HubCache.Resolve(headers)", [.. HubHeaderSeeds], input =>
             {
                 if (Directory.Exists(hubCache)) Directory.Delete(hubCache, true);
