@@ -23,8 +23,7 @@ public static class DownloadCommand
             string model = p.GetValue(id)!;
             var parsed = HubCache.Parse(model)
                 ?? throw LayerPruneException.Usage($"{model}: not a hub model id (expected ORG/NAME or ORG/NAME@REVISION)");
-            string snapshot = HubCache.Resolve(parsed, new HubOptions { Progress = Cli.Progress } is var o
-                && p.GetValue(Cli.HfToken) is { } t ? o with { HfToken = t } : o);
+            string snapshot = HubCache.Resolve(parsed, Cli.HubOptionsOf(p));
             if (p.GetValue(json)) Cli.PrintJson(new JsonObject { ["model"] = model, ["path"] = snapshot });
             else Console.Out.WriteLine(snapshot);
             return 0;

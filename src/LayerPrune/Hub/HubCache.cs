@@ -101,7 +101,7 @@ public static partial class HubCache
         if (o.Offline)
             return CachedSnapshot(id, repoDir) ?? throw new LayerPruneException(
                 $"{id}: not in the Hugging Face cache {o.CacheDir} and HF_HUB_OFFLINE=1 forbids downloading it " +
-                "(download it online first, e.g. `layerprune download`)");
+                "(resolve it once online to download it)");
         using var http = new Fetcher(id, o);
         Remote config;
         try { config = http.Head("config.json", required: true)!; }
