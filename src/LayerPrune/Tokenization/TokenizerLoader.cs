@@ -154,6 +154,13 @@ public static class TokenizerLoader
             if (root.TryGetProperty("normalizer", out var n)) AddSteps(n, normalizers, F, "normalizer");
             var pre = new List<PipelineStep>();
             if (root.TryGetProperty("pre_tokenizer", out var p)) AddSteps(p, pre, F, "pre_tokenizer");
+            // A step in the other section (e.g. a Split normalizer, found by the fuzzer) is not a tokenizers pipeline.
+            if (normalizers.FirstOrDefault(x => x is not (PipelineStep.Nfc or PipelineStep.Nfkc or PipelineStep.Prepend
+                    or PipelineStep.Replace)) is { } badNormalizer)
+                throw new LayerPruneException($"{F}: normalizer type '{badNormalizer.GetType().Name}' is not supported");
+            if (pre.FirstOrDefault(x => x is not (PipelineStep.Split or PipelineStep.ByteLevel or PipelineStep.Metaspace
+                    or PipelineStep.Digits)) is { } badPre)
+                throw new LayerPruneException($"{F}: pre_tokenizer type '{badPre.GetType().Name}' is not supported");
 
             int? Lookup(string s) => added.TryGetValue(s, out int a) ? a : vocab.TryGetValue(s, out int id) ? id : null;
             var (tplPrefix, tplSuffix) = root.TryGetProperty("post_processor", out var pp) ? Template(pp, F) : ([], []);
