@@ -15,7 +15,7 @@ public sealed record FuzzResult(int Inputs, double Seconds, int Failures, IReadO
 /// duplicate keys or JSON-tree edits. A parser may succeed or throw LayerPruneException; any other exception is a
 /// crash, more than <see cref="MaxMillis"/> ms a hang, more than <see cref="MaxAllocBytes"/> allocated a blow-up.
 /// </summary>
-public static class Fuzzer
+public static partial class Fuzzer
 {
     public const int MaxMillis = 1000;
     public const long MaxAllocBytes = 64L << 20;
@@ -33,9 +33,14 @@ public static class Fuzzer
         "\"\\ud800\"", "\"\\u0000\"", "[[[[[[[[[[]]]]]]]]]]",
     ];
 
-    sealed class Target(string name, List<byte[]> seeds, Action<byte[]> run)
+    sealed class Target(string name, List<byte[]> seeds, Action<byte[]> run, Func<Random, byte[], byte[]>? mutate = null,
+        int maxMillis = MaxMillis)
     {
+        /// <summary>The hang limit: <see cref="MaxMillis"/> for parsers, more for a target that writes and reloads a model.</summary>
+        public int HangMillis => maxMillis;
         public string Name => name; public List<byte[]> Seeds => seeds; public Action<byte[]> Run => run;
+        /// <summary>A format-aware mutator (binary formats); null: <see cref="Mutate"/>.</summary>
+        public Func<Random, byte[], byte[]>? Mutator => mutate;
     }
 
     public static FuzzResult Run(int count, int seed, TextWriter log)
@@ -109,6 +114,7 @@ public static class Fuzzer
                 tok.Decode(tok.Encode("ab <s> a"));
             }), 15),
         };
+        targets.AddRange(ModelInputTargets(root, work)); // issue 27: GGUF, hub response headers, tokenizer.json / tokenizer.model
         int totalWeight = targets.Sum(x => x.weight);
         var perTarget = targets.ToDictionary(x => x.t.Name, _ => 0);
         var reports = new List<string>();
@@ -118,7 +124,8 @@ public static class Fuzzer
         {
             int pick = rng.Next(totalWeight);
             var target = targets.First(x => (pick -= x.weight) < 0).t;
-            var input = Mutate(rng, target.Seeds[rng.Next(target.Seeds.Count)], target.Seeds);
+            var seedInput = target.Seeds[rng.Next(target.Seeds.Count)];
+            var input = target.Mutator is { } mutator ? mutator(rng, seedInput) : Mutate(rng, seedInput, target.Seeds);
             perTarget[target.Name]++;
             long alloc0 = GC.GetAllocatedBytesForCurrentThread();
             long t0 = Stopwatch.GetTimestamp();
@@ -128,7 +135,7 @@ public static class Fuzzer
             catch (Exception e) { problem = $"crash {e.GetType().FullName}: {e.Message.Split('\n')[0]}"; }
             double ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
             long alloc = GC.GetAllocatedBytesForCurrentThread() - alloc0;
-            if (problem is null && ms > MaxMillis) problem = $"hang: {ms:F0} ms";
+            if (problem is null && ms > target.HangMillis) problem = $"hang: {ms:F0} ms";
             if (problem is null && alloc > MaxAllocBytes) problem = $"allocation: {alloc >> 20} MB";
             if (problem is not null)
             {

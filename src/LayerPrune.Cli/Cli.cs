@@ -31,11 +31,28 @@ public static class Cli
         DefaultValueFactory = _ => "auto",
         Recursive = true,
     };
+    /// <summary>--hf-token: access token for gated and private hub models (default: HF_TOKEN).</summary>
+    public static readonly Option<string?> HfToken = new("--hf-token")
+    {
+        Description = "Hugging Face access token for gated or private models (default: $HF_TOKEN or huggingface-cli login's token)",
+        Recursive = true,
+    };
     /// <summary>The options every command accepts.</summary>
-    public static IEnumerable<Option> GlobalOptions => [Verbose, Quiet, Device, Dtype];
+    public static IEnumerable<Option> GlobalOptions => [Verbose, Quiet, Device, Dtype, HfToken];
+
+    /// <summary>
+    /// The one model-resolution hook of every command (issue 27): a folder as is, a GGUF file converted to a cached
+    /// checkpoint, ORG/NAME[@REVISION] from the Hugging Face cache or downloaded into it (<see cref="LayerPrune.Hub.ModelSource"/>).
+    /// </summary>
+    public static string ResolveModel(ParseResult p, string model) => LayerPrune.Hub.ModelSource.Resolve(model, HubOptionsOf(p));
+
+    /// <summary>Hub access as the environment says (HF_ENDPOINT, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE), --hf-token first.</summary>
+    public static LayerPrune.Hub.HubOptions HubOptionsOf(ParseResult p) =>
+        new LayerPrune.Hub.HubOptions { Progress = Progress } is var o && p.GetValue(HfToken) is { } t ? o with { HfToken = t } : o;
 
     /// <summary>A required --model / -m option.</summary>
-    public static Option<string> ModelOption(string description = "Hugging Face model folder (config.json + safetensors)") =>
+    public static Option<string> ModelOption(string description =
+        "Hugging Face model folder (config.json + safetensors), hub id ORG/NAME[@REVISION] (HF cache, else downloaded), or GGUF file") =>
         new("--model", "-m") { Description = description, Required = true };
     /// <summary>A --json option.</summary>
     public static Option<bool> JsonOption() => new("--json") { Description = "Print machine-readable JSON on stdout" };

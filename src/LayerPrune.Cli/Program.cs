@@ -17,4 +17,5 @@ root.Subcommands.Add(SweepCommand.Create());
 root.Subcommands.Add(HealCommand.Create());
 root.Subcommands.Add(ExportCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(DownloadCommand.Create());
 return Cli.Run(root, args);

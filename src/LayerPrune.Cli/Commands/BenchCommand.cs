@@ -33,7 +33,7 @@ public static class BenchCommand
             { model, removed, promptLength, decodeTokens, warmup, repeats, threads, json };
         return cmd.WithAction(p =>
         {
-            string dir = p.GetValue(model)!;
+            string dir = Cli.ResolveModel(p, p.GetValue(model)!);
             var o = new EfficiencyOptions
             {
                 PromptLength = p.GetValue(promptLength), DecodeTokens = p.GetValue(decodeTokens),

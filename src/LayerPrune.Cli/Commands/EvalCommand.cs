@@ -56,7 +56,7 @@ public static class EvalCommand
             { model, task, limit, batch, seqLen, maxChunks, maxNew, noReuse, offload, json, output, outputPath, logSamples };
         return cmd.WithAction(p =>
         {
-            string dir = p.GetValue(model)!;
+            string dir = Cli.ResolveModel(p, p.GetValue(model)!);
             var specs = p.GetValue(task)!;
             Cli.Require(p.GetValue(batch) >= 1, $"--batch {p.GetValue(batch)}: must be at least 1");
             Cli.Require(p.GetValue(seqLen) >= 2, $"--seq-len {p.GetValue(seqLen)}: must be at least 2");

@@ -37,7 +37,7 @@ public static class ExportCommand
             {
                 Type = outputType, Force = p.GetValue(force), IgnoreSlidingWindow = p.GetValue(ignoreWindow), Name = p.GetValue(name),
             };
-            var r = GgufExporter.Export(p.GetValue(model)!, p.GetValue(output)!, options);
+            var r = GgufExporter.Export(Cli.ResolveModel(p, p.GetValue(model)!), p.GetValue(output)!, options);
             if (r.Note is not null) Console.Error.WriteLine($"note: {r.Note}");
             if (p.GetValue(json))
             {

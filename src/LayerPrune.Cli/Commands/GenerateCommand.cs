@@ -40,7 +40,7 @@ public static class GenerateCommand
             { model, prompt, tokenIds, maxNew, greedy, temperature, topP, seed, noEos, logitsFile, offload, json };
         return cmd.WithAction(p =>
         {
-            string dir = p.GetValue(model)!;
+            string dir = Cli.ResolveModel(p, p.GetValue(model)!);
             string? text = p.GetValue(prompt), ids = p.GetValue(tokenIds);
             Cli.Require((text is null) != (ids is null), "give exactly one of --prompt TEXT or --token-ids 1,2,3");
             Cli.Require(p.GetValue(maxNew) >= 1, $"--max-new-tokens {p.GetValue(maxNew)}: must be at least 1");

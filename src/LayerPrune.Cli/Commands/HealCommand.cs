@@ -85,7 +85,7 @@ public static class HealCommand
         };
         return cmd.WithAction(p =>
         {
-            string dir = p.GetValue(model)!;
+            string dir = Cli.ResolveModel(p, p.GetValue(model)!);
             string r = p.GetValue(recipe)!;
             Cli.Require(r is "plain" or "paper", $"--recipe {r}: expected plain or paper");
             BaseQuantization? q = p.GetValue(quant) switch

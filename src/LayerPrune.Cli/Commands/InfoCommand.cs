@@ -18,8 +18,9 @@ public static class InfoCommand
         return cmd.WithAction(p =>
         {
             string path = p.GetValue(model)!;
-            // GGUF files (issue 16) are described from their header.
-            bool gguf = path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(path);
+            // GGUF files (issue 16) are described from their header; hub ids resolve to their snapshot (issue 27).
+            bool gguf = LayerPrune.Hub.ModelSource.IsGguf(path);
+            if (!gguf) path = Cli.ResolveModel(p, path);
             using var ckpt = gguf ? null : Checkpoint.Open(path);
             var info = gguf ? DescribeGguf(LayerPrune.Gguf.GgufFile.Open(path)) : Describe(ckpt!);
             if (p.GetValue(json)) { Cli.PrintJson(info); return 0; }

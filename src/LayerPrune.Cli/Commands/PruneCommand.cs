@@ -64,10 +64,11 @@ public static class PruneCommand
             int given = (spec is null ? 0 : 1) + (planPath is null ? 0 : 1) + (p.GetValue(n) is null ? 0 : 1)
                 + (p.GetValue(fraction) is null ? 0 : 1);
             Cli.Require(given == 1, "give exactly one of --layers, --plan, --n or --fraction");
-            // ---- GGUF input (issue 16): an explicit plan only; blocks removed and renumbered byte for byte ----
-            if (dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+            // ---- GGUF input (issue 16): blocks removed and renumbered byte for byte; a measured plan (issue 27) is chosen on the
+            // GGUF converted to a checkpoint, then applied to the GGUF file itself ----
+            string ggufSource = LayerPrune.Hub.ModelSource.IsGguf(dir) ? dir : "";
+            if (ggufSource.Length > 0 && (spec is not null || planPath is not null))
             {
-                Cli.Require(spec is not null || planPath is not null, "a .gguf model needs an explicit plan: --layers or --plan");
                 int blocks = LayerPrune.Gguf.GgufFile.Open(dir).BlockCount;
                 var gplan = spec is not null ? PrunePlan.FromLayerSpec(spec, blocks)
                     : PrunePlan.FromJsonFile(Cli.ExistingFile(planPath!, "--plan"), blocks);
@@ -78,6 +79,7 @@ public static class PruneCommand
                 return 0;
             }
             // ---- end GGUF input ----
+            dir = Cli.ResolveModel(p, dir);
             long? shardBytes = p.GetValue(maxShard) is { } s ? ParseSize(s) : null;
             string strat = p.GetValue(strategy)!;
             Cli.Require(PruneStrategies.Names.Contains(strat),
@@ -87,7 +89,9 @@ public static class PruneCommand
             Cli.Require(p.GetValue(calibrationChunks) >= 1, $"--calibration-chunks {p.GetValue(calibrationChunks)}: must be at least 1");
             using var ckpt = Checkpoint.Open(dir);
             int L = ckpt.Config.NumLayers;
-            OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir); // bad flags fail before anything is written
+            if (ggufSource.Length == 0) // bad flags fail before anything is written
+                OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir);
+            else OutputFile.Check(p.GetValue(output)!, "--out");
             PrunePlan? plan = null;
             int count = 0;
             if (spec is not null) plan = PrunePlan.FromLayerSpec(spec, L);
@@ -101,6 +105,16 @@ public static class PruneCommand
                 Cli.Require(count <= max, $"--n {count}: with --protect-last at most {max} (the model has {L} layers)");
                 if (strat is "deepest" or "shallowest" or "random")
                     plan = PruneStrategies.Rule(strat, count, L, p.GetValue(seed), p.GetValue(protectLast));
+            }
+            if (ggufSource.Length > 0)
+            {
+                plan ??= Measured(p, data, dir, strat, chosenMetric, p.GetValue(calibration), p.GetValue(calibrationChunks),
+                                  p.GetValue(protectLast), count);
+                var r = LayerPrune.Gguf.GgufPruner.Prune(ggufSource, plan, p.GetValue(output)!, p.GetValue(force));
+                if (p.GetValue(json)) { var o = plan.ToJson(); o["out"] = r.Path; Cli.PrintJson(o); }
+                else Console.Out.WriteLine($"removed blocks {string.Join(",", plan.Removed)} ({plan.Strategy}); {r.KeptLayers} of " +
+                                           $"{r.OriginalLayers} kept → {r.Path}");
+                return 0;
             }
             // Before the slow similarity pass: holds --out's lock until the commit (a concurrent run fails at once).
             using var outDir = OutputFolder.Begin(p.GetValue(output)!, p.GetValue(force), "--out", dir);

@@ -87,7 +87,7 @@ public static class SimilarityCommand
         data.AddTo(cmd);
         return cmd.WithAction(p =>
         {
-            string dir = p.GetValue(model)!;
+            string dir = Cli.ResolveModel(p, p.GetValue(model)!);
             string m = p.GetValue(metric)!;
             var chosen = SimilarityMetrics.Parse(m) ?? throw LayerPruneException.Usage($"--metric {m}: expected angular, bi or cka");
             int resamples = p.GetValue(bootstrap);

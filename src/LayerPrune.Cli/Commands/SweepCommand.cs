@@ -173,7 +173,7 @@ public static class SweepCommand
         cluster.AddTo(cmd);
         return cmd.WithAction(p =>
         {
-            string? modelDir = p.GetValue(model);
+            string? modelDir = p.GetValue(model) is { } given ? Cli.ResolveModel(p, given) : null;
             string? dataPath = p.GetValue(data);
             string? taskList = p.GetValue(tasks);
             string? healText = p.GetValue(healData);

@@ -78,6 +78,8 @@ public static class GgufTokenizer
         kv.Add(new("tokenizer.ggml.tokens", GgufValue.Array(GgufValueType.String, tokens)));
         kv.Add(new("tokenizer.ggml.scores", GgufValue.Array(GgufValueType.Float32, scores)));
         kv.Add(new("tokenizer.ggml.token_type", GgufValue.Array(GgufValueType.Int32, types)));
+        // llama.cpp's key (read by its UGM tokenizer, ignored by SPM): lets GgufTokenizerReader rebuild the same normalizer.
+        kv.Add(new("tokenizer.ggml.remove_extra_whitespaces", GgufValue.Bool(sp.RemoveExtraWhitespaces)));
         if (sp.UnkId >= 0) Special(kv, "unknown_token_id", sp.UnkId);
     }
 

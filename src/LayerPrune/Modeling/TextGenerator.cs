@@ -48,7 +48,7 @@ public static class TextGenerator
     /// decoding).</summary>
     public static GenerationResult Generate(CausalLM model, IReadOnlyList<int> prompt, GenerationOptions o)
     {
-        if (prompt.Count == 0) throw new LayerPruneException("generate: the prompt is empty (give --prompt text or --token-ids)");
+        if (prompt.Count == 0) throw LayerPruneException.Invalid(nameof(prompt), null, "is empty: give at least one token id");
         var layers = o.Layers ?? Enumerable.Range(0, model.NumLayers).ToArray();
         using var cache = new KvCache(layers.Count);
         var forward = new ForwardOptions { Layers = layers, LastPositionOnly = true };

@@ -154,6 +154,13 @@ public static class TokenizerLoader
             if (root.TryGetProperty("normalizer", out var n)) AddSteps(n, normalizers, F, "normalizer");
             var pre = new List<PipelineStep>();
             if (root.TryGetProperty("pre_tokenizer", out var p)) AddSteps(p, pre, F, "pre_tokenizer");
+            // A step in the other section (e.g. a Split normalizer, found by the fuzzer) is not a tokenizers pipeline.
+            if (normalizers.FirstOrDefault(x => x is not (PipelineStep.Nfc or PipelineStep.Nfkc or PipelineStep.Prepend
+                    or PipelineStep.Replace)) is { } badNormalizer)
+                throw new LayerPruneException($"{F}: normalizer type '{badNormalizer.GetType().Name}' is not supported");
+            if (pre.FirstOrDefault(x => x is not (PipelineStep.Split or PipelineStep.ByteLevel or PipelineStep.Metaspace
+                    or PipelineStep.Digits)) is { } badPre)
+                throw new LayerPruneException($"{F}: pre_tokenizer type '{badPre.GetType().Name}' is not supported");
 
             int? Lookup(string s) => added.TryGetValue(s, out int a) ? a : vocab.TryGetValue(s, out int id) ? id : null;
             var (tplPrefix, tplSuffix) = root.TryGetProperty("post_processor", out var pp) ? Template(pp, F) : ([], []);
@@ -165,7 +172,8 @@ public static class TokenizerLoader
             var (prefix, suffix) = cfg.AddBos != null || cfg.AddEos != null
                 ? Wrap(cfg.AddBos ?? false, cfg.AddEos ?? false, bos, eos) : (tplPrefix, tplSuffix);
 
-            var idToToken = vocab.ToDictionary(kv => kv.Value, kv => kv.Key);
+            var idToToken = new Dictionary<int, string>(vocab.Count);
+            foreach (var (token, id) in vocab) idToToken.TryAdd(id, token); // an id given twice decodes as its first token
             foreach (var (c, id) in added) idToToken.TryAdd(id, c);
             var pipeline = new HfBpePipeline(normalizers, pre, model, idToToken);
             int size = Math.Max(vocab.Values.DefaultIfEmpty(-1).Max(), added.Values.DefaultIfEmpty(-1).Max()) + 1;
@@ -203,7 +211,13 @@ public static class TokenizerLoader
                     throw new LayerPruneException(
                         $"{file}: {what} Split behavior '{behavior}'{(Bool(e, "invert") ? " (inverted)" : "")} is not supported (only " +
                         "Isolated)");
-                steps.Add(new PipelineStep.Split(new RegexSplitter(regex)));
+                RegexSplitter splitter;
+                try { splitter = new RegexSplitter(regex); }
+                catch (ArgumentException x)
+                {
+                    throw new LayerPruneException($"{file}: {what} Split regex is invalid ({JsonInput.FirstLine(x.Message)})");
+                }
+                steps.Add(new PipelineStep.Split(splitter));
                 break;
             case "ByteLevel":
                 steps.Add(new PipelineStep.ByteLevel(Bool(e, "add_prefix_space"), !e.TryGetProperty("use_regex", out var ur)
