@@ -20,7 +20,10 @@ namespace LayerPrune.Bench;
 /// </summary>
 public static class PeerBench
 {
-    /// <summary>peer --model DIR [--dtype bf16|fp32] [--threads N] [--prompt-length 128] [--decode-tokens 32] [--repeats 5]</summary>
+    /// <summary>
+    /// peer --model DIR [--peer llamacpp] [--dtype bf16|fp32] [--threads 2] [--prompt-length 128] [--decode-tokens 32]
+    /// [--repeats 5] [--with-torch-linear]
+    /// </summary>
     public static void Run(TextWriter o, string modelDir, string[] args)
     {
         string peer = Arg(args, "--peer") ?? "llamacpp";
@@ -52,30 +55,39 @@ public static class PeerBench
 
             var ours = new Samples();
             var theirs = new Samples();
+            // --with-torch-linear: also our forward with the Gemv kernel off (nn.functional.linear everywhere), as a third
+            // participant of the same rounds: what the kernel changes, under the same load.
+            var torchLinear = args.Contains("--with-torch-linear") ? new Samples() : null;
             var one = opts with { Warmup = 0, Repeats = 1 };
+            void Ours(Samples into, bool timed, bool gemv)
+            {
+                bool was = Gemv.Disabled;
+                Gemv.Disabled = !gemv;
+                try
+                {
+                    var r = EfficiencyMeter.Measure([new EfficiencyTarget("layerprune", model)], one)[0];
+                    if (timed)
+                        into.Add(r.PrefillTokensPerSecond.Median, r.DecodeTokensPerSecond.Median,
+                            r.PrefillTokensPerCpuSecond!.Median, r.DecodeTokensPerCpuSecond!.Median);
+                }
+                finally { Gemv.Disabled = was; }
+            }
+            void Theirs(bool timed)
+            {
+                var t = llama.TimeOnce(prompt, opts.DecodeTokens);
+                if (timed)
+                    theirs.Add(opts.PromptLength / t.Prefill, opts.DecodeTokens / t.Decode,
+                        opts.PromptLength / t.PrefillCpu, opts.DecodeTokens / t.DecodeCpu);
+            }
+            var runs = new List<Action<bool>> { timed => Ours(ours, timed, gemv: true), Theirs };
+            if (torchLinear is not null) runs.Add(timed => Ours(torchLinear, timed, gemv: false));
             for (int round = 0; round < opts.Warmup + opts.Repeats; round++)
             {
                 bool timed = round >= opts.Warmup;
-                // Alternate which goes first, as EfficiencyMeter does with its targets.
-                for (int k = 0; k < 2; k++)
-                {
-                    if ((round + k) % 2 == 0)
-                    {
-                        var r = EfficiencyMeter.Measure([new EfficiencyTarget("layerprune", model)], one)[0];
-                        if (timed)
-                            ours.Add(r.PrefillTokensPerSecond.Median, r.DecodeTokensPerSecond.Median,
-                                r.PrefillTokensPerCpuSecond!.Median, r.DecodeTokensPerCpuSecond!.Median);
-                    }
-                    else
-                    {
-                        var t = llama.TimeOnce(prompt, opts.DecodeTokens);
-                        if (timed)
-                            theirs.Add(opts.PromptLength / t.Prefill, opts.DecodeTokens / t.Decode,
-                                opts.PromptLength / t.PrefillCpu, opts.DecodeTokens / t.DecodeCpu);
-                    }
-                }
+                // Each round starts with a different participant, as EfficiencyMeter does with its targets.
+                for (int k = 0; k < runs.Count; k++) runs[(round + k) % runs.Count](timed);
             }
-            Print(o, modelDir, dtypeName, threads, opts, weightBytes, ours, theirs);
+            Print(o, modelDir, dtypeName, threads, opts, weightBytes, ours, theirs, torchLinear);
         }
         finally
         {
@@ -84,7 +96,7 @@ public static class PeerBench
     }
 
     static void Print(TextWriter o, string modelDir, string dtype, int threads, EfficiencyOptions opts, long weightBytes,
-        Samples ours, Samples theirs)
+        Samples ours, Samples theirs, Samples? torchLinear)
     {
         var m = MachineInfo.Current();
         o.WriteLine($"peer: {modelDir}, cpu {dtype}, {threads} threads (libtorch and llama.cpp), prompt {opts.PromptLength}, "
@@ -105,6 +117,20 @@ public static class PeerBench
         double bwOurs = weightBytes * Spread.Of(ours.Decode).Median / 1e9;
         double bwTheirs = weightBytes * Spread.Of(theirs.Decode).Median / 1e9;
         o.WriteLine($"  {"decode effective weight bandwidth",-34} {bwOurs,17:F1} GB/s {bwTheirs,17:F1} GB/s {bwOurs / bwTheirs,7:F2}×");
+        if (torchLinear is not null)
+        {
+            o.WriteLine("  LayerPrune with the Gemv kernel off (torch linear), in the same rounds:");
+            Row2("prefill tokens/s", s => s.Prefill);
+            Row2("decode tokens/s", s => s.Decode);
+            Row2("decode tokens per CPU-second", s => s.DecodeCpu);
+            void Row2(string name, Func<Samples, List<double>> pick)
+            {
+                var a = Spread.Of(pick(torchLinear));
+                var b = Spread.Of(pick(theirs));
+                o.WriteLine($"  {name,-34} {Fmt(a),22} {Fmt(b),22} {a.Median / b.Median,7:F2}×  "
+                    + $"(kernel on / off: {Spread.Of(pick(ours)).Median / a.Median:F2}×)");
+            }
+        }
         o.WriteLine("  (times on a shared machine are only comparable within one run; re-measure on a quiet machine)");
     }
 
