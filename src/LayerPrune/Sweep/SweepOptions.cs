@@ -98,4 +98,8 @@ public sealed record SweepOptions
     /// <summary>When set, every pruned variant is also written as a checkpoint, healed (QLoRA) with these settings
     /// (ModelDir/OutDir are filled per variant) and evaluated again as a row with "healed": true.</summary>
     public HealOptions? Heal { get; init; }
+
+    /// <summary>Bytes of residual streams kept to share variants' common first layers (<see cref="SweepPrefixes"/>; the rows
+    /// are the same for any value, 0 = no sharing).</summary>
+    public long PrefixCacheBytes { get; init; } = SweepPrefixes.DefaultBudgetBytes;
 }
