@@ -45,7 +45,8 @@ public static class PeerBench
             var type = dtype == ScalarType.BFloat16 ? GgufOutputType.BF16 : GgufOutputType.F32;
             var sw = Stopwatch.StartNew();
             var export = GgufExporter.Export(modelDir, gguf, new GgufExportOptions { Type = type });
-            o.WriteLine($"peer: exported {modelDir} to a temporary {type} GGUF ({export.Bytes / 1e9:F2} GB) in {sw.Elapsed.TotalSeconds:F0} s");
+            o.WriteLine($"peer: exported {modelDir} to a temporary {type} GGUF ({export.Bytes / 1e9:F2} GB) "
+                + $"in {sw.Elapsed.TotalSeconds:F0} s");
 
             var (model, _) = EfficiencyMeter.LoadMeasured(modelDir, device, dtype, opts);
             using var _m = model;

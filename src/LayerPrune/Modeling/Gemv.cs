@@ -35,7 +35,8 @@ public static unsafe class Gemv
         if (Disabled || w.device_type != TorchSharp.DeviceType.CPU || x.device_type != TorchSharp.DeviceType.CPU) return false;
         if (w.dtype is not (ScalarType.BFloat16 or ScalarType.Float32) || x.dtype != w.dtype || w.dim() != 2) return false;
         if (x.NumberOfElements != w.shape[1] || !w.is_contiguous()) return false;
-        if (bias is not null && (bias.dtype != w.dtype || !bias.is_contiguous() || bias.device_type != TorchSharp.DeviceType.CPU)) return false;
+        if (bias is not null && (bias.dtype != w.dtype || !bias.is_contiguous() || bias.device_type != TorchSharp.DeviceType.CPU))
+            return false;
         return !is_grad_enabled() || !(x.requires_grad || w.requires_grad || (bias?.requires_grad ?? false));
     }
 
