@@ -8,6 +8,8 @@ using LayerPrune.Bench;
 //                                        parts, bare times: a diagnostic, HealProfile.cs)
 //        ... -- heal-stream --model DIR --data FILE [--dtype bf16] [--steps 1] [--batch 1] [--seq-len 32] [--resident]
 //                                        (streamed LoRA heal steps without outputs, HealStreamBench.cs)
+//        ... -- peer --model DIR [--peer llamacpp] [--dtype bf16|fp32] [--threads 2] [--prompt-length 128] [--decode-tokens 32]
+//                                        [--repeats 5]   (issue 30: beside llama.cpp on a temporary GGUF, PeerBench.cs)
 //        ... -- shape NAME --out DIR   (a random-init checkpoint of a real shape in bench/shapes/, e.g. tinyllama-1.1b for
 //                                        `efficiency --model DIR --dtype bf16`)
 string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
@@ -35,5 +37,6 @@ if (which is "scale") ScaleBench.Run(o, args);
 if (which is "all" or "efficiency") EfficiencyBench.Run(o, model, args);
 if (which is "heal-scale") HealScaleBench.Run(o, model, args); // a real-shape checkpoint: --model DIR (not in "all")
 if (which is "heal-profile") HealProfile.Run(o, model, args); // where a QLoRA step's time goes, one layer (diagnostic)
+if (which is "peer") PeerBench.Run(o, model, args); // llama.cpp side by side (not in "all")
 if (which is "heal-stream") HealStreamBench.Run(o, model, args); // likewise
 return 0;

@@ -261,18 +261,28 @@ public sealed class CausalLM : Module
             throw new ArgumentException($"cache has {cache.Layers} layer slots, {order.Count} layers run");
         long B = inputIds.shape[0], T = inputIds.shape[1], past = cache?.Length ?? 0;
         using var att = PrepareAttention(B, T, past, attentionMask);
-        var h = Embed(inputIds);
-        for (int k = 0; k < order.Count; k++)
+        var prefix = PrefixCache is { } pc && PrefixCache.Usable(cache, options) ? pc : null;
+        var (resumed, start) = prefix?.Resume(inputIds, attentionMask, order) ?? (null, 0);
+        var h = resumed ?? Embed(inputIds);
+        for (int k = start; k < order.Count; k++)
         {
             options?.OnResidual?.Invoke(k, h);
             int i = order[k];
             if (Model.Layers[i] is { } layer) h = RunLayer(layer, h, att, cache, k);
             else h = RunStreamedLayer(i, h, att, cache, k);
+            PrefixCache?.CountLayer(B);
+            prefix?.Offer(inputIds, attentionMask, order, k + 1, NumLayers, h);
         }
         options?.OnResidual?.Invoke(order.Count, h);
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);
         return (options?.HiddenOnly == true ? h : Head(h)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// Residual streams shared by layer subsets of this model, reused across forwards (the sweep attaches one while it
+    /// evaluates variants); null = none. It also counts the layer forwards run while attached.
+    /// </summary>
+    public PrefixCache? PrefixCache { get; set; }
 
     /// <summary>
     /// Activation checkpointing per decoder layer for training (HF gradient_checkpointing_enable); null = off. Applies to

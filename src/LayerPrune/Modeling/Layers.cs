@@ -133,9 +133,10 @@ public sealed class Attention : Module
     {
         using var scope = NewDisposeScope();
         long B = x.shape[0], T = x.shape[1];
-        var query = Q.Forward(x).view(B, T, _heads, _headDim).transpose(1, 2);    // [B, h, T, d]
-        var key = K.Forward(x).view(B, T, _kvHeads, _headDim).transpose(1, 2);    // [B, kvh, T, d]
-        var value = V.Forward(x).view(B, T, _kvHeads, _headDim).transpose(1, 2);
+        var qkv = Gemv.TryFused(x, Q, K, V) ?? [Q.Forward(x), K.Forward(x), V.Forward(x)];   // one loop at batch 1 (Gemv)
+        var query = qkv[0].view(B, T, _heads, _headDim).transpose(1, 2);    // [B, h, T, d]
+        var key = qkv[1].view(B, T, _kvHeads, _headDim).transpose(1, 2);    // [B, kvh, T, d]
+        var value = qkv[2].view(B, T, _kvHeads, _headDim).transpose(1, 2);
         query = a.Rope.Apply(query, a.Cos, a.SinSigned);
         key = a.Rope.Apply(key, a.Cos, a.SinSigned);
         if (cache is not null) (key, value) = cache.Append(slot, key, value);    // [B, kvh, S, d]

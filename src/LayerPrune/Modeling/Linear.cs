@@ -69,6 +69,7 @@ public sealed class Linear : Module
                 y = noBias + Bias;
             }
         }
+        else if (Gemv.Applies(x, Weight!, Bias)) y = Gemv.Forward(x, Weight!, Bias);  // batch-1 decode: at the memory limit
         else y = nn.functional.linear(x, Weight!, Bias);
         if (Adapter is null) return y;
         // PEFT: result + delta in the promoted dtype (fp32 for an fp32 adapter), then .to(result dtype): one rounding.

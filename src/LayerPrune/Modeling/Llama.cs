@@ -51,8 +51,9 @@ public sealed class LlamaMlp : Module
     /// <summary>x [B, T, H] → [B, T, H].</summary>
     public Tensor Forward(Tensor x)
     {
-        using var gate = _gateProj.Forward(x);   // [B, T, I]
-        using var up = _upProj.Forward(x);
+        var gateUp = Gemv.TryFused(x, _gateProj, _upProj) ?? [_gateProj.Forward(x), _upProj.Forward(x)];  // one loop at batch 1
+        using var gate = gateUp[0];   // [B, T, I]
+        using var up = gateUp[1];
         using var activated = _act(gate);
         using var product = activated * up;
         return _downProj.Forward(product);

@@ -105,4 +105,8 @@ public sealed record SweepOptions
 
     /// <summary>The shard <see cref="SweepStage.Shard"/> runs.</summary>
     public ShardSpec? Shard { get; init; }
+
+    /// <summary>Bytes of residual streams kept to share variants' common first layers (<see cref="SweepPrefixes"/>; the rows
+    /// are the same for any value, 0 = no sharing).</summary>
+    public long PrefixCacheBytes { get; init; } = SweepPrefixes.DefaultBudgetBytes;
 }

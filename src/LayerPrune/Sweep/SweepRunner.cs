@@ -125,6 +125,8 @@ public static class SweepRunner
             planners[(v.Strategy, v.Seed)] = f;
             return f;
         }
+        // Residual streams shared by variants' first layers are computed once; layer forwards per row beside the rows.
+        using (var prefixes = SweepPrefixes.Attach(model, o.PrefixCacheBytes, o.OutDir, rows.Count > 0))
         using (var bar = ProgressReporter.Start("sweep", jobs.Count, "variants", sink, clock: null))
         {
             bar.Advance(jobs.Count(j => done.Contains(j.v.Key(j.healed))));
@@ -132,6 +134,7 @@ public static class SweepRunner
             {
                 if (done.Contains(v.Key(healed))) continue;
                 var plan = v.N == 0 ? null : Planner(v)(v.N);
+                prefixes.BeginRow();
                 OrderedDictionary<string, double> metrics;
                 IReadOnlyList<Generation>? generations = null;
                 if (!healed)
@@ -166,6 +169,7 @@ public static class SweepRunner
                     Generations = generations,
                 });
                 stage.WriteRows(new SweepResult(config, protocol, rows));
+                if (!healed) prefixes.EndRow(v.Key(false));
                 if (plan is not null && !healed && CostOf(plan, v.Strategy, similarityCost) is { } timed)
                 {
                     seconds[v.Key(false)] = timed.Seconds;
