@@ -8,9 +8,11 @@ using LayerPrune.Bench;
 //                                        parts, bare times: a diagnostic, HealProfile.cs)
 //        ... -- heal-stream --model DIR --data FILE [--dtype bf16] [--steps 1] [--batch 1] [--seq-len 32] [--resident]
 //                                        (streamed LoRA heal steps without outputs, HealStreamBench.cs)
+//        ... -- gpu STEP --out DIR [--device cuda|cpu]   (the steps of bench/gpu/run.sh, issue 29: GpuBench.cs, docs/gpu.md)
 //        ... -- shape NAME --out DIR   (a random-init checkpoint of a real shape in bench/shapes/, e.g. tinyllama-1.1b for
 //                                        `efficiency --model DIR --dtype bf16`)
 string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
+if (which == "gpu") return GpuBench.Run(Console.Out, args);
 if (which == "shape")
 {
     // shape NAME --out DIR [--max-shard-gb G]: a random-init checkpoint of a real model shape (bench/shapes/NAME.json).
