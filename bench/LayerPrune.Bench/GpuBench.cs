@@ -25,8 +25,11 @@ public static class GpuBench
     /// <summary>The golden architectures (tests/fixtures/golden), as GoldenParityTests runs them on the CPU.</summary>
     static readonly string[] Architectures = ["llama", "llama3rope", "mistral", "qwen2", "phi"];
 
-    /// <summary>HF's own checkpointed 7B peer uses these LoRA settings (bench/gpu/peer_hf_llama7b.py).</summary>
-    static LoraSettings Lora() => new(LoraSettings.AllLinear, 64, 16, 0.05);
+    /// <summary>
+    /// LoRA on all seven projections, α 16, dropout 0.05: r 64 as the 7B peer (bench/gpu/peer_hf_llama7b.py), r 8 (heal's
+    /// default) for the 70B QLoRA step.
+    /// </summary>
+    static LoraSettings Lora(int rank = 64) => new(LoraSettings.AllLinear, rank, 16, 0.05);
 
     /// <summary>Runs one step; returns the exit code.</summary>
     public static int Run(TextWriter output, string[] args)
@@ -57,7 +60,7 @@ public static class GpuBench
                 Int("--batch", 8), Int("--seq-len", 1024), Int("--train-batch", 4), Int("--train-seq-len", 1024), Int("--repeats", 5),
                 Int("--train-steps", 6)),
             "qlora" => QLora(device, dtype, Arg("--shape", Path.Combine(repo, "bench", "shapes", "llama-2-70b.json")), Opt("--work") ?? outDir,
-                Int("--batch", 4), Int("--seq-len", 1024), Int("--train-steps", 3)),
+                Int("--batch", 4), Int("--seq-len", 1024), Int("--train-steps", 3), Int("--rank", 8)),
             "stream" => Stream(device, dtype, Arg("--shape", Path.Combine(repo, "bench", "shapes", "llama-2-70b.json")), Opt("--work") ?? outDir,
                 Int("--batch", 8), Int("--seq-len", 1024)),
             _ => throw new ArgumentException($"gpu: unknown step '{step}'"),
@@ -328,8 +331,8 @@ public static class GpuBench
         return r;
     }
 
-    // ---- 5a. QLoRA at 70B shape: NF4 base quantized layer by layer on the device, LoRA r 64, one checkpointed step ----
-    static JsonObject QLora(Device device, ScalarType dtype, string shape, string work, int batch, int seqLen, int steps)
+    // ---- 5a. QLoRA at 70B shape: NF4 base quantized layer by layer on the device, LoRA (r 8), checkpointed steps ----
+    static JsonObject QLora(Device device, ScalarType dtype, string shape, string work, int batch, int seqLen, int steps, int rank)
     {
         var sw = Stopwatch.StartNew();
         var (model, dir) = Build(shape, work, device, dtype, offload: true);
@@ -338,7 +341,7 @@ public static class GpuBench
         SparseCheckpoint.Randomize(model.StateDict(), gen);   // embeddings, final norm, head (the layers are not resident)
         SparseCheckpoint.RandomizeEachLoadedLayer(model, gen);
         foreach (var (_, t) in model.StateDict()) t.requires_grad_(false);
-        var adapters = LoraInjector.Inject(model.LinearsLayerByLayer(model.KeepResident), Lora(), 0, BaseQuantization.Nf4);
+        var adapters = LoraInjector.Inject(model.LinearsLayerByLayer(model.KeepResident), Lora(rank), 0, BaseQuantization.Nf4);
         model.LayerLoaded = null;
         Sync(device);
         double quantS = sw.Elapsed.TotalSeconds;
@@ -360,7 +363,7 @@ public static class GpuBench
         {
             ["shape"] = Path.GetFileNameWithoutExtension(shape), ["layers"] = c.NumLayers, ["hidden"] = c.HiddenSize,
             ["kv_heads"] = c.NumKvHeads, ["params"] = nparam, ["dtype"] = ComputeTarget.Name(dtype),
-            ["load_quantize_s"] = Math.Round(quantS, 2), ["batch"] = batch, ["seq_len"] = seqLen,
+            ["load_quantize_s"] = Math.Round(quantS, 2), ["lora_rank"] = rank, ["batch"] = batch, ["seq_len"] = seqLen,
             ["step_s"] = Math.Round(step, 3), ["tokens_per_s"] = Math.Round(batch * seqLen / step, 1),
             ["trainable_params"] = parameters.Sum(p => p.NumberOfElements), ["loss_after"] = lossValue,
             ["pass"] = double.IsFinite(lossValue),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/gpu/run.sh — everything LayerPrune checks and measures on one GPU, in one command (issue 29; docs/gpu.md).
 #
-#   bench/gpu/run.sh [--out DIR] [--skip STEP,...]   on the GPU machine, after bench/gpu/pack.sh here (carry .gpu)
+#   bench/gpu/run.sh [--out DIR] [--skip STEP,...]   on the GPU machine, after bench/gpu/pack.sh here (carry
+#                                                    .gpu/layerprune-bench.tar.xz)
 #   bench/gpu/run.sh --dry-run [--out DIR]           the same steps on the CPU: tiny shapes, fp32, one torch thread
 #
 # Steps (each a `LayerPrune.Bench gpu STEP` call, or a python3 script; a failed step does not stop the others):
@@ -15,16 +16,19 @@
 #   qlora           one NF4 + LoRA step on the Llama-2-70B shape (80 layers, hidden 8192, GQA 8)
 #   stream          a similarity pass of the 70B shape streamed from the host one layer at a time
 # Results: results.json, results.md, log.txt, peer.json and hf_cloze_tf32off.json in --out (default $OUT, else ./gpu-out).
-# Exit code: 0 when every step that ran exited 0, 1 otherwise, 2 for usage errors.
+# --budget S: seconds for the whole run (default 450 on the GPU: the device tool's timeout_s 480 leaves the report
+# time); each step's limit is cut to what is left, and a step with under 20 s left is skipped, so results.json is
+# always written. Exit code: 0 when every step that ran exited 0, 1 otherwise, 2 for usage errors.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 COMMAND="bench/gpu/run.sh${*:+ $*}"
-DRY=0; OUTDIR=${OUT:-}; SKIP=","
+DRY=0; OUTDIR=${OUT:-}; SKIP=","; BUDGET=""; START=$(date +%s)
 usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --dry-run) DRY=1 ;;
     --out) [ $# -ge 2 ] || { echo "run.sh: --out needs a folder" >&2; exit 2; }; OUTDIR=$2; shift ;;
+    --budget) [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "run.sh: --budget needs whole seconds, got '${2:-}'" >&2; exit 2; }; BUDGET=$2; shift ;;
     --skip) [ $# -ge 2 ] || { echo "run.sh: --skip needs step names, e.g. parity,loss" >&2; exit 2; }; SKIP=",$2,"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -41,25 +45,26 @@ LOG=$OUTDIR/log.txt
 say() { echo "$*" | tee -a "$LOG"; }
 
 # ---- how the .NET steps run ----
+# LP_BENCH: a command to use as is; --dry-run without LP_BUNDLE: the Release build of bench/LayerPrune.Bench; else the
+# bundle bench/gpu/pack.sh made (self-contained, trimmed, no libtorch), unpacked into the work folder.
+BUNDLE=${LP_BUNDLE:-$ROOT/.gpu/layerprune-bench.tar.xz}
 if [ -n "${LP_BENCH:-}" ]; then
   read -r -a BENCH <<< "$LP_BENCH"              # e.g. "dotnet /path/LayerPrune.Bench.dll" (the CI test sets it)
-elif [ $DRY = 1 ]; then
+elif [ $DRY = 1 ] && [ -z "${LP_BUNDLE:-}" ]; then
   dll=$ROOT/bench/LayerPrune.Bench/bin/Release/net10.0/linux-x64/LayerPrune.Bench.dll
   [ -f "$dll" ] || { echo "run.sh: $dll not found: build it first (dotnet build bench/LayerPrune.Bench -c Release)" >&2; exit 2; }
   BENCH=(dotnet "$dll")
 else
-  # The GPU machine has no .NET: bench/gpu/pack.sh put a runtime and a framework-dependent publish under .gpu/.
-  if [ ! -x "$ROOT/.gpu/dotnet/dotnet" ] && [ -f "$ROOT/.gpu/dotnet.tar.xz" ]; then
-    mkdir -p "$ROOT/.gpu/dotnet" && tar -xJf "$ROOT/.gpu/dotnet.tar.xz" -C "$ROOT/.gpu/dotnet"
-  fi
-  [ -x "$ROOT/.gpu/dotnet/dotnet" ] || { echo "run.sh: .gpu/dotnet not found: run bench/gpu/pack.sh and carry .gpu" >&2; exit 2; }
-  [ -f "$ROOT/.gpu/publish/LayerPrune.Bench.dll" ] || { echo "run.sh: .gpu/publish/LayerPrune.Bench.dll not found: run bench/gpu/pack.sh" >&2; exit 2; }
-  export DOTNET_ROOT=$ROOT/.gpu/dotnet
+  [ -f "$BUNDLE" ] || { echo "run.sh: $BUNDLE not found: run bench/gpu/pack.sh here and carry .gpu/layerprune-bench.tar.xz" >&2; exit 2; }
+  mkdir -p "$WORK/bench" && tar -xJf "$BUNDLE" -C "$WORK/bench" ||
+    { echo "run.sh: $BUNDLE: cannot unpack it" >&2; exit 2; }
+  BENCH=("$WORK/bench/LayerPrune.Bench")
+fi
+if [ $DRY = 0 ]; then
   # TorchSharp loads the machine's own libtorch (PyTorch's, with CUDA): ../shared/notes/gpu.md.
   TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') ||
     { echo "run.sh: python3 -c 'import torch' failed: the GPU run needs PyTorch's libtorch" >&2; exit 2; }
   export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  BENCH=("$DOTNET_ROOT/dotnet" "$ROOT/.gpu/publish/LayerPrune.Bench.dll")
 fi
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 PYTHONUNBUFFERED=1
 
@@ -73,6 +78,7 @@ if [ $DRY = 1 ]; then
   STREAM=(--shape "$T/llama-70b-tiny.json" --batch 2 --seq-len 32)
   PEER=(--tiny)
   LIMIT=120
+  BUDGET=${BUDGET:-900}
 else
   DEV=(--device cuda --dtype bf16)
   LOSS=(--chunks 128)
@@ -82,6 +88,7 @@ else
   STREAM=(--shape "$ROOT/bench/shapes/llama-2-70b.json")
   PEER=()
   LIMIT=300
+  BUDGET=${BUDGET:-450}
 fi
 if command -v nvidia-smi > /dev/null; then
   GPU=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)
@@ -97,7 +104,12 @@ step() {
   if [[ $SKIP == *",$name,"* ]]; then
     echo "--skip $name" > "$WORK/skipped-$name.txt"; say "== $name: skipped (--skip)"; return 0
   fi
-  say "== $name: $*"
+  local left=$((BUDGET - ($(date +%s) - START)))
+  if [ "$left" -lt 20 ]; then
+    echo "no time left: the run's --budget of $BUDGET s is spent" > "$WORK/skipped-$name.txt"; say "== $name: skipped (budget spent)"; return 0
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
+  say "== $name (limit $limit s): $*"
   local t0 poller="" rc
   t0=$(date +%s%N)
   if command -v nvidia-smi > /dev/null; then
