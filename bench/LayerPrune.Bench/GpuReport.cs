@@ -115,7 +115,7 @@ public static class GpuReport
         "cloze" => $"ours vs shared (TF32) {F(r["ours_minus_shared_tf32_max_abs"], "0.0E+0")}; vs TF32-free HF " +
             $"{F(r["ours_minus_hf_tf32_free_max_abs"] ?? r["hf_tf32_free"], "0.0E+0")}",
         "race" => $"{r["shape"]} {r["dtype"]}, {F(r["params"], "E3")} params, load {F(r["load_and_init_s"], "F1")} s",
-        "peer" => $"{F(r["params"], "E3")} params",
+        "peer" => $"{F(r["params"], "E3")} params" + (r["lora_error"] is JsonNode e ? $"; LoRA failed: {F(e)}" : ""),
         "qlora" => $"{r["shape"]}: {r["layers"]} layers, NF4 load {F(r["load_quantize_s"], "F1")} s, step {F(r["step_s"], "F2")} s " +
             $"({F(r["tokens_per_s"], "F0")} tokens/s, {r["batch"]} × {r["seq_len"]}), loss {F(r["loss_after"], "F3")}",
         "stream" => $"{r["shape"]} streamed, {F(r["checkpoint_gb"], "F1")} GB: {F(r["s"], "F1")} s, {F(r["tokens_per_s"], "F0")} tokens/s, " +

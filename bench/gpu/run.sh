@@ -66,7 +66,7 @@ if [ $DRY = 0 ]; then
     { echo "run.sh: python3 -c 'import torch' failed: the GPU run needs PyTorch's libtorch" >&2; exit 2; }
   export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 PYTHONUNBUFFERED=1
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1   # that machine has no network
 
 T=$ROOT/bench/gpu/tiny
 if [ $DRY = 1 ]; then
