@@ -37,9 +37,16 @@ public static class GpuBench
         string? Opt(string name) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault();
         string Arg(string name, string fallback) => Opt(name) ?? fallback;
         int Int(string name, int fallback) => int.Parse(Arg(name, fallback.ToString()), System.Globalization.CultureInfo.InvariantCulture);
-        string step = args.Length > 1 ? args[1] : throw new ArgumentException(
-            "usage: gpu parity|loss|cloze-requests|cloze|race|qlora|stream|report --out DIR [--device cuda|cpu] [--repo DIR]");
-        string outDir = Opt("--out") ?? throw new ArgumentException($"gpu {step}: --out DIR is required");
+        // Usage errors are one line and exit code 2; a failing step keeps its stack trace (the GPU log needs it).
+        string[] steps = ["parity", "loss", "cloze-requests", "cloze", "race", "qlora", "stream", "report"];
+        string step = args.Length > 1 ? args[1] : "";
+        string? outDir = Opt("--out");
+        if (!steps.Contains(step) || outDir is null)
+        {
+            Console.Error.WriteLine(!steps.Contains(step) ? $"gpu: unknown step '{step}' (expected {string.Join(", ", steps)})"
+                : $"gpu {step}: --out DIR is required");
+            return 2;
+        }
         string repo = Path.GetFullPath(Arg("--repo", "."));
         Directory.CreateDirectory(outDir);
         if (step == "report")
@@ -63,7 +70,7 @@ public static class GpuBench
                 Int("--batch", 4), Int("--seq-len", 1024), Int("--train-steps", 3), Int("--rank", 8)),
             "stream" => Stream(device, dtype, Arg("--shape", Path.Combine(repo, "bench", "shapes", "llama-2-70b.json")), Opt("--work") ?? outDir,
                 Int("--batch", 8), Int("--seq-len", 1024)),
-            _ => throw new ArgumentException($"gpu: unknown step '{step}'"),
+            _ => throw new InvalidOperationException(step),
         };
         r["step"] = step;
         r["device"] = device.ToString();

@@ -93,4 +93,14 @@ public class GpuDryRunTests
         Assert.Equal("run.sh: unknown argument '--dryrun' (see --help)", stderr.Trim());
         Assert.Equal("", stdout);
     }
+
+    [Fact]
+    public void UnknownBenchStepIsOneLineAndExitCode2()
+    {
+        using var tmp = new TempDir();
+        var (exit, _, stderr) = ProcessRunner.Run("dotnet", [Path.Combine(AppContext.BaseDirectory, "LayerPrune.Bench.dll"), "gpu", "pairty",
+            "--out", tmp.Path], TestPaths.RepoRoot, new Dictionary<string, string?>(), TimeSpan.FromMinutes(2));
+        Assert.Equal(2, exit);
+        Assert.Equal("gpu: unknown step 'pairty' (expected parity, loss, cloze-requests, cloze, race, qlora, stream, report)", stderr.Trim());
+    }
 }
