@@ -51,7 +51,8 @@ public static class GpuBench
         Directory.CreateDirectory(outDir);
         if (step == "report")
             return GpuReport.Write(output, outDir, Opt("--dir") ?? outDir, Arg("--command", ""), Arg("--gpu", "unknown"));
-        if (Opt("--threads") is string threads) torch.set_num_threads(int.Parse(threads, System.Globalization.CultureInfo.InvariantCulture));
+        if (Opt("--threads") is string threads)
+            torch.set_num_threads(int.Parse(threads, System.Globalization.CultureInfo.InvariantCulture));
         var (device, _) = ComputeTarget.Resolve(Arg("--device", "cuda"), "fp32");
         // libtorch's default already keeps fp32 matmuls in fp32 (no TF32); say so explicitly, the parity numbers depend on it.
         if (device.type == DeviceType.CUDA) torch.backends.cuda.matmul.allow_tf32 = false;
@@ -66,9 +67,11 @@ public static class GpuBench
             "race" => Race(device, dtype, Arg("--shape", Path.Combine(repo, "bench", "shapes", "llama-2-7b.json")), Opt("--work") ?? outDir,
                 Int("--batch", 8), Int("--seq-len", 1024), Int("--train-batch", 4), Int("--train-seq-len", 1024), Int("--repeats", 5),
                 Int("--train-steps", 6)),
-            "qlora" => QLora(device, dtype, Arg("--shape", Path.Combine(repo, "bench", "shapes", "llama-2-70b.json")), Opt("--work") ?? outDir,
+            "qlora" => QLora(device, dtype, Arg("--shape", Path.Combine(repo, "bench", "shapes", "llama-2-70b.json")),
+                Opt("--work") ?? outDir,
                 Int("--batch", 4), Int("--seq-len", 1024), Int("--train-steps", 3), Int("--rank", 8)),
-            "stream" => Stream(device, dtype, Arg("--shape", Path.Combine(repo, "bench", "shapes", "llama-2-70b.json")), Opt("--work") ?? outDir,
+            "stream" => Stream(device, dtype, Arg("--shape", Path.Combine(repo, "bench", "shapes", "llama-2-70b.json")),
+                Opt("--work") ?? outDir,
                 Int("--batch", 8), Int("--seq-len", 1024)),
             _ => throw new InvalidOperationException(step),
         };
@@ -124,8 +127,10 @@ public static class GpuBench
             double pad = Math.Max(MaxAbsDiff(padded[0], expected[0]),
                 MaxAbsDiff(padded[1].narrow(0, firstValid, T - firstValid), expected[1].narrow(0, firstValid, T - firstValid)));
             var prompt = ids[0].narrow(0, 0, 8).data<long>().Select(x => (int)x).ToArray();
-            var greedy = TextGenerator.Generate(model, prompt, new GenerationOptions { MaxNewTokens = 12, Greedy = true, StopAtEos = false });
-            bool same = greedy.TokenIds.SequenceEqual(reference.Load("greedy_generate_row0_prompt8_new12").data<long>().Select(x => (int)x));
+            var greedy = TextGenerator.Generate(model, prompt,
+                new GenerationOptions { MaxNewTokens = 12, Greedy = true, StopAtEos = false });
+            bool same = greedy.TokenIds.SequenceEqual(
+                reference.Load("greedy_generate_row0_prompt8_new12").data<long>().Select(x => (int)x));
             bool pass = row0 <= tol && pad <= tol && same;
             all &= pass;
             rows.Add(new JsonObject
@@ -232,7 +237,8 @@ public static class GpuBench
     static (CausalLM Model, string Dir) Build(string shapeJson, string work, Device device, ScalarType dtype, bool offload)
     {
         if (device.type == DeviceType.CPU && dtype == ScalarType.BFloat16)
-            throw new ArgumentException("the random init writes into the loaded weights: on the CPU they must be converted copies (--dtype fp32)");
+            throw new ArgumentException(
+                "the random init writes into the loaded weights: on the CPU they must be converted copies (--dtype fp32)");
         string dir = Path.Combine(work, Path.GetFileNameWithoutExtension(shapeJson) + "-sparse");
         if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
         SparseCheckpoint.Write(shapeJson, dir);
@@ -264,7 +270,8 @@ public static class GpuBench
 
     static JsonObject Rate(double seconds, double tokens, double flops) => new()
     {
-        ["tokens_per_s"] = Math.Round(tokens / seconds, 1), ["s"] = Math.Round(seconds, 4), ["tflops"] = Math.Round(flops / seconds / 1e12, 2),
+        ["tokens_per_s"] = Math.Round(tokens / seconds, 1), ["s"] = Math.Round(seconds, 4),
+        ["tflops"] = Math.Round(flops / seconds / 1e12, 2),
     };
 
     /// <summary>Forward, LoRA (r 64 on every projection, checkpointing, AdamW) train steps; mean seconds of the timed ones.</summary>
@@ -394,8 +401,8 @@ public static class GpuBench
         Directory.Delete(dir, recursive: true);
         return new JsonObject
         {
-            ["shape"] = Path.GetFileNameWithoutExtension(shape), ["dtype"] = ComputeTarget.Name(dtype), ["batch"] = batch, ["seq_len"] = seqLen,
-            ["checkpoint_gb"] = Math.Round(bytes / 1e9, 2), ["s"] = Math.Round(s, 2),
+            ["shape"] = Path.GetFileNameWithoutExtension(shape), ["dtype"] = ComputeTarget.Name(dtype), ["batch"] = batch,
+            ["seq_len"] = seqLen, ["checkpoint_gb"] = Math.Round(bytes / 1e9, 2), ["s"] = Math.Round(s, 2),
             ["tokens_per_s"] = Math.Round(batch * seqLen / s, 1), ["weights_gb_per_s"] = Math.Round(bytes / 1e9 / s, 2),
             ["layer_reads"] = model.LayerReads, ["pass"] = result.Matrix.Cast<double>().All(double.IsFinite),
         };

@@ -16,7 +16,8 @@ public static class GpuReport
     /// <summary>Writes the two files into <paramref name="outDir"/>; returns 0.</summary>
     public static int Write(TextWriter output, string outDir, string work, string command, string gpu)
     {
-        JsonNode? Read(string file) => File.Exists(Path.Combine(work, file)) ? JsonNode.Parse(File.ReadAllText(Path.Combine(work, file))) : null;
+        JsonNode? Read(string file) =>
+            File.Exists(Path.Combine(work, file)) ? JsonNode.Parse(File.ReadAllText(Path.Combine(work, file))) : null;
         string? Text(string file) => File.Exists(Path.Combine(work, file)) ? File.ReadAllText(Path.Combine(work, file)).Trim() : null;
         var steps = new JsonObject();
         foreach (var s in Steps)
@@ -28,7 +29,8 @@ public static class GpuReport
                 e["exit_code"] = int.Parse(rc, CultureInfo.InvariantCulture);
                 e["seconds"] = double.Parse(sec, CultureInfo.InvariantCulture);
             }
-            if (Text($"mem-{s}.txt") is string mib && double.TryParse(mib, CultureInfo.InvariantCulture, out var m)) e["gpu_mem_peak_mib"] = m;
+            if (Text($"mem-{s}.txt") is string mib && double.TryParse(mib, CultureInfo.InvariantCulture, out var m))
+                e["gpu_mem_peak_mib"] = m;
             if (Read(s == "peer" ? "peer.json" : $"{s}.json") is JsonObject result) e["result"] = result;
             steps[s] = e;
         }
@@ -91,16 +93,19 @@ public static class GpuReport
         var race = steps["race"]?["result"];
         var peer = steps["peer"]?["result"];
         sb.AppendLine("\n| 7B-shape race (tokens/s) | LayerPrune | HF / PEFT | ratio |\n|---|---|---|---|");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"| similarity pass (HF: forward with hidden states) | {F(race?["similarity"]?["tokens_per_s"], "F0")} | " +
+        sb.AppendLine(CultureInfo.InvariantCulture, $"| similarity pass (HF: forward with hidden states) | " +
+            $"{F(race?["similarity"]?["tokens_per_s"], "F0")} | " +
             $"{F(peer?["fwd_hidden"]?["tokens_per_s"], "F0")} | {F(root["ratios"]!["similarity_vs_hf_hidden_states"])} |");
         sb.AppendLine(CultureInfo.InvariantCulture, $"| forward | {F(race?["forward"]?["tokens_per_s"], "F0")} | " +
             $"{F(peer?["fwd"]?["tokens_per_s"], "F0")} | {F(root["ratios"]!["forward_vs_hf"])} |");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"| LoRA r 64 training, 4 × 1024 | {F(race?["lora_train"]?["tokens_per_s"], "F0")} | " +
+        sb.AppendLine(CultureInfo.InvariantCulture, $"| LoRA r 64 training, 4 × 1024 | " +
+            $"{F(race?["lora_train"]?["tokens_per_s"], "F0")} | " +
             $"{F(peer?["lora_train"]?["tokens_per_s"], "F0")} | {F(root["ratios"]!["lora_train_vs_peft"])} |");
         sb.AppendLine(CultureInfo.InvariantCulture, $"| TFLOP/s forward / similarity / train | {F(race?["forward"]?["tflops"])} / " +
             $"{F(race?["similarity"]?["tflops"])} / {F(race?["lora_train"]?["tflops"])} | {F(peer?["fwd"]?["tflops"])} / " +
             $"{F(peer?["fwd_hidden"]?["tflops"])} / – | |");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"| peak GPU memory, MiB (nvidia-smi) | {F(steps["race"]?["gpu_mem_peak_mib"], "F0")} | " +
+        sb.AppendLine(CultureInfo.InvariantCulture, $"| peak GPU memory, MiB (nvidia-smi) | " +
+            $"{F(steps["race"]?["gpu_mem_peak_mib"], "F0")} | " +
             $"{F(steps["peer"]?["gpu_mem_peak_mib"], "F0")} (allocated: {F(peer?["max_mem_gb"], "F2")} GiB) | |");
         return sb.ToString();
     }
@@ -110,7 +115,8 @@ public static class GpuReport
         "parity" => string.Join(", ", r["architectures"]!.AsArray().Select(a =>
             $"{a!["arch"]} {F(a["logits_row0_max_abs_diff"], "0.0E+0")}/{F(a["padded_batch_max_abs_diff"], "0.0E+0")} " +
             $"{((bool)a["greedy_ids_identical"]! ? "same ids" : "IDS DIFFER")}")),
-        "loss" => $"fp32 {F(r["fp32"]?["loss"], "F5")}, bf16 {F(r["bf16"]?["loss"], "F5")} (|Δ| {F(r["bf16_minus_fp32_abs"], "0.0E+0")}), " +
+        "loss" => $"fp32 {F(r["fp32"]?["loss"], "F5")}, bf16 {F(r["bf16"]?["loss"], "F5")} " +
+            $"(|Δ| {F(r["bf16_minus_fp32_abs"], "0.0E+0")}), " +
             $"HF {F(r["hf_fp32"], "F5")} (|Δ| {F(r["fp32_minus_hf_abs"], "0.0E+0")}), {r["chunks"]} chunks",
         "cloze" => $"ours vs shared (TF32) {F(r["ours_minus_shared_tf32_max_abs"], "0.0E+0")}; vs TF32-free HF " +
             $"{F(r["ours_minus_hf_tf32_free_max_abs"] ?? r["hf_tf32_free"], "0.0E+0")}",
@@ -118,7 +124,8 @@ public static class GpuReport
         "peer" => $"{F(r["params"], "E3")} params" + (r["lora_error"] is JsonNode e ? $"; LoRA failed: {F(e)}" : ""),
         "qlora" => $"{r["shape"]}: {r["layers"]} layers, NF4 load {F(r["load_quantize_s"], "F1")} s, step {F(r["step_s"], "F2")} s " +
             $"({F(r["tokens_per_s"], "F0")} tokens/s, {r["batch"]} × {r["seq_len"]}), loss {F(r["loss_after"], "F3")}",
-        "stream" => $"{r["shape"]} streamed, {F(r["checkpoint_gb"], "F1")} GB: {F(r["s"], "F1")} s, {F(r["tokens_per_s"], "F0")} tokens/s, " +
+        "stream" => $"{r["shape"]} streamed, {F(r["checkpoint_gb"], "F1")} GB: {F(r["s"], "F1")} s, " +
+            $"{F(r["tokens_per_s"], "F0")} tokens/s, " +
             $"{F(r["weights_gb_per_s"], "F1")} GB/s of weights",
         "hf-cloze" => F(r["produced_with"]),
         _ => "ok",
