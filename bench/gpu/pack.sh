@@ -52,6 +52,7 @@ fi
 [ $DRY = 1 ] || exit 0
 # The bundle on the CPU: the CPU libtorch of the Release build output stands in for PyTorch's.
 cpu_lib=$ROOT/bench/LayerPrune.Bench/bin/Release/net10.0/linux-x64
-[ -f "$cpu_lib/libtorch_cpu.so" ] || { echo "pack.sh: $cpu_lib/libtorch_cpu.so not found: dotnet build bench/LayerPrune.Bench -c Release" >&2; exit 2; }
+[ -f "$cpu_lib/libtorch_cpu.so" ] ||
+  { echo "pack.sh: $cpu_lib/libtorch_cpu.so not found: dotnet build bench/LayerPrune.Bench -c Release" >&2; exit 2; }
 LP_BUNDLE=$BUNDLE LD_LIBRARY_PATH=$cpu_lib "$ROOT/bench/gpu/run.sh" --dry-run --out "$STAGE/dry"
 echo "pack.sh: the bundle passed the dry run; carry .gpu/layerprune-bench.tar.xz (docs/gpu.md)"

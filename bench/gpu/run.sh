@@ -106,7 +106,8 @@ step() {
   fi
   local left=$((BUDGET - ($(date +%s) - START)))
   if [ "$left" -lt 20 ]; then
-    echo "no time left: the run's --budget of $BUDGET s is spent" > "$WORK/skipped-$name.txt"; say "== $name: skipped (budget spent)"; return 0
+    echo "no time left: the run's --budget of $BUDGET s is spent" > "$WORK/skipped-$name.txt"
+    say "== $name: skipped (budget spent)"; return 0
   fi
   [ "$left" -lt "$limit" ] && limit=$left
   say "== $name (limit $limit s): $*"
@@ -135,7 +136,8 @@ if ! command -v python3 > /dev/null; then
   PY_SKIP="no python3 on this machine"
 else
   # Syntax first (no bytecode written into the checkout), so that a typo cannot waste GPU time.
-  if ! PYTHONPYCACHEPREFIX=$WORK/pycache python3 -m py_compile "$ROOT/bench/gpu/peer_hf_llama7b.py" "$ROOT/bench/gpu/hf_cloze_reference.py" 2>&1 | tee -a "$LOG"; then
+  if ! PYTHONPYCACHEPREFIX=$WORK/pycache python3 -m py_compile "$ROOT/bench/gpu/peer_hf_llama7b.py" \
+      "$ROOT/bench/gpu/hf_cloze_reference.py" 2>&1 | tee -a "$LOG"; then
     say "run.sh: a python script of bench/gpu does not compile"; exit 1
   fi
   say "python scripts compile: bench/gpu/peer_hf_llama7b.py, bench/gpu/hf_cloze_reference.py"
@@ -154,7 +156,8 @@ O=(--out "$WORK" --repo "$ROOT" --work "$WORK")
 step parity "$LIMIT" "${G[@]}" parity "${O[@]}" "${DEV[@]}"
 step loss "$LIMIT" "${G[@]}" loss "${O[@]}" "${DEV[@]}" "${LOSS[@]}"
 step cloze-requests "$LIMIT" "${G[@]}" cloze-requests "${O[@]}" "${DEV[@]}" "${CLOZE[@]}"
-py_step hf-cloze "$LIMIT" "$ROOT/bench/gpu/hf_cloze_reference.py" "$WORK/cloze_requests.json" "$ROOT/samples/kjv-llama-16l" "$WORK/hf-cloze.json"
+py_step hf-cloze "$LIMIT" "$ROOT/bench/gpu/hf_cloze_reference.py" "$WORK/cloze_requests.json" "$ROOT/samples/kjv-llama-16l" \
+  "$WORK/hf-cloze.json"
 step cloze "$LIMIT" "${G[@]}" cloze "${O[@]}" "${DEV[@]}" "${CLOZE[@]}" --hf "$WORK/hf-cloze.json"
 py_step peer "$LIMIT" "$ROOT/bench/gpu/peer_hf_llama7b.py" "$WORK/peer.json" "${PEER[@]}"
 step race "$LIMIT" "${G[@]}" race "${O[@]}" "${DEV[@]}" "${RACE[@]}"
