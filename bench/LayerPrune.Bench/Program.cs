@@ -10,9 +10,11 @@ using LayerPrune.Bench;
 //                                        (streamed LoRA heal steps without outputs, HealStreamBench.cs)
 //        ... -- peer --model DIR [--peer llamacpp] [--dtype bf16|fp32] [--threads 2] [--prompt-length 128] [--decode-tokens 32]
 //                                        [--repeats 5]   (issue 30: beside llama.cpp on a temporary GGUF, PeerBench.cs)
+//        ... -- gpu STEP --out DIR [--device cuda|cpu]   (the steps of bench/gpu/run.sh, issue 29: GpuBench.cs, docs/gpu.md)
 //        ... -- shape NAME --out DIR   (a random-init checkpoint of a real shape in bench/shapes/, e.g. tinyllama-1.1b for
 //                                        `efficiency --model DIR --dtype bf16`)
 string which = args.FirstOrDefault(a => !a.StartsWith("--")) ?? "all";
+if (which == "gpu") return GpuBench.Run(Console.Out, args);
 if (which == "shape")
 {
     // shape NAME --out DIR [--max-shard-gb G]: a random-init checkpoint of a real model shape (bench/shapes/NAME.json).

@@ -87,7 +87,7 @@ public static class DynamicQuant8
     {
         long n = codes.shape[0];
         using var scope = NewDisposeScope();
-        using var map = tensor(MapValues, device: codes.device);
+        var map = DeviceTables.Get("dynamic8-map", MapValues, [MapValues.Length], codes.device);
         var vals = PadToBlocks(map.index_select(0, codes.to(ScalarType.Int64)), blockSize);
         var result = (vals * absmax.unsqueeze(1)).flatten().narrow(0, 0, n);
         return result.MoveToOuterDisposeScope();

@@ -81,7 +81,8 @@ public sealed class HealSession : IDisposable
             // the same order as NamedLinears of the resident model, so the same adapters.
             Adapters = LoraInjector.Inject(model.LinearsLayerByLayer(model.KeepResident), _settings, o.Seed, o.Quant, o.DoubleQuant);
         else Adapters = LoraInjector.Inject(model.NamedLinears(), _settings, o.Seed, o.Quant, o.DoubleQuant);
-        _dropoutRng = new Generator((ulong)o.Seed + 1);
+        // On the model's device: CUDA draws the dropout masks with torch's bernoulli_, which takes only a generator there.
+        _dropoutRng = new Generator((ulong)o.Seed + 1, model.Device);
         foreach (var (_, a) in Adapters)
             a.DropoutGenerator = _dropoutRng;
         if (o.GradientCheckpointing)

@@ -246,7 +246,7 @@ public sealed class Nf4Weight : IQuantizedWeight
         using var _ = no_grad();
         // One lookup per byte in a 256×2 table of (level[hi], level[lo]) gives both elements of the byte, first
         // element first; about 3× faster than unpacking to one index per element.
-        var table = tensor(PairValues, device: Packed.device).view(256, 2);
+        var table = DeviceTables.Get("nf4-pairs", PairValues, [256, 2], Packed.device);
         var vals = table.index_select(0, Packed.to(ScalarType.Int32)).view(-1);
         var absmax = DoubleQuant ? DequantizeAbsmax() : Absmax!;
         Tensor w;
