@@ -98,4 +98,8 @@ public sealed record SweepOptions
     /// <summary>When set, every pruned variant is also written as a checkpoint, healed (QLoRA) with these settings
     /// (ModelDir/OutDir are filled per variant) and evaluated again as a row with "healed": true.</summary>
     public HealOptions? Heal { get; init; }
+
+    /// <summary>Training-free repair methods ("linear", "cosine") whose repaired rows are added beside every pruned variant
+    /// (<see cref="SweepRepair"/>; calibration: <see cref="CalibrationPath"/>, <see cref="CalibrationChunks"/>); null = none.</summary>
+    public IReadOnlyList<string>? Repair { get; init; }
 }
