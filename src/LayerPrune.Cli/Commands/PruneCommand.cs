@@ -37,7 +37,8 @@ public static class PruneCommand
         var protectLast = SimilarityDataOptions.ProtectLastOption();
         var calibration = new Option<string?>("--calibration")
         {
-            Description = "Data whose loss greedy and loss-rank minimise (.txt, .jsonl text or pre-tokenized; default: --data)",
+            Description = "Data whose loss greedy and loss-rank minimise, and --repair's calibration data (.txt, .jsonl text or " +
+                          "pre-tokenized; default: --data)",
         };
         var calibrationChunks = new Option<int>("--calibration-chunks")
         {
@@ -49,6 +50,7 @@ public static class PruneCommand
             { Description = "Shard the output: e.g. 5GB, 500MB (default: keep the input's sharding)" };
         var json = Cli.JsonOption();
         var data = new SimilarityDataOptions();
+        var repair = new PruneRepair();
         var cmd = new Command("prune",
             "Write a pruned Hugging Face checkpoint (kept layers renumbered, bytes copied verbatim) plus prune_plan.json and mergekit.yaml")
             {
@@ -56,6 +58,7 @@ public static class PruneCommand
                 maxShard, json,
             };
         data.AddTo(cmd);
+        repair.AddTo(cmd);
         return cmd.WithAction(p =>
         {
             string dir = p.GetValue(model)!;
@@ -64,9 +67,12 @@ public static class PruneCommand
             int given = (spec is null ? 0 : 1) + (planPath is null ? 0 : 1) + (p.GetValue(n) is null ? 0 : 1)
                 + (p.GetValue(fraction) is null ? 0 : 1);
             Cli.Require(given == 1, "give exactly one of --layers, --plan, --n or --fraction");
+            bool repairs = repair.Requested(p);
             // ---- GGUF input (issue 16): blocks removed and renumbered byte for byte; a measured plan (issue 27) is chosen on the
             // GGUF converted to a checkpoint, then applied to the GGUF file itself ----
             string ggufSource = LayerPrune.Hub.ModelSource.IsGguf(dir) ? dir : "";
+            Cli.Require(!(repairs && ggufSource.Length > 0),
+                "--repair: a .gguf model cannot be repaired (prune the Hugging Face checkpoint, then export)");
             if (ggufSource.Length > 0 && (spec is not null || planPath is not null))
             {
                 int blocks = LayerPrune.Gguf.GgufFile.Open(dir).BlockCount;
@@ -92,6 +98,7 @@ public static class PruneCommand
             if (ggufSource.Length == 0) // bad flags fail before anything is written
                 OutputFolder.Check(p.GetValue(output)!, p.GetValue(force), "--out", dir);
             else OutputFile.Check(p.GetValue(output)!, "--out");
+            string? repairData = repairs ? repair.CalibrationPath(p, p.GetValue(calibration), data) : null;
             PrunePlan? plan = null;
             int count = 0;
             if (spec is not null) plan = PrunePlan.FromLayerSpec(spec, L);
@@ -120,14 +127,16 @@ public static class PruneCommand
             using var outDir = OutputFolder.Begin(p.GetValue(output)!, p.GetValue(force), "--out", dir);
             plan ??= Measured(p, data, dir, strat, chosenMetric, p.GetValue(calibration), p.GetValue(calibrationChunks),
                               p.GetValue(protectLast), count);
-            CheckpointPruner.Write(ckpt, plan, outDir, shardBytes);
+            using var fitted = repairs ? repair.Fit(p, data, dir, plan, repairData!, p.GetValue(calibrationChunks), p.GetValue(seed)) : null;
+            CheckpointPruner.Write(ckpt, plan, outDir, shardBytes, repair: fitted);
             var planJson = plan.ToJson();
+            if (fitted is not null) planJson["repair"] = fitted.ToJson();
             planJson["out"] = Path.GetFullPath(p.GetValue(output)!);
             if (p.GetValue(json)) Cli.PrintJson(planJson);
             else Console.Out.WriteLine(
                 $"removed layers {string.Join(",", plan.Removed)} " +
                 $"({plan.Strategy}{(plan.Distance is double d ? $", angular distance {d:F4}" : "")}{Cost(plan)}); {plan.Kept.Length} " +
-                $"of {L} layers kept → {Path.GetFullPath(p.GetValue(output)!)}");
+                $"of {L} layers kept{PruneRepair.Summary(fitted)} → {Path.GetFullPath(p.GetValue(output)!)}");
             return 0;
         });
     }

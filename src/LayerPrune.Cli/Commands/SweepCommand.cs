@@ -31,6 +31,7 @@ public static class SweepCommand
         [nameof(SweepOptions.Prompts)] = "--prompts",
         [nameof(SweepOptions.GenerationTokens)] = "--generate-tokens",
         [nameof(SweepOptions.Bootstrap)] = "--bootstrap",
+        [nameof(SweepOptions.Repair)] = "--repair",
         [nameof(EvalOptions.MaxNewTokens)] = "--max-new-tokens",
     };
 
@@ -156,6 +157,11 @@ public static class SweepCommand
             Description = "Bootstrap resamples of the similarity block choice (seeded by --seed; 0 = none)",
             DefaultValueFactory = _ => 0,
         };
+        var repair = new Option<string?>("--repair")
+        {
+            Description = "Also evaluate every pruned variant repaired without training (docs/repair.md): linear and/or cosine, " +
+                          "e.g. linear,cosine; calibration: --calibration (default --data), --calibration-chunks × --seq-len",
+        };
         var offload = new Option<bool>("--offload")
         {
             Description = "Stream layers from the checkpoint instead of keeping the model resident (the same rows, slower); " +
@@ -168,6 +174,7 @@ public static class SweepCommand
             model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, seeds, protectLast,
             calibration, calibrationChunks, efficiency, efficiencyRepeats, efficiencyThreads, output, force, healSteps,
             healData, healQuant, healBatch, healRank, healLr, generate, prompts, generateTokens, maxNewTokens, bootstrap, offload, json,
+            repair,
         };
         var cluster = new SweepCluster(); // --stage, --shard, --slurm, --kubernetes (docs/cluster.md)
         cluster.AddTo(cmd);
@@ -249,6 +256,7 @@ public static class SweepCommand
                 Prompts = promptList,
                 GenerationTokens = p.GetValue(generateTokens),
                 Bootstrap = p.GetValue(bootstrap),
+                Repair = p.GetValue(repair) is { } rm ? rm.Split(',', StringSplitOptions.TrimEntries) : null,
                 Eval = EvalOptions.Default with
                 {
                     MaxNewTokens = p.GetValue(maxNewTokens),

@@ -24,11 +24,13 @@ public static partial class CheckpointPruner
     /// <param name="force">Replace an existing <paramref name="outDir"/>.</param>
     /// <param name="maxShardBytes">Shard the output at this size; null = keep the input's sharding.</param>
     /// <param name="onTensorWritten">Called with each output tensor's name once it is written (see SafeTensorsWriter.Write).</param>
+    /// <param name="repair">Maps fitted for <paramref name="plan"/> (<see cref="LinearRepair.Fit"/>): their layers' MLP output
+    /// projections are written folded, everything else verbatim; prune_plan.json records the repair.</param>
     public static void Write(Checkpoint source, PrunePlan plan, string outDir, bool force = false, long? maxShardBytes = null,
-        Action<string>? onTensorWritten = null)
+        Action<string>? onTensorWritten = null, LinearRepair? repair = null)
     {
         using var output = OutputFolder.Begin(outDir, force, nameof(outDir), source.Directory);
-        Write(source, plan, output, maxShardBytes, onTensorWritten);
+        Write(source, plan, output, maxShardBytes, onTensorWritten, repair);
     }
 
     /// <summary>
@@ -36,12 +38,15 @@ public static partial class CheckpointPruner
     /// from before any slow work, e.g. a similarity pass), and commits it.
     /// </summary>
     public static void Write(Checkpoint source, PrunePlan plan, OutputFolder output, long? maxShardBytes = null,
-        Action<string>? onTensorWritten = null)
+        Action<string>? onTensorWritten = null, LinearRepair? repair = null)
     {
         var config = source.Config;
         if (plan.OriginalLayers != config.NumLayers)
             throw new LayerPruneException($"plan is for {plan.OriginalLayers} layers but {source.Directory} has {config.NumLayers}");
         var newIndex = plan.Kept.Select((old, @new) => (old, @new)).ToDictionary(p => p.old, p => p.@new);
+        if (repair is not null && !repair.Plan.Removed.SequenceEqual(plan.Removed))
+            throw new ArgumentException("the repair was fitted for another plan", nameof(repair));
+        var folded = repair?.FoldedTensors(source) ?? new Dictionary<string, TorchSharp.torch.Tensor>();
 
         var tensors = new List<TensorToWrite>();
         foreach (var name in source.WeightMap.Keys)
@@ -49,8 +54,10 @@ public static partial class CheckpointPruner
             var m = LayerTensor().Match(name);
             if (!m.Success) { tensors.Add(TensorToWrite.FromFile(name, source.FileOf(name), name)); continue; }
             int layer = int.Parse(m.Groups[1].Value);
-            if (newIndex.TryGetValue(layer, out int renumbered))
-                tensors.Add(TensorToWrite.FromFile(Architecture.LayerPrefix(renumbered) + m.Groups[2].Value, source.FileOf(name), name));
+            if (!newIndex.TryGetValue(layer, out int renumbered)) continue;
+            string newName = Architecture.LayerPrefix(renumbered) + m.Groups[2].Value;
+            tensors.Add(folded.TryGetValue(name, out var f) ? TensorToWrite.FromTensor(newName, f)
+                : TensorToWrite.FromFile(newName, source.FileOf(name), name));
         }
 
         long shardLimit = maxShardBytes ?? (source.IsSharded ? source.Files.Values.Max(f => f.FileLength) : long.MaxValue);
@@ -58,6 +65,8 @@ public static partial class CheckpointPruner
         File.WriteAllText(output.File("config.json"), PrunedConfig(config, plan).ToJsonString(Indented));
         CopySideFiles(source, output);
         var planJson = (plan with { Source = Path.GetFullPath(source.Directory) }).ToJson();
+        if (repair is not null) planJson["repair"] = repair.ToJson();
+        foreach (var f in folded.Values) f.Dispose();
         File.WriteAllText(output.File("prune_plan.json"), planJson.ToJsonString(Indented));
         File.WriteAllText(output.File("mergekit.yaml"), plan.ToMergekitYaml(Path.GetFullPath(source.Directory), config.StorageDtype));
         output.Commit();

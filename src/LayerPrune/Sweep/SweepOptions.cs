@@ -109,4 +109,8 @@ public sealed record SweepOptions
     /// <summary>Bytes of residual streams kept to share variants' common first layers (<see cref="SweepPrefixes"/>; the rows
     /// are the same for any value, 0 = no sharing).</summary>
     public long PrefixCacheBytes { get; init; } = SweepPrefixes.DefaultBudgetBytes;
+
+    /// <summary>Training-free repair methods ("linear", "cosine") whose repaired rows are added beside every pruned variant
+    /// (<see cref="SweepRepair"/>; calibration: <see cref="CalibrationPath"/>, <see cref="CalibrationChunks"/>); null = none.</summary>
+    public IReadOnlyList<string>? Repair { get; init; }
 }

@@ -125,6 +125,33 @@ public static class SweepRunner
             planners[(v.Strategy, v.Seed)] = f;
             return f;
         }
+        List<int[]>? repairChunks = null;
+        void RepairRows(Variant v, bool healed) // after each unrepaired variant, its repaired rows (SweepRepair)
+        {
+            if (healed || v.N == 0 || o.Repair is null) return;
+            foreach (var method in o.Repair)
+            {
+                var key = VariantRow.KeyOf(SweepRepair.Series(v.Strategy, method), v.N, false, v.Seed);
+                if (done.Contains(key)) continue;
+                var plan = Planner(v)(v.N);
+                repairChunks ??= PreTokenized.LossChunks(o.CalibrationPath ?? o.DataPath, tok, o.SeqLen, o.CalibrationChunks,
+                    model.Config.VocabSize);
+                var r = SweepRepair.Evaluate(model, plan, method, repairChunks, o, () => (Evaluate(prepared, model, plan.Kept, sink),
+                    prompts is null ? null : SweepGenerations.Run(model, tok, prompts, o.GenerationTokens, plan.Kept)));
+                if (r is not { } fitted) continue; // the plan removes layer 0: nothing precedes the cut
+                var (metrics, generations) = fitted.Result;
+                if (generations is not null)
+                    metrics[SweepGenerations.Column] = SweepGenerations.Degeneration(generations.Select(g => g.TokenIds));
+                rows.Add(new VariantRow
+                {
+                    Strategy = SweepRepair.Series(v.Strategy, method), N = v.N, Fraction = plan.Fraction, Removed = plan.Removed,
+                    Seed = v.Seed, SelectionCost = fitted.Cost with { Seconds = double.NaN }, Metrics = metrics, Generations = generations,
+                });
+                stage.WriteRows(new SweepResult(config, protocol, rows));
+                seconds[key] = fitted.Cost.Seconds;
+                WriteSeconds(secondsPath, seconds);
+            }
+        }
         // Residual streams shared by variants' first layers are computed once; layer forwards per row beside the rows.
         using (var prefixes = SweepPrefixes.Attach(model, o.PrefixCacheBytes, o.OutDir, rows.Count > 0))
         using (var bar = ProgressReporter.Start("sweep", jobs.Count, "variants", sink, clock: null))
@@ -132,7 +159,7 @@ public static class SweepRunner
             bar.Advance(jobs.Count(j => done.Contains(j.v.Key(j.healed))));
             foreach (var (v, healed) in jobs)
             {
-                if (done.Contains(v.Key(healed))) continue;
+                if (done.Contains(v.Key(healed))) { RepairRows(v, healed); continue; }
                 var plan = v.N == 0 ? null : Planner(v)(v.N);
                 prefixes.BeginRow();
                 OrderedDictionary<string, double> metrics;
@@ -177,6 +204,7 @@ public static class SweepRunner
                 }
                 bar.Advance(1, $"{(v.N == 0 ? "unpruned" : v.Strategy)} n={v.N}{(v.Seed is int sd ? $" seed {sd}" : "")}" +
                     (healed ? " healed" : ""));
+                RepairRows(v, healed);
             }
         }
 
@@ -246,6 +274,7 @@ public static class SweepRunner
                 nameof(SweepOptions.Bootstrap));
         o.Efficiency?.Validate();
         o.Eval.Validate();
+        SweepRepair.Validate(o);
         var sizes = o.Fractions is { } fr
             ? fr.Select(f => PrunePlan.BlockSizeFromFraction(f, layers))
             : o.Ns ?? Enumerable.Range(1, layers - 1);
@@ -371,7 +400,8 @@ public static class SweepRunner
         if (o.Tasks.Any(t => EvalTasks.Find(t.Split(':')[0].Trim().ToLowerInvariant())?.Generates == true))
             config["max_new_tokens"] = o.Eval.MaxNewTokens;
         if (o.Bootstrap > 0) config["bootstrap"] = o.Bootstrap;
-        if (o.Strategies.Any(PruneStrategies.NeedsCalibration))
+        if (o.Repair is { } repair) config["repair"] = new JsonArray(repair.Select(x => (JsonNode?)x).ToArray());
+        if (o.Strategies.Any(PruneStrategies.NeedsCalibration) || o.Repair is not null)
         {
             config["calibration"] = Path.GetFullPath(o.CalibrationPath ?? o.DataPath);
             config["calibration_chunks"] = o.CalibrationChunks;
@@ -455,7 +485,8 @@ public static class SweepRunner
         IReadOnlyDictionary<string, double> seconds)
     {
         // Healed variants are their own series ("similarity+heal"), sharing the unpruned baseline.
-        var strategies = o.Strategies.Concat(o.Heal is null ? [] : o.Strategies.Select(s => s + "+heal")).ToList();
+        var strategies = o.Strategies.Concat(o.Heal is null ? [] : o.Strategies.Select(s => s + "+heal"))
+            .Concat(SweepRepair.AllSeries(o)).ToList();
         var baseline = result.Rows.First(r => r.Strategy == "none");
         var reportRows = new List<SweepRow>();
         foreach (var s in strategies)
@@ -505,6 +536,7 @@ public static class SweepRunner
         var report = ReportWriter.Build(reportRows, specs, title)
             + ReportWriter.StrategySection(ReportWriter.Evaluate(reportRows, specs), costs, ReportWriter.Areas(reportRows, specs),
                 strategySeconds)
+            + SweepRepair.ComparisonSection(o, ReportWriter.Evaluate(reportRows, specs), result.Rows, seconds)
             + SeedSection(result.Rows, metrics.Select(m => m.Column).ToList())
             + EfficiencySection(o, result.Rows)
             + GenerationSection(o, result.Rows, L)

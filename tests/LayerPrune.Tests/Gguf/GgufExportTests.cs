@@ -34,7 +34,7 @@ public class GgufExportTests(KjvGguf kjv) : IClassFixture<KjvGguf>, IDisposable
     readonly string _tmp = Directory.CreateTempSubdirectory("lp-gguf-").FullName;
     public void Dispose() => Directory.Delete(_tmp, recursive: true);
 
-    static (int[] Tokens, float[] PromptLogits) Ours(string dir, IReadOnlyList<int> prompt, int newTokens)
+    internal static (int[] Tokens, float[] PromptLogits) Ours(string dir, IReadOnlyList<int> prompt, int newTokens)
     {
         using var model = CausalLM.Load(dir);
         float[] logits;
@@ -55,7 +55,7 @@ public class GgufExportTests(KjvGguf kjv) : IClassFixture<KjvGguf>, IDisposable
     }
 
     /// <summary>Runs both engines and asserts equal greedy tokens and logits within tolerance.</summary>
-    static void AssertSameAsLlamaCpp(string hfDir, string gguf, IReadOnlyList<int> prompt, int newTokens, string label)
+    internal static void AssertSameAsLlamaCpp(string hfDir, string gguf, IReadOnlyList<int> prompt, int newTokens, string label)
     {
         var (ours, ourLogits) = Ours(hfDir, prompt, newTokens);
         var (theirs, theirLogits) = LlamaCpp.Greedy(gguf, prompt, newTokens);
