@@ -21,6 +21,8 @@ public sealed class ForwardOptions
     public bool LastPositionOnly { get; init; }
     /// <summary>Skip the final norm and lm_head; Forward returns the last residual stream [B, T, H] (for similarity passes).</summary>
     public bool HiddenOnly { get; init; }
+    /// <summary>Sublayers skipped in memory (attention and/or MLP of original layers); null = none.</summary>
+    public SublayerMask? Skip { get; init; }
 }
 
 /// <summary>
@@ -261,6 +263,7 @@ public sealed class CausalLM : Module
             throw new ArgumentException($"cache has {cache.Layers} layer slots, {order.Count} layers run");
         long B = inputIds.shape[0], T = inputIds.shape[1], past = cache?.Length ?? 0;
         using var att = PrepareAttention(B, T, past, attentionMask);
+        att.Skip = options?.Skip;
         var h = Embed(inputIds);
         for (int k = 0; k < order.Count; k++)
         {
@@ -270,6 +273,7 @@ public sealed class CausalLM : Module
             else h = RunStreamedLayer(i, h, att, cache, k);
         }
         options?.OnResidual?.Invoke(order.Count, h);
+        cache?.Advance(past + T);
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);
         return (options?.HiddenOnly == true ? h : Head(h)).MoveToOuterDisposeScope();
     }
