@@ -145,6 +145,17 @@ public static class NemotronNasConfig
                                     "use_sliding_window" })
             c.Remove(key);
         if (source.AttentionBias) c["attention_bias"] = true;
+        // The remote code is built on transformers 4.44's LlamaConfig, which reads rope_theta / rope_scaling, not rope_parameters.
+        if (c["rope_parameters"] is JsonObject rp)
+        {
+            c["rope_theta"] = source.Rope.Theta;
+            if (source.Rope.Type != "default")
+            {
+                var scaling = (JsonObject)rp.DeepClone();
+                scaling.Remove("rope_theta");
+                c["rope_scaling"] = scaling;
+            }
+        }
         return (c, note);
     }
 
