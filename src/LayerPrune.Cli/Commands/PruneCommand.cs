@@ -48,12 +48,13 @@ public static class PruneCommand
         var maxShard = new Option<string?>("--max-shard-size")
             { Description = "Shard the output: e.g. 5GB, 500MB (default: keep the input's sharding)" };
         var json = Cli.JsonOption();
+        var unit = SublayerPrune.UnitOption();
         var data = new SimilarityDataOptions();
         var cmd = new Command("prune",
             "Write a pruned Hugging Face checkpoint (kept layers renumbered, bytes copied verbatim) plus prune_plan.json and mergekit.yaml")
             {
                 model, output, layers, planFile, n, fraction, strategy, metric, protectLast, calibration, calibrationChunks, seed, force,
-                maxShard, json,
+                maxShard, json, unit,
             };
         data.AddTo(cmd);
         return cmd.WithAction(p =>
@@ -64,6 +65,10 @@ public static class PruneCommand
             int given = (spec is null ? 0 : 1) + (planPath is null ? 0 : 1) + (p.GetValue(n) is null ? 0 : 1)
                 + (p.GetValue(fraction) is null ? 0 : 1);
             Cli.Require(given == 1, "give exactly one of --layers, --plan, --n or --fraction");
+            if (PruneUnits.Parse(p.GetValue(unit)!, "unit") is var u && u != PruneUnit.Layer)   // issue 25: sublayer units
+                return SublayerPrune.Run(p, data, u, new(dir, p.GetValue(output)!, spec, planPath, p.GetValue(n), p.GetValue(fraction),
+                    p.GetValue(strategy)!, p.GetValue(seed), p.GetValue(force), p.GetValue(json), p.GetValue(calibration),
+                    p.GetValue(calibrationChunks), p.GetValue(maxShard) is { } ss ? ParseSize(ss) : null));
             // ---- GGUF input (issue 16): an explicit plan only; blocks removed and renumbered byte for byte ----
             if (dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
             {

@@ -11,7 +11,8 @@ public static class PlainForward
 {
     /// <summary>Logits [T, V] for one unpadded sequence, attention of <paramref name="noAttention"/> and MLP of
     /// <paramref name="noMlp"/> removed.</summary>
-    public static Tensor Logits(string dir, long[] ids, ISet<int> noAttention, ISet<int> noMlp)
+    public static Tensor Logits(string dir, long[] ids, ISet<int> noAttention, ISet<int> noMlp,
+        Action<int, bool, Tensor, Tensor>? onSublayer = null)
     {
         var c = ModelConfig.Load(dir);
         using var file = SafeTensorsFile.Open(Path.Combine(dir, "model.safetensors"));
@@ -90,22 +91,36 @@ public static class PlainForward
                 if (noAttention.Contains(i) && noMlp.Contains(i)) continue;
                 var n = Ln(x, p + "input_layernorm");
                 var y = x;
-                if (!noAttention.Contains(i)) y = y + Attn(n);
+                if (!noAttention.Contains(i))
+                {
+                    var attn = Attn(n);
+                    onSublayer?.Invoke(i, true, x, x + attn);
+                    y = y + attn;
+                }
                 if (!noMlp.Contains(i))
                 {
                     var a = Lin(n, p + "mlp.fc1");
                     var g = 0.5 * a * (1.0 + (Math.Sqrt(2.0 / Math.PI) * (a + 0.044715 * a.pow(3))).tanh());
-                    y = y + Lin(g, p + "mlp.fc2");
+                    var mlp = Lin(g, p + "mlp.fc2");
+                    onSublayer?.Invoke(i, false, x, x + mlp);
+                    y = y + mlp;
                 }
                 x = y;
                 continue;
             }
-            if (!noAttention.Contains(i)) x = x + Attn(Rms(x, p + "input_layernorm"));
+            if (!noAttention.Contains(i))
+            {
+                var h = x + Attn(Rms(x, p + "input_layernorm"));
+                onSublayer?.Invoke(i, true, x, h);
+                x = h;
+            }
             if (!noMlp.Contains(i))
             {
                 var n = Rms(x, p + "post_attention_layernorm");
                 var gate = Lin(n, p + "mlp.gate_proj");
-                x = x + Lin(gate * gate.sigmoid() * Lin(n, p + "mlp.up_proj"), p + "mlp.down_proj");
+                var o = x + Lin(gate * gate.sigmoid() * Lin(n, p + "mlp.up_proj"), p + "mlp.down_proj");
+                onSublayer?.Invoke(i, false, x, o);
+                x = o;
             }
         }
         var final = phi ? Ln(x, "model.final_layernorm") : Rms(x, "model.norm");
