@@ -39,7 +39,8 @@ public static class SublayerPrune
         SublayerPlan? plan = null;
         int count = 0;
         if (r.Spec is not null) plan = SublayerPlan.FromSpec(r.Spec, unit, c);
-        else if (r.PlanPath is not null) plan = SublayerPlan.FromJson(JsonInput.ReadObject(Cli.ExistingFile(r.PlanPath, "--plan")), r.PlanPath, c);
+        else if (r.PlanPath is not null)
+            plan = SublayerPlan.FromJson(JsonInput.ReadObject(Cli.ExistingFile(r.PlanPath, "--plan")), r.PlanPath, c);
         else
         {
             int candidates = PruneUnits.Candidates(c, unit).Count;
@@ -58,7 +59,8 @@ public static class SublayerPrune
         if (r.Json) { Cli.PrintJson(json); return 0; }
         if (written.Note is not null) Console.Error.WriteLine($"note: {written.Note}");
         if (plan.AttentionFreeNote(c) is { } free) Console.Error.WriteLine($"note: {free}");
-        Console.Out.WriteLine($"removed {plan.Describe()} ({plan.Strategy}, unit {unit.Name()}); {written.Layers} of {c.NumLayers} layers " +
+        Console.Out.WriteLine($"removed {plan.Describe()} ({plan.Strategy}, unit {unit.Name()}); " +
+                              $"{written.Layers} of {c.NumLayers} layers " +
                               $"written as {NemotronNasConfig.ArchitectureName} → {Path.GetFullPath(r.Out)}");
         return 0;
     }
@@ -81,7 +83,8 @@ public static class SublayerPrune
         var inputs = new StrategyInputs
         {
             Model = model, BatchSize = batch, Progress = Cli.Progress, Seed = r.Seed,
-            SimilaritySamples = () => SimilarityDataOptions.LoadSamples(path, r.Model, model.Config.VocabSize, p.GetValue(data.Samples), seqLen),
+            SimilaritySamples = () =>
+                SimilarityDataOptions.LoadSamples(path, r.Model, model.Config.VocabSize, p.GetValue(data.Samples), seqLen),
             CalibrationChunks = () => PreTokenized.LossChunks(path, PreTokenized.IsPreTokenized(path) ? null : Cli.LoadTokenizer(r.Model),
                 seqLen, r.CalibrationChunks, model.Config.VocabSize),
         };

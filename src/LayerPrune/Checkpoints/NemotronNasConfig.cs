@@ -123,7 +123,8 @@ public static class NemotronNasConfig
         var blocks = new JsonArray();
         foreach (var (layer, attention, mlp) in layers)
         {
-            var a = new JsonObject { ["no_op"] = !attention, ["replace_with_linear"] = false, ["n_heads_in_group"] = attention ? group : null };
+            var a = new JsonObject
+                { ["no_op"] = !attention, ["replace_with_linear"] = false, ["n_heads_in_group"] = attention ? group : null };
             if (source.SlidingWindows[layer] is int window && attention) a["window_length"] = window;
             var f = new JsonObject { ["no_op"] = !mlp, ["replace_with_linear"] = false };
             if (mlp && mult is double m) f["ffn_mult"] = m;

@@ -78,7 +78,8 @@ public static partial class CheckpointPruner
         return c;
     }
 
-    internal static void WriteTensors(OutputFolder output, List<TensorToWrite> tensors, long shardLimit, bool sharded, Action<string>? onWritten)
+    internal static void WriteTensors(OutputFolder output, List<TensorToWrite> tensors, long shardLimit, bool sharded,
+        Action<string>? onWritten)
     {
         var meta = new Dictionary<string, string> { ["format"] = "pt" };
         if (!sharded)

@@ -34,7 +34,8 @@ public static partial class SublayerCheckpointWriter
     }
 
     /// <summary>Writes <paramref name="source"/> without the plan's sublayers into <paramref name="outDir"/>.</summary>
-    public static SublayerWriteResult Write(Checkpoint source, SublayerPlan plan, string outDir, bool force = false, long? maxShardBytes = null)
+    public static SublayerWriteResult Write(Checkpoint source, SublayerPlan plan, string outDir, bool force = false,
+        long? maxShardBytes = null)
     {
         CheckWritable(source.Config);
         using var output = OutputFolder.Begin(outDir, force, nameof(outDir), source.Directory);

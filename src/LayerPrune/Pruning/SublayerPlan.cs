@@ -117,7 +117,8 @@ public sealed record SublayerPlan(string Strategy, PruneUnit Unit, int OriginalL
             var bounds = item.Split('-', StringSplitOptions.TrimEntries);
             if (bounds.Length is < 1 or > 2 || !bounds.All(b => int.TryParse(b, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
                 throw LayerPruneException.Invalid(parameter, $"'{raw}'", "is not a layer index or an inclusive range like 1-3");
-            int a = int.Parse(bounds[0], CultureInfo.InvariantCulture), b = bounds.Length == 2 ? int.Parse(bounds[1], CultureInfo.InvariantCulture) : a;
+            int a = int.Parse(bounds[0], CultureInfo.InvariantCulture);
+            int b = bounds.Length == 2 ? int.Parse(bounds[1], CultureInfo.InvariantCulture) : a;
             if (b < a) throw LayerPruneException.Invalid(parameter, $"'{raw}'", "the range is descending");
             for (int i = a; i <= b; i++) removed.Add(new Sublayer(i, known));
         }
@@ -130,7 +131,8 @@ public sealed record SublayerPlan(string Strategy, PruneUnit Unit, int OriginalL
         if (root["original_layers"] is JsonValue ov && ov.TryGetValue<int>(out int original) && original != c.NumLayers)
             throw LayerPruneException.Invalid(nameof(planPath), planPath,
                 $"the plan is for a {original}-layer model but the model has {c.NumLayers} layers");
-        var unit = root["unit"] is JsonValue u && u.TryGetValue<string>(out var us) ? PruneUnits.Parse(us, nameof(planPath)) : PruneUnit.Sublayer;
+        var unit = root["unit"] is JsonValue u && u.TryGetValue<string>(out var us)
+            ? PruneUnits.Parse(us, nameof(planPath)) : PruneUnit.Sublayer;
         if (root["removed_sublayers"] is not JsonObject removed)
             throw LayerPruneException.Invalid(nameof(planPath), planPath, "no \"removed_sublayers\" object");
         IEnumerable<Sublayer> Read(string key, SublayerKind kind) => removed[key] switch

@@ -56,7 +56,7 @@ public class SublayerStrategyTests(KjvModel kjv) : IClassFixture<KjvModel>
         foreach (var (s, v) in expected) Assert.True(Math.Abs(got.Scores[s] - v) <= 1e-5, $"{s}: {got.Scores[s]} vs {v}");
     }
 
-    /// <summary>Mean next-token cross-entropy over <paramref name="chunks"/> with <paramref name="mask"/> skipped: a full forward each.</summary>
+    /// <summary>Mean next-token cross-entropy over <paramref name="chunks"/> with <paramref name="mask"/> skipped (full forwards).</summary>
     static double Loss(CausalLM model, IReadOnlyList<int[]> chunks, SublayerMask mask)
     {
         using var _ = no_grad();
@@ -79,7 +79,8 @@ public class SublayerStrategyTests(KjvModel kjv) : IClassFixture<KjvModel>
     {
         var chunks = TokenChunks.FromLines(TextCorpus.Read(KjvModel.Train), kjv.Tokenizer, 64, 4);
         var samples = TokenChunks.FromLines(TextCorpus.Read(KjvModel.Validation), kjv.Tokenizer, 64, 4);
-        var inputs = new StrategyInputs { Model = kjv.Model, CalibrationChunks = () => chunks, SimilaritySamples = () => samples, BatchSize = 4 };
+        var inputs = new StrategyInputs
+            { Model = kjv.Model, CalibrationChunks = () => chunks, SimilaritySamples = () => samples, BatchSize = 4 };
         var greedy = SublayerStrategies.Prepare("greedy", PruneUnit.Attention, inputs, 4);
         var similarity = SublayerStrategies.Prepare("similarity", PruneUnit.Attention, inputs, 4);
         var deepest = SublayerStrategies.Prepare("deepest", PruneUnit.Attention, inputs, 4);

@@ -93,7 +93,8 @@ public static class SublayerStrategies
             {
                 var order = candidates.Where(s => s.Layer < c.NumLayers - 1).OrderByDescending(s => s.Layer).ThenByDescending(s => s.Kind)
                     .ToList();
-                return n => SublayerPlan.Create("deepest", unit, c, order.Take(n), Rule("the n deepest sublayers except the final layer's"));
+                return n => SublayerPlan.Create("deepest", unit, c, order.Take(n),
+                                                Rule("the n deepest sublayers except the final layer's"));
             }
             case "random":
                 return n =>
@@ -144,7 +145,8 @@ public static class SublayerStrategies
                 var att = model.PrepareAttention(b.Length, b[0].Length, 0, null);
                 states.Add((x, att));
             }
-            using var p = ProgressReporter.Start("sublayer similarity", c.NumLayers, "layers", progress ?? NullProgressSink.Instance, clock: null);
+            using var p = ProgressReporter.Start("sublayer similarity", c.NumLayers, "layers", progress ?? NullProgressSink.Instance,
+                                                 clock: null);
             model.ForEachLayer(null, (k, layer) =>
             {
                 var onlyAttention = new SublayerMask([], [k]);
