@@ -49,13 +49,14 @@ public static class PruneCommand
         var maxShard = new Option<string?>("--max-shard-size")
             { Description = "Shard the output: e.g. 5GB, 500MB (default: keep the input's sharding)" };
         var json = Cli.JsonOption();
+        var unit = SublayerPrune.UnitOption();
         var data = new SimilarityDataOptions();
         var repair = new PruneRepair();
         var cmd = new Command("prune",
             "Write a pruned Hugging Face checkpoint (kept layers renumbered, bytes copied verbatim) plus prune_plan.json and mergekit.yaml")
             {
                 model, output, layers, planFile, n, fraction, strategy, metric, protectLast, calibration, calibrationChunks, seed, force,
-                maxShard, json,
+                maxShard, json, unit,
             };
         data.AddTo(cmd);
         repair.AddTo(cmd);
@@ -67,6 +68,12 @@ public static class PruneCommand
             int given = (spec is null ? 0 : 1) + (planPath is null ? 0 : 1) + (p.GetValue(n) is null ? 0 : 1)
                 + (p.GetValue(fraction) is null ? 0 : 1);
             Cli.Require(given == 1, "give exactly one of --layers, --plan, --n or --fraction");
+            var u = PruneUnits.Parse(p.GetValue(unit)!, "unit");
+            Cli.Require(u == PruneUnit.Layer || !repair.Requested(p), "--repair: only whole-layer plans (--unit layer) can be repaired");
+            if (u != PruneUnit.Layer)   // issue 25: sublayer units
+                return SublayerPrune.Run(p, data, u, new(dir, p.GetValue(output)!, spec, planPath, p.GetValue(n), p.GetValue(fraction),
+                    p.GetValue(strategy)!, p.GetValue(seed), p.GetValue(force), p.GetValue(json), p.GetValue(calibration),
+                    p.GetValue(calibrationChunks), p.GetValue(maxShard) is { } ss ? ParseSize(ss) : null));
             bool repairs = repair.Requested(p);
             // ---- GGUF input (issue 16): blocks removed and renumbered byte for byte; a measured plan (issue 27) is chosen on the
             // GGUF converted to a checkpoint, then applied to the GGUF file itself ----

@@ -15,6 +15,8 @@ public enum ArchitectureFamily
     Qwen2,
     /// <summary>model_type "phi" (Phi-2: parallel attention/MLP, partial RoPE).</summary>
     Phi,
+    /// <summary>model_type "nemotron-nas" (DeciLMForCausalLM: Llama blocks whose attention or FFN may be absent).</summary>
+    NemotronNas,
 }
 
 /// <summary>RoPE settings from either the classic keys (rope_theta, rope_scaling) or transformers ≥ 5 rope_parameters.</summary>
@@ -72,6 +74,15 @@ public sealed class ModelConfig
     public int? PadTokenId { get; init; }
     /// <summary>dtype (or torch_dtype) the checkpoint was saved in, if given.</summary>
     public string? StorageDtype { get; init; }
+    /// <summary>Per layer: whether it has an attention sublayer (null: all do; Nemotron-NAS block_configs).</summary>
+    public bool[]? AttentionPresent { get; init; }
+    /// <summary>Per layer: whether it has an MLP sublayer (null: all do).</summary>
+    public bool[]? MlpPresent { get; init; }
+
+    /// <summary>Whether layer <paramref name="layer"/> has its attention.</summary>
+    public bool HasAttention(int layer) => AttentionPresent?[layer] ?? true;
+    /// <summary>Whether layer <paramref name="layer"/> has its MLP.</summary>
+    public bool HasMlp(int layer) => MlpPresent?[layer] ?? true;
 
     /// <summary>Upper bounds far above any real model; they keep hostile configs from allocating per-layer arrays of billions.</summary>
     public const int MaxLayers = 4096, MaxDimension = 1 << 24;
@@ -99,10 +110,15 @@ public sealed class ModelConfig
         int hidden = Int(raw, "hidden_size", path) ?? throw Missing(path, "hidden_size");
         int layers = Int(raw, "num_hidden_layers", path) ?? throw Missing(path, "num_hidden_layers");
         int heads = Int(raw, "num_attention_heads", path) ?? throw Missing(path, "num_attention_heads");
-        int kvHeads = Int(raw, "num_key_value_heads", path) ?? heads;
+        // Nemotron-NAS: kv heads and FFN width per block (block_configs), the globals are null.
+        var blocks = family == ArchitectureFamily.NemotronNas && layers is > 0 and <= MaxLayers && hidden > 0 && heads > 0
+            ? NemotronNasConfig.Read(raw, path, layers, heads, hidden) : null;
+        int kvHeads = blocks?.KvHeads ?? Int(raw, "num_key_value_heads", path) ?? heads;
         int headDim = Int(raw, "head_dim", path) ?? hidden / Math.Max(heads, 1);
         int vocab = Int(raw, "vocab_size", path) ?? throw Missing(path, "vocab_size");
-        int inter = Int(raw, "intermediate_size", path) ?? throw Missing(path, "intermediate_size");
+        int inter = blocks is { IntermediateSize: > 0 } ? blocks.IntermediateSize
+            : blocks is not null ? Int(raw, "intermediate_size", path) ?? 1
+            : Int(raw, "intermediate_size", path) ?? throw Missing(path, "intermediate_size");
         foreach (var (name, v) in new[] { ("hidden_size", hidden), ("num_hidden_layers", layers), ("num_attention_heads", heads),
                      ("num_key_value_heads", kvHeads), ("head_dim", headDim), ("vocab_size", vocab), ("intermediate_size", inter) })
         {
@@ -133,7 +149,7 @@ public sealed class ModelConfig
                                                 : layerTypes[i]!.GetValue<string>() == "sliding_attention"),
                 _ => false,
             };
-            windows[i] = sliding ? window : null;
+            windows[i] = sliding ? window : blocks?.Windows[i];
         }
 
         return new ModelConfig
@@ -152,6 +168,8 @@ public sealed class ModelConfig
             EosTokenIds = IntList(raw, "eos_token_id", path),
             PadTokenId = Int(raw, "pad_token_id", path),
             StorageDtype = Str(raw, "dtype", path) ?? Str(raw, "torch_dtype", path),
+            AttentionPresent = blocks?.Attention,
+            MlpPresent = blocks?.Mlp,
         };
     }
 

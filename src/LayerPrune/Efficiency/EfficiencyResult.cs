@@ -66,6 +66,9 @@ public sealed record EfficiencyResult(
     /// <summary>Median seconds per decoded token.</summary>
     public double DecodeSecondsPerToken => 1 / DecodeTokensPerSecond.Median;
 
+    /// <summary>KV-cache bytes per cached position (layers without attention cache nothing).</summary>
+    public long KvCacheBytesPerToken => KvCacheBytes / Math.Max(1, PromptLength + DecodeTokens);
+
     /// <summary>This result with the CPU-time rates in place of the wall-clock ones (for <see cref="EfficiencyComparison"/>).</summary>
     public EfficiencyResult OnCpuTime() => this with
     {
@@ -107,7 +110,7 @@ public sealed record EfficiencyResult(
             ["decode_tokens_per_second"] = DecodeTokensPerSecond.ToJson(),
             ["prefill_tokens_per_cpu_second"] = PrefillTokensPerCpuSecond?.ToJson(),
             ["decode_tokens_per_cpu_second"] = DecodeTokensPerCpuSecond?.ToJson(),
-            ["weight_bytes"] = WeightBytes, ["kv_cache_bytes"] = KvCacheBytes,
+            ["weight_bytes"] = WeightBytes, ["kv_cache_bytes"] = KvCacheBytes, ["kv_cache_bytes_per_token"] = KvCacheBytesPerToken,
             ["cpu_model"] = Machine.CpuModel,
             ["cpu_flags"] = new JsonArray(Machine.CpuFlags.Select(f => (JsonNode?)f).ToArray()),
             ["cores"] = Machine.Cores, ["torch_threads"] = Machine.TorchThreads,

@@ -73,6 +73,7 @@ public static class GgufExporter
             var type = TargetType(o.Type, dims);
             tensors.Add(new GgufTensorToWrite(m.GgufName, dims, type, s => WriteTensor(ckpt, m, type, s)));
         }
+        tensors.AddRange(DeciGguf.ZeroFfns(c));   // deci: a kept attention without MLP (see DeciGguf)
         if (c.Rope.Type == "llama3")
         {
             // llama.cpp's llama3 RoPE: per-frequency factors in rope_freqs.weight (written after token_embd like the converter).

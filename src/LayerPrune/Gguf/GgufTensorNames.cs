@@ -72,6 +72,7 @@ public static class GgufTensorNames
             Add("rope.scaling.factor", GgufValue.F32((float)c.Rope.Factor));
         }
         Add("vocab_size", GgufValue.U32((uint)c.VocabSize));
+        if (c.Family == ArchitectureFamily.NemotronNas) DeciGguf.PerLayerCounts(c, kv);   // per-layer arrays, 0 = removed
         return kv;
     }
 
@@ -79,7 +80,7 @@ public static class GgufTensorNames
     {
         if (c.HiddenAct != (c.Family == ArchitectureFamily.Phi ? "gelu_new" : "silu"))
             throw new LayerPruneException($"{c.Path}: hidden_act '{c.HiddenAct}' cannot be represented in llama.cpp's {arch} architecture");
-        if (c.Rope.Type == "llama3" && arch != "llama")
+        if (c.Rope.Type == "llama3" && arch is not ("llama" or "deci"))
             throw new LayerPruneException($"{c.Path}: RoPE type llama3 is only supported by llama.cpp's llama architecture, not {arch}");
         if (c.Rope.PartialRotaryFactor < 1 && c.Family != ArchitectureFamily.Phi)
             throw new LayerPruneException(

@@ -21,6 +21,8 @@ public sealed class ForwardOptions
     public bool LastPositionOnly { get; init; }
     /// <summary>Skip the final norm and lm_head; Forward returns the last residual stream [B, T, H] (for similarity passes).</summary>
     public bool HiddenOnly { get; init; }
+    /// <summary>Sublayers skipped in memory (attention and/or MLP of original layers); null = none.</summary>
+    public SublayerMask? Skip { get; init; }
 }
 
 /// <summary>
@@ -261,6 +263,7 @@ public sealed class CausalLM : Module
             throw new ArgumentException($"cache has {cache.Layers} layer slots, {order.Count} layers run");
         long B = inputIds.shape[0], T = inputIds.shape[1], past = cache?.Length ?? 0;
         using var att = PrepareAttention(B, T, past, attentionMask);
+        att.Skip = options?.Skip;
         var prefix = PrefixCache is { } pc && PrefixCache.Usable(cache, options) ? pc : null;
         var (resumed, start) = prefix?.Resume(inputIds, attentionMask, order) ?? (null, 0);
         var h = resumed ?? Embed(inputIds);
@@ -274,6 +277,7 @@ public sealed class CausalLM : Module
             prefix?.Offer(inputIds, attentionMask, order, k + 1, NumLayers, h);
         }
         options?.OnResidual?.Invoke(order.Count, h);
+        cache?.Advance(past + T);
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);
         return (options?.HiddenOnly == true ? h : Head(h)).MoveToOuterDisposeScope();
     }

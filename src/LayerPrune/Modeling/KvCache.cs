@@ -11,8 +11,13 @@ public sealed class KvCache : IDisposable
 
     /// <summary>Number of layers cached.</summary>
     public int Layers => _keys.Length;
-    /// <summary>Number of cached positions.</summary>
-    public long Length => _keys[0]?.shape[2] ?? 0;
+    long _positions;
+
+    /// <summary>Number of cached positions (also counted for slots of layers without attention, which cache nothing).</summary>
+    public long Length => Math.Max(_positions, _keys.FirstOrDefault(k => k is not null)?.shape[2] ?? 0);
+
+    /// <summary>Records that the positions up to <paramref name="positions"/> have been run (a model may have no attention).</summary>
+    public void Advance(long positions) => _positions = Math.Max(_positions, positions);
     /// <summary>Bytes held by the cached keys and values of every slot.</summary>
     public long Bytes => _keys.Concat(_values).Sum(t => t is null ? 0 : t.NumberOfElements * t.ElementSize);
 
@@ -30,7 +35,7 @@ public sealed class KvCache : IDisposable
     /// choice).</summary>
     public KvCache Select(Tensor index)
     {
-        var c = new KvCache(Layers);
+        var c = new KvCache(Layers) { _positions = _positions };
         for (int i = 0; i < Layers; i++)
         {
             if (_keys[i] is null) continue;

@@ -181,6 +181,7 @@ public sealed class LayerCheckpoint : SingleTensorFunction<LayerCheckpoint>
             Cos = a.Cos.alias().DetachFromDisposeScope(),
             SinSigned = a.SinSigned.alias().DetachFromDisposeScope(),
             FullMask = a.FullMask?.alias().DetachFromDisposeScope(),
+            Skip = a.Skip,
         };
         foreach (var (window, mask) in a.SlidingMasks)
             kept.SlidingMasks[window] = mask.alias().DetachFromDisposeScope();

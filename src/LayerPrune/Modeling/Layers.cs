@@ -81,6 +81,8 @@ public sealed class AttentionInputs : IDisposable
     public Tensor? FullMask;
     /// <summary>Additive mask for sliding-window layers, keyed by window size.</summary>
     public Dictionary<int, Tensor> SlidingMasks { get; } = new();
+    /// <summary>Sublayers skipped in this call (in-memory sublayer removal, original layer indices); null = none.</summary>
+    public SublayerMask? Skip;
 
     /// <inheritdoc/>
     public void Dispose()
@@ -194,6 +196,9 @@ public sealed class Attention : Module
 /// <summary>One decoder block: its children are named as in the HF state dict (self_attn, mlp, input_layernorm, ...).</summary>
 public abstract class DecoderLayer : Module
 {
+    /// <summary>The layer's 0-based index in the model it was read from (what <see cref="SublayerMask"/> refers to).</summary>
+    public int Index { get; protected init; }
+
     /// <summary>Residual stream in → residual stream out, [B, T, H].</summary>
     public abstract Tensor Forward(Tensor h, AttentionInputs a, KvCache? cache, int slot);
 

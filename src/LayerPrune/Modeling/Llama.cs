@@ -9,26 +9,39 @@ namespace LayerPrune.Modeling;
 /// </summary>
 public sealed class LlamaDecoderLayer : DecoderLayer
 {
-    readonly Norm _inputLayernorm, _postAttentionLayernorm;
-    readonly Attention _selfAttn;
-    readonly LlamaMlp _mlp;
+    readonly Norm? _inputLayernorm, _postAttentionLayernorm;
+    readonly Attention? _selfAttn;
+    readonly LlamaMlp? _mlp;
 
-    /// <summary>Layer <paramref name="layerIndex"/> of <paramref name="c"/>; <paramref name="act"/> is hidden_act.</summary>
+    /// <summary>
+    /// Layer <paramref name="layerIndex"/> of <paramref name="c"/>; <paramref name="act"/> is hidden_act. A sublayer the config
+    /// marks absent (Nemotron-NAS attention/ffn no_op) has no modules or tensors, its norm included (HF modeling_decilm.py).
+    /// </summary>
     public LlamaDecoderLayer(ModelConfig c, Weights w, int layerIndex, Func<Tensor, Tensor> act)
     {
-        _inputLayernorm = Add("input_layernorm", w, s => new RmsNorm(s, c.HiddenSize, c.NormEps));
-        _selfAttn = Add("self_attn", w, s => new Attention(c, s, layerIndex, "o_proj", qkvBias: c.AttentionBias, outputBias: false));
-        _postAttentionLayernorm = Add("post_attention_layernorm", w, s => new RmsNorm(s, c.HiddenSize, c.NormEps));
-        _mlp = Add("mlp", w, s => new LlamaMlp(c, s, act));
+        Index = layerIndex;
+        if (c.HasAttention(layerIndex))
+        {
+            _inputLayernorm = Add("input_layernorm", w, s => new RmsNorm(s, c.HiddenSize, c.NormEps));
+            _selfAttn = Add("self_attn", w, s => new Attention(c, s, layerIndex, "o_proj", qkvBias: c.AttentionBias, outputBias: false));
+        }
+        if (c.HasMlp(layerIndex))
+        {
+            _postAttentionLayernorm = Add("post_attention_layernorm", w, s => new RmsNorm(s, c.HiddenSize, c.NormEps));
+            _mlp = Add("mlp", w, s => new LlamaMlp(c, s, act));
+        }
     }
 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x, AttentionInputs a, KvCache? cache, int slot)
     {
         using var scope = NewDisposeScope();
-        var h = _selfAttn.Forward(_inputLayernorm.Forward(x), a, cache, slot).add_(x);   // residual, in place on the fresh o_proj output
-        var mlp = _mlp.Forward(_postAttentionLayernorm.Forward(h));                       // [B, T, H]
-        return mlp.add_(h).MoveToOuterDisposeScope();
+        var h = x;   // an absent or skipped sublayer is the residual identity
+        if (_selfAttn is not null && a.Skip?.SkipsAttention(Index) != true)
+            h = _selfAttn.Forward(_inputLayernorm!.Forward(x), a, cache, slot).add_(x);   // residual, in place on the fresh o_proj output
+        if (_mlp is not null && a.Skip?.SkipsMlp(Index) != true)
+            h = _mlp.Forward(_postAttentionLayernorm!.Forward(h)).add_(h);                 // [B, T, H]
+        return (ReferenceEquals(h, x) ? x.alias() : h).MoveToOuterDisposeScope();
     }
 }
 

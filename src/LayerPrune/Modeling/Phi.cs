@@ -17,6 +17,7 @@ public sealed class PhiDecoderLayer : DecoderLayer
     /// <summary>Layer <paramref name="layerIndex"/> of <paramref name="c"/>; <paramref name="act"/> is hidden_act.</summary>
     public PhiDecoderLayer(ModelConfig c, Weights w, int layerIndex, Func<Tensor, Tensor> act)
     {
+        Index = layerIndex;
         _inputLayernorm = Add("input_layernorm", w, s => new LayerNorm(s, c.HiddenSize, c.NormEps));
         _selfAttn = Add("self_attn", w, s => new Attention(c, s, layerIndex, "dense", qkvBias: true, outputBias: true));
         _mlp = Add("mlp", w, s => new PhiMlp(c, s, act));
@@ -26,10 +27,13 @@ public sealed class PhiDecoderLayer : DecoderLayer
     public override Tensor Forward(Tensor x, AttentionInputs a, KvCache? cache, int slot)
     {
         using var scope = NewDisposeScope();
+        // A skipped branch drops out of the sum (out = x + mlp(n) or x + attn(n)); the shared norm stays while either branch does.
+        bool attention = a.Skip?.SkipsAttention(Index) != true, mlp = a.Skip?.SkipsMlp(Index) != true;
+        if (!attention && !mlp) return x.alias().MoveToOuterDisposeScope();
         var n = _inputLayernorm.Forward(x);
-        var attn = _selfAttn.Forward(n, a, cache, slot);
-        var mlp = _mlp.Forward(n);
-        return attn.add_(mlp).add_(x).MoveToOuterDisposeScope();   // in place on the fresh dense output
+        var y = attention ? _selfAttn.Forward(n, a, cache, slot) : null;
+        if (mlp) y = y is null ? _mlp.Forward(n) : y.add_(_mlp.Forward(n));
+        return y!.add_(x).MoveToOuterDisposeScope();   // in place on the fresh dense output
     }
 }
 

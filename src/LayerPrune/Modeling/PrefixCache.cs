@@ -43,10 +43,11 @@ public sealed class PrefixCache : IDisposable
     }
 
     /// <summary>
-    /// Whether a forward can use the cache: inference (no graph), no KV cache and no residual callback (those see every layer).
+    /// Whether a forward can use the cache: inference (no graph), no KV cache, no residual callback (those see every layer) and
+    /// no skipped sublayers (their streams differ from the whole layers').
     /// </summary>
     internal static bool Usable(KvCache? cache, ForwardOptions? options) =>
-        cache is null && options?.OnResidual is null && !is_grad_enabled();
+        cache is null && options?.OnResidual is null && options?.Skip is null && !is_grad_enabled();
 
     /// <summary>Number of leading layers of <paramref name="order"/> that are the model's layers 0, 1, ….</summary>
     static int IdentityPrefix(IReadOnlyList<int> order)

@@ -87,7 +87,8 @@ public static partial class CheckpointPruner
         return c;
     }
 
-    static void WriteTensors(OutputFolder output, List<TensorToWrite> tensors, long shardLimit, bool sharded, Action<string>? onWritten)
+    internal static void WriteTensors(OutputFolder output, List<TensorToWrite> tensors, long shardLimit, bool sharded,
+        Action<string>? onWritten)
     {
         var meta = new Dictionary<string, string> { ["format"] = "pt" };
         if (!sharded)
@@ -120,7 +121,7 @@ public static partial class CheckpointPruner
     }
 
     /// <summary>Tokenizer, generation config and other small files; never weights, the old index, or pickles.</summary>
-    static void CopySideFiles(Checkpoint source, OutputFolder output)
+    internal static void CopySideFiles(Checkpoint source, OutputFolder output)
     {
         var skip = new HashSet<string>(source.Files.Keys) { "config.json", Checkpoint.IndexFile, "prune_plan.json", "mergekit.yaml" };
         foreach (var path in Directory.EnumerateFiles(source.Directory))

@@ -111,7 +111,7 @@ public class ArchitectureTests
         Assert.Equal(1e-6, llama.NormEps);
         Assert.False(llama.AttentionBias);
         Assert.True(llama.MlpBias);
-        Assert.Equal(["llama", "mistral", "qwen2", "phi"], ModelConfig.SupportedModelTypes.Keys);
+        Assert.Equal(["llama", "mistral", "qwen2", "phi", "nemotron-nas"], ModelConfig.SupportedModelTypes.Keys);
     }
 
     [Fact]

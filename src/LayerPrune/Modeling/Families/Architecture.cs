@@ -26,7 +26,7 @@ public abstract class Architecture
     public const string LmHeadName = "lm_head";
 
     static readonly Architecture[] All =
-        [LlamaFamily.Llama, LlamaFamily.Mistral, LlamaFamily.Qwen2, PhiFamily.Phi];
+        [LlamaFamily.Llama, LlamaFamily.Mistral, LlamaFamily.Qwen2, PhiFamily.Phi, LlamaFamily.NemotronNas];
 
     /// <summary>Supported config.json model_type values and their descriptors.</summary>
     public static IReadOnlyDictionary<string, Architecture> ByModelType { get; } = All.ToDictionary(a => a.ModelType);

@@ -30,6 +30,13 @@ public sealed class LlamaFamily : Architecture
     public static readonly LlamaFamily Qwen2 = new(ArchitectureFamily.Qwen2, "qwen2", qkvBiasAlways: true,
         gguf: "qwen2", ggufPermutesQk: false, paper: _ => new(3e-4, 64, "Qwen-7B/14B"));
 
+    /// <summary>
+    /// DeciLMForCausalLM (Nemotron-NAS): Llama blocks with per-layer attention/FFN presence (block_configs); llama.cpp's "deci"
+    /// architecture (q/k rows permuted like llama).
+    /// </summary>
+    public static readonly LlamaFamily NemotronNas = new(ArchitectureFamily.NemotronNas, "nemotron-nas", qkvBiasAlways: false,
+        gguf: "deci", ggufPermutesQk: true, paper: hidden => Llama._paper(hidden));
+
     /// <summary>PEFT's default Llama-style target list: all attention and MLP projections.</summary>
     public static readonly IReadOnlyList<string> AllLinear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
