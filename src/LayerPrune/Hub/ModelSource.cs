@@ -38,6 +38,8 @@ public static class ModelSource
         ArgumentNullException.ThrowIfNull(model);
         if (Directory.Exists(model)) return model;
         if (IsGguf(model)) return GgufImporter.Import(model, convertedCache ?? DefaultConvertedCache());
+        if (File.Exists(model) && model.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+            throw new LayerPruneException($"{model}: not a GGUF file (no GGUF magic at its start)");
         if (File.Exists(model))
             throw LayerPruneException.Usage($"{model}: not a model folder or a GGUF file");
         if (HubCache.Parse(model) is { } id) return HubCache.Resolve(id, hub);

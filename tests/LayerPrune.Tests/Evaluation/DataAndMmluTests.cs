@@ -112,7 +112,8 @@ public sealed class DataAndMmluTests : IDisposable
         Assert.True(gsm.IsGeneration);
         Assert.Equal(5, TaskSpec.Parse("mmlu:" + Path.Combine(TestPaths.Fixtures, "benchmarks", "mmlu")).NumFewshot);
         var e = Assert.Throws<LayerPruneException>(() => TaskSpec.Parse("arc:foo.jsonl"));
-        Assert.Equal("task \"arc:foo.jsonl\": unknown kind \"arc\" (supported: loss, mc, mmlu, boolq, hellaswag, gsm8k)", e.Message);
+        Assert.Equal("task \"arc:foo.jsonl\": unknown kind \"arc\" (supported: loss, mc, mmlu, boolq, hellaswag, gsm8k, arc_easy, arc_challenge, piqa, openbookqa, winogrande, "
+            + "lambada_openai, wikitext, qmsum)", e.Message);
         e = Assert.Throws<LayerPruneException>(() => TaskSpec.Parse("boolq:/nope/validation.jsonl"));
         Assert.Equal("task \"boolq:/nope/validation.jsonl\": file not found: /nope/validation.jsonl", e.Message);
         Assert.Throws<LayerPruneException>(() => TaskSpec.Parse("nocolon"));

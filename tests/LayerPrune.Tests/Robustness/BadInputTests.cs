@@ -96,7 +96,7 @@ public class BadInputTests
         new("config.json empty", t => { var d = Model(t); File.WriteAllText(Path.Combine(d, "config.json"), ""); return Info(d); }, 1, "config.json: is not valid JSON"),
         new("config.json is a JSON array", t => { var d = Model(t); File.WriteAllText(Path.Combine(d, "config.json"), "[1, 2]"); return Info(d); }, 1, "config.json: is not a JSON object"),
         new("config.json has a duplicate key", t => { var d = Model(t); File.WriteAllText(Path.Combine(d, "config.json"), """{"model_type": "llama", "model_type": "phi"}"""); return Info(d); }, 1, "config.json: is not valid JSON"),
-        new("unknown architecture (model_type gpt_neox)", t => Info(EditConfig(t, c => c["model_type"] = "gpt_neox")), 1, "config.json: unsupported model_type 'gpt_neox' (supported: llama, mistral, qwen2, phi)"),
+        new("unknown architecture (model_type gpt_neox)", t => Info(EditConfig(t, c => c["model_type"] = "gpt_neox")), 1, "config.json: unsupported model_type 'gpt_neox' (supported: llama, mistral, qwen2, phi, nemotron-nas)"),
         new("config.json lacks num_hidden_layers", t => Info(EditConfig(t, c => c.Remove("num_hidden_layers"))), 1, "config.json: required key 'num_hidden_layers' is missing"),
         new("num_hidden_layers is a string", t => Info(EditConfig(t, c => c["num_hidden_layers"] = "eight")), 1, "config.json: 'num_hidden_layers' must be an integer (got \"eight\")"),
         new("num_hidden_layers = 2000000000", t => Info(EditConfig(t, c => c["num_hidden_layers"] = 2_000_000_000)), 1, "config.json: num_hidden_layers 2000000000 is implausibly large (limit 4096)"),
