@@ -10,6 +10,8 @@ using LayerPrune.Bench;
 //                                        (streamed LoRA heal steps without outputs, HealStreamBench.cs)
 //        ... -- peer --model DIR [--peer llamacpp] [--dtype bf16|fp32] [--threads 2] [--prompt-length 128] [--decode-tokens 32]
 //                                        [--repeats 5]   (issue 30: beside llama.cpp on a temporary GGUF, PeerBench.cs)
+//        ... -- repair-fit --model DIR --layers S-E [--dtype bf16|fp32] [--chunks 64] [--seq-len 256] [--data FILE]
+//                                        (issue 24: linear repair fit vs one similarity pass, RepairFitBench.cs)
 //        ... -- gpu STEP --out DIR [--device cuda|cpu]   (the steps of bench/gpu/run.sh, issue 29: GpuBench.cs, docs/gpu.md)
 //        ... -- shape NAME --out DIR   (a random-init checkpoint of a real shape in bench/shapes/, e.g. tinyllama-1.1b for
 //                                        `efficiency --model DIR --dtype bf16`)
@@ -41,4 +43,5 @@ if (which is "heal-scale") HealScaleBench.Run(o, model, args); // a real-shape c
 if (which is "heal-profile") HealProfile.Run(o, model, args); // where a QLoRA step's time goes, one layer (diagnostic)
 if (which is "peer") PeerBench.Run(o, model, args); // llama.cpp side by side (not in "all")
 if (which is "heal-stream") HealStreamBench.Run(o, model, args); // likewise
+if (which is "repair-fit") RepairFitBench.Run(o, model, args); // issue 24: repair fit vs similarity pass (not in "all")
 return 0;
