@@ -134,7 +134,9 @@ public static class PruneCommand
             using var outDir = OutputFolder.Begin(p.GetValue(output)!, p.GetValue(force), "--out", dir);
             plan ??= Measured(p, data, dir, strat, chosenMetric, p.GetValue(calibration), p.GetValue(calibrationChunks),
                               p.GetValue(protectLast), count);
-            using var fitted = repairs ? repair.Fit(p, data, dir, plan, repairData!, p.GetValue(calibrationChunks), p.GetValue(seed)) : null;
+            using var fitted = repairs
+                ? repair.Fit(p, data, dir, plan, repairData!, p.GetValue(calibrationChunks), p.GetValue(seed))
+                : null;
             CheckpointPruner.Write(ckpt, plan, outDir, shardBytes, repair: fitted);
             var planJson = plan.ToJson();
             if (fitted is not null) planJson["repair"] = fitted.ToJson();

@@ -59,7 +59,8 @@ public sealed class PruneRepair
     {
         if (calibration is not null) return Cli.ExistingFile(calibration, "--calibration");
         return p.GetValue(data.Data) is { } d ? Cli.ExistingFile(d, "--data")
-            : throw LayerPruneException.Usage($"--repair {p.GetValue(Method)}: needs calibration data: give --calibration FILE (or --data)");
+            : throw LayerPruneException.Usage(
+                $"--repair {p.GetValue(Method)}: needs calibration data: give --calibration FILE (or --data)");
     }
 
     /// <summary>Fits the maps of <paramref name="plan"/> on the first <paramref name="chunks"/> loss-protocol chunks of
@@ -86,6 +87,7 @@ public sealed class PruneRepair
     /// <summary>", repaired (linear: 2 maps from 16384 calibration tokens, 3.1 s)".</summary>
     public static string Summary(LinearRepair? r) => r is null ? "" :
         $", repaired ({r.Method}: {r.Maps.Count} map{(r.Maps.Count == 1 ? "" : "s")} from {r.Cost.Tokens} calibration tokens, " +
-        $"fit error {string.Join("/", r.Maps.Select(m => m.FitError.ToString("F3")))} vs {string.Join("/", r.Maps.Select(m => m.FitErrorIdentity.ToString("F3")))} " +
+        $"fit error {string.Join("/", r.Maps.Select(m => m.FitError.ToString("F3")))} " +
+        $"vs {string.Join("/", r.Maps.Select(m => m.FitErrorIdentity.ToString("F3")))} " +
         $"unrepaired, {r.Cost.Seconds:F1} s)";
 }

@@ -73,7 +73,8 @@ public sealed class RepairMap : IDisposable
     /// <summary>cosine: mean 1 − cos(Y + M·T, R) on the subsample before (least-squares T) and after the refinement.</summary>
     public (double Before, double After)? CosineLoss { get; init; }
 
-    /// <summary>W ← Tᵀ·W and b ← Tᵀ·b in fp64 (so that the projection's output M becomes M·T), cast to <paramref name="dtype"/>.</summary>
+    /// <summary>W ← Tᵀ·W and b ← Tᵀ·b in fp64 (so that the projection's output M becomes M·T), cast to
+    /// <paramref name="dtype"/>.</summary>
     public Tensor Fold(Tensor weightOrBias, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
@@ -157,14 +158,16 @@ public sealed class LinearRepair : IDisposable
         options ??= new RepairOptions();
         options.Validate();
         if (plan.OriginalLayers != model.NumLayers)
-            throw LayerPruneException.Invalid(nameof(plan), plan.Strategy, $"is for {plan.OriginalLayers} layers, the model has {model.NumLayers}");
+            throw LayerPruneException.Invalid(nameof(plan), plan.Strategy,
+                $"is for {plan.OriginalLayers} layers, the model has {model.NumLayers}");
         var runs = RemovedRuns(plan);
         if (runs[0].Start == 0)
             throw LayerPruneException.Invalid(nameof(plan), $"removed {string.Join(",", plan.Removed)}",
                 "a removed run starts at layer 0, so no kept layer precedes it to take the repair map");
         if (chunks.Count == 0) throw LayerPruneException.Invalid(nameof(chunks), 0, "no calibration chunks");
         int T = chunks[0].Length;
-        if (T < 1 || chunks.Any(c => c.Length != T)) throw LayerPruneException.Invalid(nameof(chunks), T, "chunks must be non-empty and of equal length");
+        if (T < 1 || chunks.Any(c => c.Length != T))
+            throw LayerPruneException.Invalid(nameof(chunks), T, "chunks must be non-empty and of equal length");
 
         var watch = Stopwatch.StartNew();
         using var _ = no_grad();
@@ -445,7 +448,8 @@ public sealed class LinearRepair : IDisposable
             {
                 long rank = eig.gt(tol).sum().item<long>();
                 throw new LayerPruneException(
-                    $"repair of removed layers {start}-{end - 1}: the calibration system MᵀM{(o.Alpha > 0 ? " + αI" : "")} is singular " +
+                    $"repair of removed layers {start}-{end - 1}: " +
+                    $"the calibration system MᵀM{(o.Alpha > 0 ? " + αI" : "")} is singular " +
                     $"(rank {rank} of {H} from {_tokens} calibration tokens); give more calibration tokens or a ridge alpha > 0")
                     { IsInvalidInput = true };
             }
@@ -470,7 +474,8 @@ public sealed class LinearRepair : IDisposable
             };
         }
 
-        /// <summary>ReplaceMe's cosine objective: Adam on mean 1 − cos(Y + M·T, R) over the subsample, from the least-squares T.</summary>
+        /// <summary>ReplaceMe's cosine objective: Adam on mean 1 − cos(Y + M·T, R) over the subsample, from the
+        /// least-squares T.</summary>
         (Tensor, (double, double)) Refine(Tensor t0, RepairOptions o, Device device)
         {
             var m = cat(_sample.Select(s => s.M).ToArray(), 0).to(device);

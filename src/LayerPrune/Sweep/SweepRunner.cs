@@ -469,7 +469,8 @@ public static class SweepRunner
             return new SimilarityResult
             {
                 Matrix = matrix, Samples = (int)j["samples"]!,
-                BlockInfluence = j["block_influence"]?["values"]?.AsArray().Select(x => (double)x!).ToArray(), // bi in a resumed run or shard
+                // bi in a resumed run or shard
+                BlockInfluence = j["block_influence"]?["values"]?.AsArray().Select(x => (double)x!).ToArray(),
             };
         }
         catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException or FormatException)

@@ -61,13 +61,8 @@ public sealed class CalibrationLoss(CausalLM model, IReadOnlyList<int[]> chunks,
                 using var scope = NewDisposeScope();
                 var h = states[position];
                 for (int k = position + 1; k < order.Count; k++) h = model.Layer(order[k]).Forward(h, att, null, k - 1);
-                var logits = model.Head(h);                                                          // [B, T, V]
-                long T = ids.shape[1];
-                var logp = logits.narrow(1, 0, T - 1).to(ScalarType.Float32).log_softmax(-1);
-                var targets = ids.narrow(1, 1, T - 1).to(logp.device).unsqueeze(-1);
-                var mean = -logp.gather(2, targets).mean();
-                long predictions = ids.shape[0] * (T - 1);
-                total += mean.to(ScalarType.Float64).item<double>() * predictions;
+                var (sum, predictions) = NextTokenLossSum(model, h, ids);
+                total += sum;
                 count += predictions;
             }
             Count(chunks.Count, (long)chunks.Count * (order.Count - 1 - position));
@@ -135,6 +130,21 @@ public sealed class CalibrationLoss(CausalLM model, IReadOnlyList<int[]> chunks,
 
     /// <summary>Everything evaluated so far (prefix passes counted in layer forwards).</summary>
     public SelectionCost Cost => new(_passes, _layerForwards, _tokens, _clock.Elapsed.TotalSeconds);
+
+    /// <summary>
+    /// Summed next-token cross-entropy of a batch from its last hidden states <paramref name="h"/> [B, T, H] (the head
+    /// applied here), and the number of predictions it sums: the mean over B·(T−1) positions, times their count.
+    /// </summary>
+    internal static (double Sum, long Predictions) NextTokenLossSum(CausalLM model, Tensor h, Tensor ids)
+    {
+        var logits = model.Head(h);                                                              // [B, T, V]
+        long T = ids.shape[1];
+        var logp = logits.narrow(1, 0, T - 1).to(ScalarType.Float32).log_softmax(-1);
+        var targets = ids.narrow(1, 1, T - 1).to(logp.device).unsqueeze(-1);
+        var mean = -logp.gather(2, targets).mean();
+        long predictions = ids.shape[0] * (T - 1);
+        return (mean.to(ScalarType.Float64).item<double>() * predictions, predictions);
+    }
 
     /// <summary>A progress reporter on <paramref name="sink"/> (nothing when null).</summary>
     internal static ProgressReporter Progress(string label, long total, IProgressSink? sink) =>

@@ -256,13 +256,8 @@ public static class SublayerStrategies
                     var h = prefix[b][from];
                     for (int i = from; i < L; i++) h = model.Layer(i).Forward(h, att, null, i);
                     att.Skip = null;
-                    var logits = model.Head(h);
-                    long T = ids.shape[1];
-                    var logp = logits.narrow(1, 0, T - 1).to(ScalarType.Float32).log_softmax(-1);
-                    var targets = ids.narrow(1, 1, T - 1).to(logp.device).unsqueeze(-1);
-                    var mean = -logp.gather(2, targets).mean();
-                    long predictions = ids.shape[0] * (T - 1);
-                    total += mean.to(ScalarType.Float64).item<double>() * predictions;
+                    var (sum, predictions) = CalibrationLoss.NextTokenLossSum(model, h, ids);
+                    total += sum;
                     count += predictions;
                 }
                 passes += chunks.Count;
