@@ -33,6 +33,9 @@ public static class SweepCommand
         [nameof(SweepOptions.Bootstrap)] = "--bootstrap",
         [nameof(SweepOptions.Repair)] = "--repair",
         [nameof(EvalOptions.MaxNewTokens)] = "--max-new-tokens",
+        [nameof(SweepOptions.Units)] = "--unit",
+        [nameof(SweepOptions.Heal)] = "--heal-steps",
+        [nameof(SweepOptions.Stage)] = "--stage",
     };
 
     /// <summary>The command; its defaults are <see cref="SweepOptions"/>'s and <see cref="EvalOptions.Default"/>'s.</summary>
@@ -168,13 +171,22 @@ public static class SweepCommand
                           "chosen automatically when the resident model does not fit (not with --efficiency, which times a resident model)",
         };
         var json = Cli.JsonOption();
+        var unit = new Option<string>("--unit")
+        {
+            Description = "Units whose variants are swept, comma-separated: layer (default: whole layers, as without this flag) " +
+                          "plus attention, mlp and/or sublayer (both kinds ranked together), e.g. attention,mlp,layer. Sublayer " +
+                          "units take the strategies similarity, greedy, deepest, random of --strategies, n = sublayers removed; " +
+                          "every row then carries its unit, removed parameters / decoder parameters (the common x axis of the " +
+                          "report's unit curves) and KV-cache bytes per token",
+            DefaultValueFactory = _ => "layer",
+        };
         var cmd = new Command("sweep", "From a model to the paper's figures: similarity once, then every strategy × block size " +
             "evaluated with layers skipped in memory; results.json/.csv, plots and report.md")
         {
             model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, seeds, protectLast,
             calibration, calibrationChunks, efficiency, efficiencyRepeats, efficiencyThreads, output, force, healSteps,
             healData, healQuant, healBatch, healRank, healLr, generate, prompts, generateTokens, maxNewTokens, bootstrap, offload, json,
-            repair,
+            repair, unit,
         };
         var cluster = new SweepCluster(); // --stage, --shard, --slurm, --kubernetes (docs/cluster.md)
         cluster.AddTo(cmd);
@@ -257,6 +269,8 @@ public static class SweepCommand
                 GenerationTokens = p.GetValue(generateTokens),
                 Bootstrap = p.GetValue(bootstrap),
                 Repair = p.GetValue(repair) is { } rm ? rm.Split(',', StringSplitOptions.TrimEntries) : null,
+                Units = p.GetValue(unit)!.Trim() is "layer" ? null
+                    : p.GetValue(unit)!.Split(',', Split).Select(u => PruneUnits.Parse(u, "--unit")).ToList(),
                 Eval = EvalOptions.Default with
                 {
                     MaxNewTokens = p.GetValue(maxNewTokens),

@@ -35,7 +35,9 @@ public sealed record EfficiencyOptions
 /// <param name="Layers">Original layer indices run in order (in-memory pruning, like <see cref="ForwardOptions.Layers"/>).</param>
 /// <param name="Resident">Resident memory measured when the model was loaded (<see cref="EfficiencyMeter.LoadMeasured"/>), if it
 /// was.</param>
-public sealed record EfficiencyTarget(string Label, CausalLM Model, IReadOnlyList<int>? Layers = null, ResidentMemory? Resident = null);
+/// <param name="Skip">Sublayers skipped in memory (<see cref="ForwardOptions.Skip"/>); null = none.</param>
+public sealed record EfficiencyTarget(string Label, CausalLM Model, IReadOnlyList<int>? Layers = null, ResidentMemory? Resident = null,
+    SublayerMask? Skip = null);
 
 /// <summary>
 /// Process memory that appeared while a model was loaded and each of its weights read once, in bytes:
@@ -106,7 +108,7 @@ public static class EfficiencyMeter
             for (int j = 0; j < targets.Count; j++)
             {
                 int t = (round + j) % targets.Count;
-                var time = TimeOnce(targets[t].Model, layers[t], prompts[t], o.DecodeTokens, out kvBytes[t]);
+                var time = TimeOnce(targets[t].Model, layers[t], prompts[t], o.DecodeTokens, out kvBytes[t], targets[t].Skip);
                 if (round < o.Warmup) continue;
                 prefill[t].Add(o.PromptLength / time.Prefill);
                 decode[t].Add(o.DecodeTokens / time.Decode);
@@ -193,13 +195,14 @@ public static class EfficiencyMeter
     /// each ending in the argmax read back to the host (a synchronisation point on CUDA). Returns the wall-clock seconds of
     /// each phase and the CPU seconds the process used in it.
     /// </summary>
-    static PhaseTimes TimeOnce(CausalLM model, IReadOnlyList<int> layers, long[] prompt, int decodeTokens, out long kvBytes)
+    static PhaseTimes TimeOnce(CausalLM model, IReadOnlyList<int> layers, long[] prompt, int decodeTokens, out long kvBytes,
+        SublayerMask? skip)
     {
         var process = System.Diagnostics.Process.GetCurrentProcess();
         using var _ = no_grad();
         // Zero layers (embedding + head only): no cache slots, nothing to cache.
         using var cache = layers.Count > 0 ? new KvCache(layers.Count) : null;
-        var forward = new ForwardOptions { Layers = layers, LastPositionOnly = true };
+        var forward = new ForwardOptions { Layers = layers, LastPositionOnly = true, Skip = skip };
         double cpu0 = Cpu(process);
         var sw = Stopwatch.StartNew();
         long next = Step(model, prompt, cache, forward);

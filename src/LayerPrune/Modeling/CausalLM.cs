@@ -230,7 +230,10 @@ public sealed class CausalLM : Module
         }
         else positions = (arange(past, S, dtype: ScalarType.Int64, device: Device)).unsqueeze(0).expand(batch, T);
         var (cos, sin) = _rope.CosSin(positions, Dtype);
-        var a = new AttentionInputs { Rope = _rope, Cos = cos.MoveToOuterDisposeScope(), SinSigned = sin.MoveToOuterDisposeScope() };
+        var a = new AttentionInputs
+        {
+            Rope = _rope, Cos = cos.MoveToOuterDisposeScope(), SinSigned = sin.MoveToOuterDisposeScope(), Skip = Skip,
+        };
 
         bool needFull = valid is not null || (past > 0 && T > 1);
         var windows = Config.SlidingWindows.Where(w => w is not null).Select(w => w!.Value).Distinct().ToList();
@@ -263,8 +266,8 @@ public sealed class CausalLM : Module
             throw new ArgumentException($"cache has {cache.Layers} layer slots, {order.Count} layers run");
         long B = inputIds.shape[0], T = inputIds.shape[1], past = cache?.Length ?? 0;
         using var att = PrepareAttention(B, T, past, attentionMask);
-        att.Skip = options?.Skip;
-        var prefix = PrefixCache is { } pc && PrefixCache.Usable(cache, options) ? pc : null;
+        att.Skip = options?.Skip ?? Skip;
+        var prefix = PrefixCache is { } pc && att.Skip is null && PrefixCache.Usable(cache, options) ? pc : null;
         var (resumed, start) = prefix?.Resume(inputIds, attentionMask, order) ?? (null, 0);
         var h = resumed ?? Embed(inputIds);
         for (int k = start; k < order.Count; k++)
@@ -281,6 +284,13 @@ public sealed class CausalLM : Module
         if (options?.LastPositionOnly == true) h = h.narrow(1, T - 1, 1);
         return (options?.HiddenOnly == true ? h : Head(h)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// Sublayers every forward skips unless <see cref="ForwardOptions.Skip"/> names its own (also in
+    /// <see cref="PrepareAttention"/>'s inputs, for layer-major passes); null = none. A sweep sets it while it evaluates a
+    /// sublayer variant in memory.
+    /// </summary>
+    public SublayerMask? Skip { get; set; }
 
     /// <summary>
     /// Residual streams shared by layer subsets of this model, reused across forwards (the sweep attaches one while it

@@ -1,6 +1,7 @@
 using LayerPrune.Efficiency;
 using LayerPrune.Evaluation;
 using LayerPrune.Healing;
+using LayerPrune.Pruning;
 using LayerPrune.Pruning.Strategies;
 
 namespace LayerPrune.Sweep;
@@ -109,6 +110,10 @@ public sealed record SweepOptions
     /// <summary>Bytes of residual streams kept to share variants' common first layers (<see cref="SweepPrefixes"/>; the rows
     /// are the same for any value, 0 = no sharing).</summary>
     public long PrefixCacheBytes { get; init; } = SweepPrefixes.DefaultBudgetBytes;
+
+    /// <summary>Units whose variants the sweep evaluates (<see cref="UnitSweep"/>): layer plus attention, mlp and/or sublayer,
+    /// all on one axis, removed parameters / decoder parameters; null = whole layers only (the sweep as before units).</summary>
+    public IReadOnlyList<PruneUnit>? Units { get; init; }
 
     /// <summary>Training-free repair methods ("linear", "cosine") whose repaired rows are added beside every pruned variant
     /// (<see cref="SweepRepair"/>; calibration: <see cref="CalibrationPath"/>, <see cref="CalibrationChunks"/>); null = none.</summary>

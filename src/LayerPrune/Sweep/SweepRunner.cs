@@ -178,7 +178,7 @@ public static class SweepRunner
                 if (generations is not null)
                     metrics[SweepGenerations.Column] = SweepGenerations.Degeneration(generations.Select(g => g.TokenIds));
                 var (efficiency, reference) = healed || o.Efficiency is null ? (null, null) : MeasureEfficiency(model, plan, v, o);
-                rows.Add(new VariantRow
+                rows.Add(UnitSweep.Annotate(new VariantRow
                 {
                     Strategy = v.Strategy,
                     N = v.N,
@@ -194,7 +194,7 @@ public static class SweepRunner
                     Efficiency = efficiency,
                     EfficiencyReference = reference,
                     Generations = generations,
-                });
+                }, o, model)); // a sweep over units: unit, parameter fraction, KV bytes per token
                 stage.WriteRows(new SweepResult(config, protocol, rows));
                 if (!healed) prefixes.EndRow(v.Key(false));
                 if (plan is not null && !healed && CostOf(plan, v.Strategy, similarityCost) is { } timed)
@@ -207,6 +207,8 @@ public static class SweepRunner
                 RepairRows(v, healed);
             }
         }
+        // Sublayer units (attention, mlp, sublayer): their variants after the whole layers' (UnitSweep).
+        UnitSweep.Run(model, tok, o, rows, prepared, prompts, sink, () => stage.WriteRows(new SweepResult(config, protocol, rows)));
 
         // 4. Figures and the report.
         var result = new SweepResult(config, protocol, rows);
@@ -275,6 +277,7 @@ public static class SweepRunner
         o.Efficiency?.Validate();
         o.Eval.Validate();
         SweepRepair.Validate(o);
+        UnitSweep.Validate(o);
         var sizes = o.Fractions is { } fr
             ? fr.Select(f => PrunePlan.BlockSizeFromFraction(f, layers))
             : o.Ns ?? Enumerable.Range(1, layers - 1);
@@ -339,7 +342,7 @@ public static class SweepRunner
 
     /// <summary>Every task's metrics (<see cref="MetricInfo.Column"/> → value) for the model running only
     /// <paramref name="kept"/> (all layers when null).</summary>
-    static OrderedDictionary<string, double> Evaluate(List<IPreparedTask> tasks, CausalLM model, IReadOnlyList<int>? kept,
+    internal static OrderedDictionary<string, double> Evaluate(List<IPreparedTask> tasks, CausalLM model, IReadOnlyList<int>? kept,
         IProgressSink sink, Action<List<IPreparedTask>, List<TaskScore>>? onScores = null)
     {
         var metrics = new OrderedDictionary<string, double>();
@@ -418,6 +421,7 @@ public static class SweepRunner
                 ["threads"] = o.EfficiencyThreads,
             };
         }
+        UnitSweep.AddConfig(config, o);
         return config;
     }
 
@@ -528,7 +532,8 @@ public static class SweepRunner
         var strategySeconds = new Dictionary<string, double>();
         foreach (var s in o.Strategies)
         {
-            var last = result.Rows.Where(r => r.Strategy == s && !r.Healed).OrderBy(r => r.N).ToList();
+            var last = result.Rows.Where(r => r.Strategy == s && !r.Healed && !VariantRow.IsSublayerUnit(r.Unit)).OrderBy(r => r.N)
+                .ToList();
             costs[s] = last.LastOrDefault()?.SelectionCost;
             // Random's seeds are summed (each seed is one selection); the others measure once up to the largest n.
             var timed = last.Where(r => r.N == last.LastOrDefault()?.N).Select(r => seconds.GetValueOrDefault(r.Key, double.NaN)).ToList();
@@ -540,6 +545,7 @@ public static class SweepRunner
             + SweepRepair.ComparisonSection(o, ReportWriter.Evaluate(reportRows, specs), result.Rows, seconds)
             + SeedSection(result.Rows, metrics.Select(m => m.Column).ToList())
             + EfficiencySection(o, result.Rows)
+            + UnitSweep.Section(o, result.Rows, metrics, model)
             + GenerationSection(o, result.Rows, L)
             + SuiteSweep.Section(o.OutDir, reportRows, strategies, tasks, model, L)
             + ReportWriter.ProtocolSection(tasks.Select(t => (t.Spec.Kind + ":" + Path.GetFileName(t.Spec.Path), t.Protocol)))
@@ -628,7 +634,7 @@ public static class SweepRunner
         var reference = rows.FirstOrDefault(r => r.Strategy == "none")?.Efficiency;
         if (o.Efficiency is null || reference is null) return "";
         var measured = rows.Where(r => r.N > 0 && r.Efficiency is not null)
-            .Select(r => new EfficiencyRow(r.Seed is int s ? $"{r.Strategy} seed {s}" : r.Strategy, r.N, r.Fraction, r.Efficiency!,
+            .Select(r => new EfficiencyRow(r.Seed is int s ? $"{r.Series} seed {s}" : r.Series, r.N, r.Fraction, r.Efficiency!,
                 r.EfficiencyReference))
             .ToList();
         EfficiencyReport.Plot(Path.Combine(o.OutDir, EfficiencyReport.PlotFile), reference, measured);

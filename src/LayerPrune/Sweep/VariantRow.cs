@@ -21,7 +21,8 @@ public sealed record VariantRow
         new HashSet<string>
         {
             "n", "fraction", "strategy", "removed", "healed", "angular_distance", "seed", "selection_cost", "efficiency",
-            "efficiency_reference", "generations",
+            "efficiency_reference", "generations", "unit", "removed_sublayers", "removed_parameter_fraction",
+            "kv_cache_bytes_per_token",
         };
 
     /// <summary>The columns <see cref="EfficiencyResult.RowFields"/> gives (derived from <see cref="Efficiency"/>, not
@@ -67,21 +68,37 @@ public sealed record VariantRow
     /// Their degeneration score is the metric <see cref="SweepGenerations.Column"/>.</summary>
     public IReadOnlyList<Generation>? Generations { get; init; }
 
+    /// <summary>In a sweep over units (<see cref="SweepOptions.Units"/>): the unit the variant removed ("layer", "attention",
+    /// "mlp", "sublayer"); null for the unpruned row and in sweeps of whole layers alone.</summary>
+    public string? Unit { get; init; }
+
+    /// <summary>The attention and MLP sublayers a sublayer variant removed (original layer indices); null otherwise.</summary>
+    public IReadOnlyList<Modeling.Sublayer>? RemovedSublayers { get; init; }
+
+    /// <summary>In a sweep over units: removed parameters / decoder parameters (<see cref="RemovedParameters"/>).</summary>
+    public double? ParameterFraction { get; init; }
+
+    /// <summary>In a sweep over units: KV-cache bytes per token of the layers that keep attention, in the compute dtype.</summary>
+    public long? KvCacheBytesPerToken { get; init; }
+
     /// <summary>Metric column (e.g. "validation_loss", "mc_acc") → value, in task order.</summary>
     public IReadOnlyDictionary<string, double> Metrics { get; init; } = new OrderedDictionary<string, double>();
 
     /// <summary>The plot/report series: the strategy, with "+heal" for healed variants.</summary>
-    public string Series => Strategy + (Healed ? "+heal" : "");
+    public string Series => IsSublayerUnit(Unit) ? $"{Unit}:{Strategy}" : Strategy + (Healed ? "+heal" : "");
 
     /// <summary>Identifies the variant within a sweep (resume skips rows whose key is done).</summary>
-    public string Key => KeyOf(Strategy, N, Healed, Seed);
+    public string Key => KeyOf(Strategy, N, Healed, Seed, Unit);
 
-    /// <summary>The key of a (strategy, n, healed, seed) variant.</summary>
-    public static string KeyOf(string strategy, int n, bool healed, int? seed = null)
+    /// <summary>The key of a (strategy, n, healed, seed) variant; a sublayer unit's key starts with the unit.</summary>
+    public static string KeyOf(string strategy, int n, bool healed, int? seed = null, string? unit = null)
     {
-        string key = $"{strategy}/{n}/{(healed ? "healed" : "raw")}";
+        string key = $"{(IsSublayerUnit(unit) ? unit + "/" : "")}{strategy}/{n}/{(healed ? "healed" : "raw")}";
         return seed is int s ? key + "/seed" + s.ToString(CultureInfo.InvariantCulture) : key;
     }
+
+    /// <summary>Whether <paramref name="unit"/> names a sublayer unit (attention, mlp, sublayer).</summary>
+    public static bool IsSublayerUnit(string? unit) => unit is not null and not "layer";
 
     /// <summary>The CSV/JSON columns after the fixed ones: angular_distance, seed, selection cost (when set), the metrics,
     /// then the efficiency fields against the same-run reference (when measured).</summary>
@@ -89,6 +106,8 @@ public sealed record VariantRow
     {
         if (AngularDistance is double d) yield return ("angular_distance", d);
         if (Seed is int seed) yield return ("seed", seed);
+        if (ParameterFraction is double pf) yield return ("removed_parameter_fraction", pf);
+        if (KvCacheBytesPerToken is long kv) yield return ("kv_cache_bytes_per_token", kv);
         if (SelectionCost is { } c)
         {
             yield return ("selection_forward_passes", c.ForwardPasses);
@@ -110,10 +129,18 @@ public sealed record VariantRow
             ["removed"] = new JsonArray(Removed.Select(i => (JsonNode?)i).ToArray()),
             ["healed"] = Healed,
         };
+        if (Unit is not null) o["unit"] = Unit;
+        if (RemovedSublayers is { } subs)
+        {
+            JsonArray Of(Modeling.SublayerKind k) => new(subs.Where(x => x.Kind == k).Select(x => (JsonNode?)x.Layer).ToArray());
+            o["removed_sublayers"] = new JsonObject
+                { ["attention"] = Of(Modeling.SublayerKind.Attention), ["mlp"] = Of(Modeling.SublayerKind.Mlp) };
+        }
         foreach (var (k, v) in ExtraColumns())
         {
             if (k.StartsWith("selection_", StringComparison.Ordinal)) continue; // in selection_cost below
             if (k == "seed") o[k] = Seed;
+            else if (k == "kv_cache_bytes_per_token") o[k] = KvCacheBytesPerToken;
             else o[k] = double.IsFinite(v) ? v : null;
         }
         if (SelectionCost is { } c)
@@ -148,9 +175,18 @@ public sealed record VariantRow
             Efficiency = o["efficiency"] is JsonObject e ? EfficiencyResult.FromJson(e) : null,
             EfficiencyReference = o["efficiency_reference"] is JsonObject r ? EfficiencyResult.FromJson(r) : null,
             Generations = o["generations"] is JsonArray g ? g.Select(x => Generation.FromJson(x!.AsObject())).ToArray() : null,
+            Unit = o["unit"] is JsonNode u ? (string)u! : null,
+            RemovedSublayers = o["removed_sublayers"] is JsonObject rs ? SublayersFromJson(rs) : null,
+            ParameterFraction = o["removed_parameter_fraction"] is JsonNode pf ? (double)pf : null,
+            KvCacheBytesPerToken = o["kv_cache_bytes_per_token"] is JsonNode kv ? (long)kv : null,
             Metrics = metrics,
         };
     }
+
+    static Modeling.Sublayer[] SublayersFromJson(JsonObject o) =>
+        (o["attention"]?.AsArray() ?? []).Select(x => new Modeling.Sublayer((int)x!, Modeling.SublayerKind.Attention))
+        .Concat((o["mlp"]?.AsArray() ?? []).Select(x => new Modeling.Sublayer((int)x!, Modeling.SublayerKind.Mlp)))
+        .OrderBy(x => x.Layer).ThenBy(x => x.Kind).ToArray();
 
     /// <summary>Reads <see cref="Pruning.Strategies.SelectionCost.ToJson"/>'s output; without "seconds" (a row's form,
     /// which leaves the wall-clock time out) Seconds is NaN.</summary>
@@ -170,7 +206,7 @@ public sealed record SweepResult(JsonObject Config, JsonObject Protocol, IReadOn
 {
     /// <summary>The row of (strategy, n, healed); throws when absent.</summary>
     public VariantRow Row(string strategy, int n, bool healed = false) =>
-        Rows.Single(r => r.Strategy == strategy && r.N == n && r.Healed == healed);
+        Rows.Single(r => r.Strategy == strategy && r.N == n && r.Healed == healed && !VariantRow.IsSublayerUnit(r.Unit));
 
     /// <summary>The results.json document: { config, protocol, rows }.</summary>
     public JsonObject ToJson() => new()
@@ -230,12 +266,17 @@ public static class SweepFiles
     {
         ArgumentNullException.ThrowIfNull(rows);
         var extra = rows.SelectMany(r => r.ExtraColumns().Select(c => c.Name)).Distinct().ToList();
-        var sb = new StringBuilder("strategy,n,fraction,removed,healed," + string.Join(",", extra) + "\n");
+        bool units = rows.Any(r => r.Unit is not null); // a sweep over units: its unit and sublayers after "healed"
+        var sb = new StringBuilder("strategy,n,fraction,removed,healed," + (units ? "unit,removed_sublayers," : "")
+            + string.Join(",", extra) + "\n");
         foreach (var r in rows)
         {
             var removed = string.Join(" ", r.Removed);
             string healed = r.Healed ? "true" : "false";
             sb.Append(CultureInfo.InvariantCulture, $"{r.Strategy},{r.N},{r.Fraction:R},{removed},{healed}");
+            if (units) // "attention:13 mlp:14"
+                sb.Append(',').Append(r.Unit).Append(',')
+                  .Append(string.Join(" ", r.RemovedSublayers?.Select(x => $"{Modeling.Sublayer.KindName(x.Kind)}:{x.Layer}") ?? []));
             var values = r.ExtraColumns().ToDictionary(c => c.Name, c => c.Value);
             foreach (var m in extra)
                 sb.Append(',').Append(values.TryGetValue(m, out var v) && double.IsFinite(v) ? JsonValue.Create(v).ToJsonString() : "");
