@@ -28,10 +28,9 @@ public static class SublayerPrune
     /// <summary>Runs prune at <paramref name="unit"/>; returns the exit code.</summary>
     public static int Run(ParseResult p, SimilarityDataOptions data, PruneUnit unit, Request r)
     {
-        Cli.Require(!r.Model.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase),
-            $"--unit {unit.Name()}: a .gguf model can only lose whole layers; prune the Hugging Face checkpoint and export it");
         Cli.Require(SublayerStrategies.Names.Contains(r.Strategy) || r.Spec is not null || r.PlanPath is not null,
             $"--strategy {r.Strategy}: with --unit {unit.Name()} expected one of {string.Join(", ", SublayerStrategies.Names)}");
+        if (LayerPrune.Hub.ModelSource.IsGguf(r.Model)) return GgufSublayerPrune.Run(p, data, unit, r); // → a deci GGUF
         using var ckpt = Checkpoint.Open(r.Model);
         var c = ckpt.Config;
         SublayerCheckpointWriter.CheckWritable(c);
@@ -65,7 +64,7 @@ public static class SublayerPrune
         return 0;
     }
 
-    static SublayerPlan Choose(ParseResult p, SimilarityDataOptions data, Request r, PruneUnit unit, int count)
+    internal static SublayerPlan Choose(ParseResult p, SimilarityDataOptions data, Request r, PruneUnit unit, int count)
     {
         if (r.Strategy is "deepest" or "random")
         {

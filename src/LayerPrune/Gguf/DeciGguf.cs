@@ -41,16 +41,22 @@ public static class DeciGguf
     /// <summary>The zero FFN tensors of layers that keep their attention without an MLP (see remarks), as F32.</summary>
     public static IEnumerable<GgufTensorToWrite> ZeroFfns(ModelConfig c)
     {
-        long h = c.HiddenSize;
         for (int i = 0; i < c.NumLayers; i++)
         {
             if (FeedForwardLength(c, i) != 1 || c.HasMlp(i)) continue;
-            string p = Architecture.GgufBlockPrefix(i);
-            yield return new GgufTensorToWrite(p + "ffn_norm.weight", [h], GgmlType.F32, s => Fill(s, h, 1f));
-            yield return new GgufTensorToWrite(p + "ffn_gate.weight", [h, 1], GgmlType.F32, s => Fill(s, h, 0f));
-            yield return new GgufTensorToWrite(p + "ffn_up.weight", [h, 1], GgmlType.F32, s => Fill(s, h, 0f));
-            yield return new GgufTensorToWrite(p + "ffn_down.weight", [1, h], GgmlType.F32, s => Fill(s, h, 0f));
+            foreach (var t in ZeroFfn(i, c.HiddenSize)) yield return t;
         }
+    }
+
+    /// <summary>The zero FFN of block <paramref name="layer"/> (feed_forward_length 1, see remarks) for hidden size
+    /// <paramref name="h"/>, as F32.</summary>
+    public static IEnumerable<GgufTensorToWrite> ZeroFfn(int layer, long h)
+    {
+        string p = Architecture.GgufBlockPrefix(layer);
+        yield return new GgufTensorToWrite(p + "ffn_norm.weight", [h], GgmlType.F32, s => Fill(s, h, 1f));
+        yield return new GgufTensorToWrite(p + "ffn_gate.weight", [h, 1], GgmlType.F32, s => Fill(s, h, 0f));
+        yield return new GgufTensorToWrite(p + "ffn_up.weight", [h, 1], GgmlType.F32, s => Fill(s, h, 0f));
+        yield return new GgufTensorToWrite(p + "ffn_down.weight", [1, h], GgmlType.F32, s => Fill(s, h, 0f));
     }
 
     static void Fill(Stream s, long count, float value)

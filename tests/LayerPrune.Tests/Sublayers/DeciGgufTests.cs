@@ -18,7 +18,7 @@ public class DeciGgufTests : IDisposable
     public void Dispose() => Directory.Delete(_tmp, recursive: true);
 
     /// <summary>A random 4-layer Llama, H = 128, FFN 256 = round_up(int(2·3.0·128/3), 256): ffn_mult 3.0 expresses it.</summary>
-    static string RandomLlama(string dir)
+    internal static string RandomLlama(string dir)
     {
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "config.json"), """
@@ -51,7 +51,7 @@ public class DeciGgufTests : IDisposable
         return dir;
     }
 
-    static (int[] Tokens, float[] Logits) Ours(string dir, IReadOnlyList<int> prompt)
+    internal static (int[] Tokens, float[] Logits) Ours(string dir, IReadOnlyList<int> prompt)
     {
         using var model = CausalLM.Load(dir);
         float[] logits;
@@ -72,7 +72,7 @@ public class DeciGgufTests : IDisposable
         return gguf;
     }
 
-    static void AssertSame(string dir, string gguf, IReadOnlyList<int> prompt, string label)
+    internal static void AssertSame(string dir, string gguf, IReadOnlyList<int> prompt, string label)
     {
         var (ours, ourLogits) = Ours(dir, prompt);
         var (theirs, theirLogits) = LlamaCpp.Greedy(gguf, prompt, NewTokens);
