@@ -28,9 +28,10 @@ public static partial class SublayerCheckpointWriter
     public static void CheckWritable(ModelConfig c)
     {
         if (c.Family == ArchitectureFamily.Phi)
-            throw new LayerPruneException($"{c.Path}: Phi-2's parallel block (one LayerNorm feeding attention and MLP, partial RoPE, " +
-                "biases) has no Nemotron-NAS (DeciLMForCausalLM) form, so a sublayer-pruned Phi model is not written; evaluate it in " +
-                "memory or remove whole layers");
+            throw new LayerPruneException($"{c.Path}: a sublayer-pruned Phi-2 has no Nemotron-NAS (DeciLMForCausalLM) form, so " +
+                "nothing is written: DeciLM blocks are sequential RMSNorm + SwiGLU without biases, Phi-2's are parallel (one " +
+                "LayerNorm with bias feeds attention and a GELU MLP with biases) with partial RoPE, also with a branch removed; " +
+                "evaluate its sublayer variants in memory (a sweep over units) or remove whole layers");
     }
 
     /// <summary>Writes <paramref name="source"/> without the plan's sublayers into <paramref name="outDir"/>.</summary>

@@ -31,6 +31,30 @@ public class SublayerKvCacheTests
         Assert.Equal(r[1].KvCacheBytesPerToken, r[1].ToJson()["kv_cache_bytes_per_token"]!.GetValue<long>());
     }
 
+    /// <summary>The acceptance point as the command says it: `bench --json` on the written checkpoint with half its attention
+    /// sublayers removed reports exactly half the unpruned checkpoint's KV-cache bytes per token.</summary>
+    [Fact]
+    public void BenchReportsHalfTheKvCacheBytesPerTokenForHalfTheAttentionSublayers()
+    {
+        using var g = new GoldenFixture("llama");
+        using var tmp = new TempDir();
+        using (var ckpt = Checkpoint.Open(g.Dir))
+            SublayerCheckpointWriter.Write(ckpt, SublayerPlan.FromSpec("0,2,4,6", PruneUnit.Attention, ckpt.Config), tmp["half"]);
+        long PerToken(string dir)
+        {
+            var (code, stdout, stderr) = LayerPrune.Tests.Cli.CliRunner.Run("bench", "--model", dir, "--prompt-length", "16",
+                "--decode-tokens", "4", "--warmup", "0", "--repeats", "1", "--json", "-q");
+            Assert.True(code == 0, stderr);
+            return System.Text.Json.Nodes.JsonNode.Parse(stdout)!["unpruned"]!["kv_cache_bytes_per_token"]!.GetValue<long>();
+        }
+        long full = PerToken(g.Dir), half = PerToken(tmp["half"]);
+        ModelConfig c;
+        using (var ckpt = Checkpoint.Open(g.Dir)) c = ckpt.Config;
+        Assert.Equal(c.NumLayers * 2L * c.NumKvHeads * c.HeadDim * sizeof(float), full); // k and v of every layer, fp32
+        Assert.Equal(full / 2, half);
+        Assert.Equal(full, 2 * half);
+    }
+
     [Fact]
     public void AnAttentionFreeModelGeneratesWithAnEmptyCache()
     {
