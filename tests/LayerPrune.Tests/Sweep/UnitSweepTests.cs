@@ -157,4 +157,18 @@ public class UnitSweepTests(KjvModel kjv) : IClassFixture<KjvModel>
         Assert.Equal(nameof(SweepOptions.Units), e.ParamName);
         Assert.Equal([1, 8, 15], UnitSweep.SizesOf(o with { Ns = null, Fractions = [0.01, 0.5, 0.99] }, 16));
     }
+
+    [Fact]
+    public void CliSaysWhatIsWrongWithUnitsInOneLine()
+    {
+        using var tmp = new TempDir();
+        var (code, _, stderr) = LayerPrune.Tests.Cli.CliRunner.Run("sweep", "--unit", "attention,mlp", "--n", "2", "--out", tmp["a"], "-q");
+        Assert.Equal(2, code);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Contains("--unit: include layer", stderr);
+        (code, _, stderr) = LayerPrune.Tests.Cli.CliRunner.Run("sweep", "--unit", "heads,layer", "--n", "2", "--out", tmp["b"], "-q");
+        Assert.Equal(2, code);
+        Assert.Equal("error: --unit 'heads': unknown unit (expected one of layer, attention, mlp, sublayer)", stderr.Trim());
+        Assert.False(Directory.Exists(tmp["a"]) || Directory.Exists(tmp["b"]));
+    }
 }
