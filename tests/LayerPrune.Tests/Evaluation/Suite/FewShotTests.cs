@@ -84,8 +84,8 @@ public class FewShotTests
         const string s1 = "I had to read an entire story for class tomorrow. Luckily, the class was canceled.";
         const string s0 = "Joe immediately went to bakery before the bank because the bank had a substantial supply of what he " +
             "wanted.";
-        const string s5 = "Lindsey like to read graphic novels but Natalie liked classic literature to read. Lindsey bought the new Frank " +
-            "Miller comic at the book store.";
+        const string s5 = "Lindsey like to read graphic novels but Natalie liked classic literature to read. Lindsey bought the new " +
+            "Frank Miller comic at the book store.";
         string[] prefixes = [s7 + "\n\n" + s1 + "\n\n", s1 + "\n\n" + s0 + "\n\n", s1 + "\n\n" + s5 + "\n\n"];
         for (int i = 0; i < 3; i++)
             Assert.Equal(SuiteRequestTests.Expected["winogrande"][i].Select(r => (prefixes[i] + r.Context, r.Continuation)).ToArray(),
