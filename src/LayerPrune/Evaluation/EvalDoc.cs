@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using LayerPrune.Data;
 
 namespace LayerPrune.Evaluation;
@@ -20,6 +21,10 @@ public sealed record EvalDoc(string Context, IReadOnlyList<string> Continuations
     /// </summary>
     public required IReadOnlyList<int> NormLengths { get; init; }
 
+    /// <summary>The document as the harness holds it (after process_docs), for the samples file's "doc"; null when
+    /// the task keeps none.</summary>
+    public JsonObject? Row { get; init; }
+
     /// <summary>Builds a doc from doc_to_choice strings: continuation = <paramref name="targetDelimiter"/> + choice.</summary>
     public static EvalDoc FromChoices(string context, IReadOnlyList<string> choices, int gold, string? subject = null,
         string targetDelimiter = " ", string source = "")
@@ -38,4 +43,8 @@ public sealed record EvalDoc(string Context, IReadOnlyList<string> Continuations
 /// <param name="Prompt">Few-shot examples + "Question: ...\nAnswer:".</param>
 /// <param name="Target">The reference (doc_to_target: the full gsm8k answer ending with "#### N").</param>
 /// <param name="StopSequences">The harness's generation_kwargs.until.</param>
-public sealed record GenerationDoc(string Prompt, string Target, IReadOnlyList<string> StopSequences);
+public sealed record GenerationDoc(string Prompt, string Target, IReadOnlyList<string> StopSequences)
+{
+    /// <summary>The document as the harness holds it, for the samples file's "doc"; null when the task keeps none.</summary>
+    public JsonObject? Row { get; init; }
+}

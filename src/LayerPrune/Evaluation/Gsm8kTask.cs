@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using LayerPrune.Data;
 using LayerPrune.Modeling;
@@ -84,6 +85,8 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
         {
             ArgumentNullException.ThrowIfNull(model);
             var acc = new GenerationAccumulator(spec.Kind);
+            var generations = new string[docs.Count];
+            using var threads = EvalThreads.Use();
             using var p = ProgressReporter.Start(spec.Kind, docs.Count, "items", progress ?? NullProgressSink.Instance, clock: null);
             for (int i = 0; i < docs.Count; i++)
             {
@@ -95,11 +98,42 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
                     Layers = layers,
                     ShouldStop = ids => doc.StopSequences.Any(tok.Decode(ids).Contains),
                 });
-                acc.Add(doc, tok.Decode(result.TokenIds.Skip(result.PromptLength)));
+                generations[i] = tok.Decode(result.TokenIds.Skip(result.PromptLength));
+                acc.Add(doc, generations[i]);
                 p.Advance();
             }
-            return acc.Result();
+            return acc.Result() with { Records = Records(docs, generations) };
         }
+    }
+
+    /// <summary>
+    /// lm-eval's samples records of a generate_until task with two filters (evaluator.py): for each filter in turn
+    /// (strict-match, then flexible-extract) one record per document: arguments [[prompt, generation_kwargs]], resps
+    /// [[the generation cut at the stop sequences]], filtered_resps [the filter's answer], filter, exact_match.
+    /// </summary>
+    public static List<JsonObject> Records(IReadOnlyList<GenerationDoc> docs, IReadOnlyList<string> generations)
+    {
+        var records = new List<JsonObject>();
+        (string, Func<string, string>)[] filters = [("strict-match", StrictMatch), ("flexible-extract", FlexibleExtract)];
+        foreach (var (filter, extract) in filters)
+            for (int i = 0; i < docs.Count; i++)
+            {
+                var d = docs[i];
+                string text = TruncateAtStop(generations[i], d.StopSequences), answer = extract(text);
+                var kwargs = new JsonObject
+                {
+                    ["until"] = new JsonArray(d.StopSequences.Select(x => (JsonNode?)x).ToArray()),
+                    ["do_sample"] = false, ["temperature"] = 0.0,
+                };
+                var r = Suite.SampleRecords.Build(i, d.Row ?? new JsonObject(), d.Target,
+                    new JsonArray(new JsonArray(d.Prompt, kwargs)),
+                    new JsonArray(new JsonArray(text)),
+                    new JsonArray(answer), d.Prompt,
+                    new Dictionary<string, double> { ["exact_match"] = IsCorrect(answer, d.Target) ? 1 : 0 });
+                r["filter"] = filter;
+                records.Add(r);
+            }
+        return records;
     }
 
     [GeneratedRegex(@"#### (\-?[0-9\.\,]+)")] private static partial Regex Strict();
@@ -149,7 +183,10 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
             test = test.Skip(numFewshot).ToList();
         }
         var items = limit is int l ? test.Take(l) : test;
-        return items.Select(t => new GenerationDoc(BuildPrompt(t.Question, shots), t.Answer, StopSequences)).ToList();
+        return items.Select(t => new GenerationDoc(BuildPrompt(t.Question, shots), t.Answer, StopSequences)
+        {
+            Row = new JsonObject { ["question"] = t.Question, ["answer"] = t.Answer },
+        }).ToList();
     }
 
     /// <summary>The harness's until handling (HFLM.generate_until): cut the generation at the first occurrence of

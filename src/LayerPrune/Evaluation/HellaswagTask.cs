@@ -48,6 +48,12 @@ public sealed partial class HellaswagTask(TaskSpec spec) : JsonlChoiceTask(spec)
                 JsonLines.GetString(row, "ctx_b", path, line))
             : Preprocess(JsonLines.GetString(row, "ctx", path, line));
         var choices = JsonLines.GetStringArray(row, "endings", path, line).Select(Preprocess).ToArray();
-        return EvalDoc.FromChoices(query, choices, JsonLines.GetInt(row, "label", path, line), source: $"{path}:{line}");
+        int gold = JsonLines.GetInt(row, "label", path, line);
+        // The samples file's doc is the row after utils.process_docs, which adds query, choices and gold.
+        var doc = row.DeepClone().AsObject();
+        doc["query"] = query;
+        doc["choices"] = new JsonArray(choices.Select(c => (JsonNode?)c).ToArray());
+        doc["gold"] = gold;
+        return EvalDoc.FromChoices(query, choices, gold, source: $"{path}:{line}") with { Row = doc };
     }
 }

@@ -51,6 +51,14 @@ public sealed class MmluTask(TaskSpec spec) : MultipleChoiceTask(spec)
         return sb.Append(DocToText(item)).ToString();
     }
 
+    /// <summary>The item as a row of the harness's dataset (cais/mmlu: question, subject, choices, answer), the samples
+    /// file's "doc".</summary>
+    public static JsonObject Row(MmluItem item) => new()
+    {
+        ["question"] = item.Question, ["subject"] = item.Subject,
+        ["choices"] = new JsonArray(item.Choices.Select(c => (JsonNode?)c).ToArray()), ["answer"] = item.Answer,
+    };
+
     /// <summary>Loads all test items as <see cref="EvalDoc"/>s, subjects in alphabetical order (as the harness runs
     /// them); <paramref name="limitPerSubject"/> keeps the first N of each subject (the harness applies --limit per subtask).</summary>
     public static List<EvalDoc> Load(string path, int numFewshot = 5, int? limitPerSubject = null, string? devPath = null,
@@ -70,7 +78,7 @@ public sealed class MmluTask(TaskSpec spec) : MultipleChoiceTask(spec)
                 shots = devItems[..numFewshot];
             }
             foreach (var item in limitPerSubject is int l ? group.Take(l) : group)
-                docs.Add(EvalDoc.FromChoices(BuildPrompt(item, shots), Letters, item.Answer, item.Subject));
+                docs.Add(EvalDoc.FromChoices(BuildPrompt(item, shots), Letters, item.Answer, item.Subject) with { Row = Row(item) });
         }
         return docs;
     }

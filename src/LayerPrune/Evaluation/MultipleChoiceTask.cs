@@ -53,10 +53,33 @@ public abstract class MultipleChoiceTask(TaskSpec spec) : IEvalTask
             ArgumentNullException.ThrowIfNull(model);
             using var p = ProgressReporter.Start(spec.Kind, docs.Count, "items", progress ?? NullProgressSink.Instance, clock: null);
             var scorer = new LoglikelihoodScorer(model, options.BatchSize, layers);
-            var scores = scorer.Score(requests, options.ReusePrefix, n => p.Advance(n));
+            var scores = scorer.ScoreDetailed(requests, options.ReusePrefix, n => p.Advance(n));
             var acc = new MultipleChoiceAccumulator(spec.Kind);
-            for (int i = 0; i < docs.Count; i++) acc.Add(docs[i], scores[i]);
-            return acc.Result();
+            for (int i = 0; i < docs.Count; i++) acc.Add(docs[i], scores[i].Select(x => x.LogProb).ToArray());
+            return WithRecords(acc.Result(), docs, scores);
+        }
+
+        /// <summary>
+        /// The score with lm-eval's per-document samples records (--log-samples): one per document, doc_id counted per
+        /// task; with subjects (MMLU) the records go to the subtasks (the harness writes samples_mmlu_SUBJECT_*.jsonl,
+        /// doc_id counted per subject).
+        /// </summary>
+        static TaskScore WithRecords(TaskScore score, IReadOnlyList<EvalDoc> docs, List<Loglikelihood[]> results)
+        {
+            var records = new Dictionary<string, List<JsonObject>>();
+            for (int i = 0; i < docs.Count; i++)
+            {
+                var d = docs[i];
+                string key = d.Subject is null ? score.Name : $"{score.Name}_{d.Subject}";
+                if (!records.TryGetValue(key, out var list)) records[key] = list = [];
+                var (isAcc, isAccNorm) = Evaluation.Metrics.Score(d, results[i].Select(x => x.LogProb).ToArray());
+                var metrics = new Dictionary<string, double> { ["acc"] = isAcc ? 1 : 0, ["acc_norm"] = isAccNorm ? 1 : 0 };
+                list.Add(Suite.SampleRecords.Loglikelihood(list.Count, d.Row ?? new JsonObject(), JsonValue.Create(d.Gold),
+                    d.Continuations.Select(c => (d.Context, c)).ToList(), results[i], metrics));
+            }
+            if (score.Subtasks.Count == 0) return score with { Records = records.GetValueOrDefault(score.Name) ?? [] };
+            var subtasks = score.Subtasks.Select(s => s with { Records = records.GetValueOrDefault(s.Name) ?? [] }).ToList();
+            return score with { Subtasks = subtasks };
         }
 
         /// <summary>acc and acc_norm; chance = the mean over items of 1 / number of choices.</summary>
@@ -87,7 +110,8 @@ public abstract class JsonlChoiceTask(TaskSpec spec) : MultipleChoiceTask(spec)
         foreach (var (line, row) in JsonLines.Read(path))
         {
             if (limit is int l && docs.Count >= l) break;
-            docs.Add(toDoc(row, path, line));
+            var doc = toDoc(row, path, line);
+            docs.Add(doc.Row is null ? doc with { Row = row } : doc);
         }
         if (docs.Count == 0) throw new LayerPruneException($"{path}: no items");
         return docs;

@@ -45,9 +45,11 @@ public sealed record ChoiceDoc(IReadOnlyList<string> Contexts, IReadOnlyList<str
 /// The choice tasks of the zero-shot suite (arc_easy, arc_challenge, piqa, openbookqa, winogrande): rows of a JSONL
 /// file → <see cref="ChoiceDoc"/>s; requests tokenized as the harness does (<see cref="LoglikelihoodRequest.Build"/>);
 /// acc = argmax of the summed log-likelihoods, acc_norm = argmax of log-likelihood / len(choice); mean_stderr for both.
-/// Options: <c>shots=N</c> (the first N rows of <c>train=FILE</c> as examples, joined by the fewshot delimiter
-/// "\n\n"; without a train file the first N rows of the scored file, which are then not scored — the harness samples
-/// shots at random from its training split), <c>limit=N</c> (the first N documents of this task alone).
+/// Options: <c>shots=N</c> with <c>train=FILE</c> (the harness's training split): per document N examples drawn as the
+/// harness's sampler draws them (<see cref="Shots"/>: Python's random.Random(1234).sample, in document order), each
+/// doc_to_text + target delimiter + gold choice, followed by the fewshot delimiter "\n\n"; without a train file the
+/// first N rows of the scored file, which are then not scored (a deviation); <c>limit=N</c> (the first N documents of
+/// this task alone).
 /// </summary>
 public abstract class ChoiceSuiteTask(TaskSpec spec) : IEvalTask
 {
@@ -80,28 +82,43 @@ public abstract class ChoiceSuiteTask(TaskSpec spec) : IEvalTask
         var all = ReadAll(Spec.Path);
         int documents = all.Count;
         int k = Spec.NumFewshot;
+        int? n = SuiteLimits.Combine(Spec, limit);
+        if (k > 0 && Spec.TrainPath is string train)
+        {
+            var rows = ReadAll(train);
+            int need = k + (LmEval.NoTestSplit ? 1 : 0);
+            if (rows.Count < need) throw new LayerPruneException($"{train}: {k}-shot {Spec.Kind} draws {need} rows, found {rows.Count}");
+            var draws = Shots(rows, k, LmEval.NoTestSplit, (n is int m ? all.Take(m) : all).ToList());
+            return (draws.Select(d => d.Doc.WithPrefix(string.Concat(d.Shots.Select(s => s.ShotText + LmEval.FewshotDelimiter))))
+                .ToList(), documents);
+        }
         string prefix = "";
         if (k > 0)
         {
-            List<ChoiceDoc> shots;
-            if (Spec.TrainPath is string train)
-            {
-                var rows = ReadAll(train);
-                if (rows.Count < k) throw new LayerPruneException($"{train}: {k}-shot {Spec.Kind} needs {k} rows, found {rows.Count}");
-                shots = rows.Take(k).ToList();
-            }
-            else
-            {
-                if (all.Count <= k)
-                    throw new LayerPruneException($"{Spec.Path}: {k}-shot without train=FILE needs more than {k} rows, found {all.Count}");
-                shots = all.Take(k).ToList();
-                all = all.Skip(k).ToList();
-            }
-            prefix = string.Concat(shots.Select(s => s.ShotText + LmEval.FewshotDelimiter));
+            if (all.Count <= k)
+                throw new LayerPruneException($"{Spec.Path}: {k}-shot without train=FILE needs more than {k} rows, found {all.Count}");
+            prefix = string.Concat(all.Take(k).Select(s => s.ShotText + LmEval.FewshotDelimiter));
+            all = all.Skip(k).ToList();
         }
-        int? n = SuiteLimits.Combine(Spec, limit);
         var docs = (n is int l ? all.Take(l) : all).Select(d => d.WithPrefix(prefix)).ToList();
         return (docs, documents);
+    }
+
+    /// <summary>
+    /// The harness's default few-shot sampler (lm_eval/api/samplers.py ContextSampler with the task's fewshot_rnd,
+    /// random.Random(1234) — the default fewshot seed): for each scored document in order, <c>rnd.sample(fewshot_docs,
+    /// n_samples)</c> with n_samples = k, or k + 1 when the YAML has no test_split (<paramref name="drawExtra"/>), then
+    /// the draws that are not the document itself, at most k of them.
+    /// </summary>
+    public static List<(ChoiceDoc Doc, List<ChoiceDoc> Shots)> Shots(IReadOnlyList<ChoiceDoc> pool, int k, bool drawExtra,
+        IReadOnlyList<ChoiceDoc> docs, long seed = 1234)
+    {
+        int draw = k + (drawExtra ? 1 : 0);
+        if (pool.Count < draw)
+            throw new LayerPruneException($"{k}-shot needs {draw} few-shot rows to draw from, found {pool.Count}");
+        var rnd = new PyRandom(seed);
+        return docs.Select(d => (d, rnd.Sample(pool.Count, draw).Select(i => pool[i])
+            .Where(s => !JsonNode.DeepEquals(s.Doc, d.Doc)).Take(k).ToList())).ToList();
     }
 
     /// <inheritdoc/>

@@ -105,8 +105,8 @@ public static partial class LmEvalResults
         OutputFile.WriteAllText(results, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         written.Add(results);
         if (!logSamples) return written;
-        // Tasks that keep no per-document records (loss, mc, mmlu, boolq, hellaswag, gsm8k) get no samples file.
-        foreach (var s in scores.Where(s => s.Records.Count > 0))
+        // One file per task (MMLU: per subject, as the harness) that keeps per-document records (not loss).
+        foreach (var s in scores.SelectMany(s => s.Subtasks.Prepend(s)).Where(s => s.Records.Count > 0))
         {
             string file = Path.Combine(folder, $"samples_{s.Name}_{stamp}.jsonl");
             OutputFile.Write(file, tmp =>

@@ -32,6 +32,11 @@ public sealed record LmEvalTaskConfig(string Task, string OutputType, double Ver
     /// <summary>target_delimiter (the harness's default is one space).</summary>
     public string TargetDelimiter { get; init; } = " ";
 
+    /// <summary>The YAML's test_split is null (the scored split is validation_split). The harness's sampler then finds
+    /// fewshot_split == test_split (both None) and draws num_fewshot + 1 examples per document
+    /// (ContextSampler.get_context), which changes the later draws.</summary>
+    public bool NoTestSplit { get; init; }
+
     /// <summary>fewshot_delimiter (default "\n\n").</summary>
     public string FewshotDelimiter { get; init; } = "\n\n";
 

@@ -22,7 +22,8 @@ public sealed class PiqaTask(TaskSpec spec) : ChoiceSuiteTask(spec)
     /// <inheritdoc/>
     public override LmEvalTaskConfig LmEval => new("piqa", "multiple_choice", 1.0)
     {
-        DatasetPath = "baber/piqa", Split = "validation", DocToText = "Question: {{goal}}\nAnswer:", DocToTarget = "label",
+        DatasetPath = "baber/piqa", Split = "validation", NoTestSplit = true, DocToText = "Question: {{goal}}\nAnswer:",
+        DocToTarget = "label",
         DocToChoice = "{{[sol1, sol2]}}", MetricList = [("acc", "mean", true), ("acc_norm", "mean", true)],
     };
 

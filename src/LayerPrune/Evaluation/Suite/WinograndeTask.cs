@@ -26,7 +26,7 @@ public sealed class WinograndeTask(TaskSpec spec) : ChoiceSuiteTask(spec)
     /// <inheritdoc/>
     public override LmEvalTaskConfig LmEval => new("winogrande", "multiple_choice", 1.0)
     {
-        DatasetPath = "winogrande", DatasetName = "winogrande_xl", Split = "validation",
+        DatasetPath = "winogrande", DatasetName = "winogrande_xl", Split = "validation", NoTestSplit = true,
         DocToText = "!function preprocess_winogrande.doc_to_text", DocToTarget = "!function preprocess_winogrande.doc_to_target",
         DocToChoice = "!function preprocess_winogrande.doc_to_choice", MetricList = [("acc", "mean", true)],
     };

@@ -126,10 +126,11 @@ public class SuiteRequestTests
         Assert.Null(wino.LoadDocs(1).Docs[0].NormLengths);
     }
 
-    /// <summary>shots=N: the first N rows of train=FILE as examples (doc_to_text + delimiter + gold choice), joined and
-    /// followed by the fewshot delimiter "\n\n"; without train=FILE the first N rows of the file itself, not scored.</summary>
+    /// <summary>shots=N without train=FILE: the first N rows of the file itself as examples (doc_to_text + delimiter + gold
+    /// choice), joined and followed by the fewshot delimiter "\n\n", and not scored. (With train=FILE the harness's
+    /// sampler draws them: <see cref="FewShotTests"/>.)</summary>
     [Fact]
-    public void FewShotPrefixIsTheExamplesJoinedByTheFewshotDelimiter()
+    public void FewShotPrefixWithoutTrainFileIsTheFirstRowsJoinedByTheFewshotDelimiter()
     {
         var piqa = (ChoiceSuiteTask)EvalTasks.Parse($"piqa:{Files["piqa"]},shots=2");
         var (docs, _) = piqa.LoadDocs(1);
@@ -137,12 +138,6 @@ public class SuiteRequestTests
                        Expected["piqa"][1][1].Context + Expected["piqa"][1][1].Continuation + "\n\n";
         Assert.Equal(Expected["piqa"][2].Select(r => (shots + r.Context, r.Continuation)).ToArray(),
             docs[0].Contexts.Zip(docs[0].Continuations).ToArray());
-
-        var wino = (ChoiceSuiteTask)EvalTasks.Parse($"winogrande:{Files["winogrande"]},shots=1,train={Files["winogrande"]}");
-        var w = wino.LoadDocs(1).Docs[0];
-        string shot = "Sarah was a much better surgeon than Maria so Maria always got the easier cases.\n\n";
-        Assert.Equal(Expected["winogrande"][0].Select(r => (shot + r.Context, r.Continuation)).ToArray(),
-            w.Contexts.Zip(w.Continuations).ToArray());
     }
 
     [Fact]
