@@ -38,7 +38,9 @@ public static class RepairFitBench
             ? Directory.GetFiles(dir, "*.safetensors").Sum(f => new FileInfo(f).Length)
             : EfficiencyMeter.WeightBytes(model);
         string Gb(long? b) => b is long v ? $"{v / 1e9:F2} GB" : "n/a";
-        o.WriteLine($"repair-fit {dir}: {ComputeTarget.Name(dtype)}, {model.NumLayers} layers, removed {spec}, {(offload ? "offloaded (layers streamed), " : "")}{chunks.Count} chunks × " +
+        string streamed = offload ? "offloaded (layers streamed), " : "";
+        o.WriteLine($"repair-fit {dir}: {ComputeTarget.Name(dtype)}, {model.NumLayers} layers, removed {spec}, {streamed}" +
+            $"{chunks.Count} chunks × " +
             $"{seqLen} tokens from {data}; CPU flags {CpuFeatures.Summary}, torch threads {TorchSharp.torch.get_num_threads()}");
         o.WriteLine($"  loaded in {loadS:F1} s, weights {Gb(weights)}, RSS {Gb(ProcessMemory.Read()?.Rss)}, " +
             $"peak while loading {Gb(ProcessMemory.Read()?.Peak)}");

@@ -91,7 +91,8 @@ public class LinearRepairStreamingTests
         string[] Args(string outDir, bool offload) =>
         [
             "prune", "-m", golden, "-o", outDir, "--layers", "2-3,6-7", "--repair", "linear", "--calibration", calib,
-            "--calibration-chunks", "6", "--seq-len", "32", "--batch", "4", "--dtype", "fp32", "--quiet", .. offload ? ["--offload"] : Array.Empty<string>(),
+            "--calibration-chunks", "6", "--seq-len", "32", "--batch", "4", "--dtype", "fp32", "--quiet",
+            .. offload ? ["--offload"] : Array.Empty<string>(),
         ];
         foreach (var (dir, offload) in new[] { (t["resident"], false), (t["streamed"], true) })
         {
