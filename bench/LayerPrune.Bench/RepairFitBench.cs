@@ -11,8 +11,9 @@ namespace LayerPrune.Bench;
 
 /// <summary>
 /// Issue 24 ("Speed and memory"): the linear repair's fit against one similarity pass over the same calibration chunks, in
-/// one run. Usage: <c>repair-fit --model DIR [--dtype bf16|fp32] [--chunks 64] [--seq-len 256] [--data FILE] --layers S-E</c>
-/// (S-E: the removed block, 0-based inclusive). Chunks follow the sweep's repair rows (<see cref="PreTokenized.LossChunks"/>).
+/// one run. Usage: <c>repair-fit --model DIR [--dtype bf16|fp32] [--chunks 64] [--seq-len 256] [--data FILE] [--offload]
+/// --layers S-E</c> (S-E: the removed block, 0-based inclusive; --offload: both passes stream the layers from the checkpoint,
+/// and the weights are the checkpoint's safetensors bytes). Chunks follow the sweep's repair rows (<see cref="PreTokenized.LossChunks"/>).
 /// Prints seconds of each, fit / similarity (target ≤ 1.5×), the peak RSS of each phase and of the process against the
 /// weights' bytes, the CPU flags and the load average.
 /// </summary>
@@ -28,13 +29,18 @@ public static class RepairFitBench
         string spec = args.SkipWhile(a => a != "--layers").Skip(1).FirstOrDefault()
             ?? throw new ArgumentException("repair-fit: --layers S-E is required");
         var sw = Stopwatch.StartNew();
-        using var model = CausalLM.Load(dir, device, dtype);
+        bool offload = args.Contains("--offload");
+        using var model = CausalLM.Load(dir, device, dtype, offload);
         double loadS = sw.Elapsed.TotalSeconds;
         var plan = PrunePlan.FromLayerSpec(spec, model.NumLayers);
         var chunks = PreTokenized.LossChunks(data, TokenizerLoader.Load(dir), seqLen, chunksWanted, model.Config.VocabSize);
-        long weights = EfficiencyMeter.WeightBytes(model);
+        long weights = offload
+            ? Directory.GetFiles(dir, "*.safetensors").Sum(f => new FileInfo(f).Length)
+            : EfficiencyMeter.WeightBytes(model);
         string Gb(long? b) => b is long v ? $"{v / 1e9:F2} GB" : "n/a";
-        o.WriteLine($"repair-fit {dir}: {ComputeTarget.Name(dtype)}, {model.NumLayers} layers, removed {spec}, {chunks.Count} chunks × " +
+        string streamed = offload ? "offloaded (layers streamed), " : "";
+        o.WriteLine($"repair-fit {dir}: {ComputeTarget.Name(dtype)}, {model.NumLayers} layers, removed {spec}, {streamed}" +
+            $"{chunks.Count} chunks × " +
             $"{seqLen} tokens from {data}; CPU flags {CpuFeatures.Summary}, torch threads {TorchSharp.torch.get_num_threads()}");
         o.WriteLine($"  loaded in {loadS:F1} s, weights {Gb(weights)}, RSS {Gb(ProcessMemory.Read()?.Rss)}, " +
             $"peak while loading {Gb(ProcessMemory.Read()?.Peak)}");

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using LayerPrune.Checkpoints;
 using LayerPrune.Modeling;
+using LayerPrune.Planning;
 using LayerPrune.Pruning.Strategies;
 using LayerPrune.Reporting;
 using TorchSharp;
@@ -189,61 +190,17 @@ public sealed class LinearRepair : IDisposable
             }
         }
 
-        var hooks = fits.ToDictionary(f => f.Start - 1, f => new MlpOutputHook());
-        string downName = MlpOutputName(model.Config);
-        Linear Down(DecoderLayer layer) => layer.NamedModules<Linear>().First(m => m.Name == downName).Module;
-        var previousLoaded = model.LayerLoaded;
-        var attached = new List<Linear>();
-        void Attach(int i, DecoderLayer layer)
-        {
-            if (!hooks.TryGetValue(i, out var hook)) return;
-            var down = Down(layer);
-            if (down.Adapter is not null) throw new InvalidOperationException($"layer {i}'s {downName} already has an adapter");
-            hook.Linear = down;
-            down.Adapter = hook;
-            attached.Add(down);
-        }
-        if (model.Offloaded) model.LayerLoaded = (i, layer) => { previousLoaded?.Invoke(i, layer); Attach(i, layer); };
-        else foreach (int i in hooks.Keys) Attach(i, model.Layer(i));
-        try
-        {
-            var layers = Enumerable.Range(0, depth).ToArray();
-            long done = 0;
-            using var progress = ProgressReporter.Start("repair calibration", chunks.Count, "chunks", options.Progress);
-            foreach (var batch in chunks.Chunk(options.BatchSize))
-            {
-                using var scope = NewDisposeScope();
-                var ids = tensor(batch.SelectMany(c => c.Select(x => (long)x)).ToArray(), [batch.Length, T]);
-                long first = done * T;
-                var forward = new ForwardOptions
-                {
-                    Layers = layers, HiddenOnly = true,
-                    OnResidual = (k, x) =>
-                    {
-                        foreach (var f in fits)
-                        {
-                            if (k == f.Start) f.TakeLayerOutput(x, hooks[f.Start - 1], SampleRows(sample, first, batch.Length, T));
-                            if (k == f.EndExclusive) f.TakeTarget(x);
-                        }
-                    },
-                };
-                model.Forward(ids, options: forward).Dispose();
-                done += batch.Length;
-                progress.Advance(batch.Length);
-            }
-        }
-        finally
-        {
-            foreach (var down in attached) down.Adapter = null;
-            if (model.Offloaded) model.LayerLoaded = previousLoaded;
-            foreach (var h in hooks.Values) h.Dispose();
-        }
-
+        var batches = chunks.Chunk(options.BatchSize).ToList();
         var maps = new List<RepairMap>();
+        long work;
         try
         {
-            foreach (var f in fits)
-                maps.Add(f.Solve(options, totalTokens, model.Device));
+            using (var progress = ProgressReporter.Start("repair calibration", chunks.Count, "chunks", options.Progress))
+                work = model.Offloaded
+                    ? CalibrateStreamed(model, fits, depth, batches, T, sample, options, maps, progress)
+                    : CalibrateResident(model, fits, depth, batches, T, sample, progress);
+            foreach (var f in fits.Skip(maps.Count))
+                maps.Add(f.Solve(options, model.Device));
         }
         catch
         {
@@ -255,11 +212,152 @@ public sealed class LinearRepair : IDisposable
             foreach (var f in fits) f.Dispose();
         }
         long H = model.Config.HiddenSize;
-        long work = fits.Count * (2 * H * H * 8) + 2L * options.BatchSize * T * H * 8 * fits.Count;
         if (sample is not null) work += fits.Count * 3L * sample.Count * H * 4 + 4 * H * H * 4;
         var cost = new SelectionCost(chunks.Count, (long)chunks.Count * depth, totalTokens, watch.Elapsed.TotalSeconds);
         return new LinearRepair { Method = options.Method, Plan = plan, Maps = maps, Options = options, Cost = cost, WorkBytes = work };
     }
+
+    static Linear MlpOutput(CausalLM model, DecoderLayer layer)
+    {
+        string name = MlpOutputName(model.Config);
+        return layer.NamedModules<Linear>().First(m => m.Name == name).Module;
+    }
+
+    static Tensor Ids(int[][] batch, int T) => tensor(batch.SelectMany(c => c.Select(x => (long)x)).ToArray(), [batch.Length, T]);
+
+    /// <summary>Resident layers: one forward per batch through layers 0 … depth − 1, every run's sums updated per batch;
+    /// returns the bytes held beyond the model.</summary>
+    static long CalibrateResident(CausalLM model, List<RunAccumulator> fits, int depth, List<int[][]> batches, int T,
+        HashSet<long>? sample, ProgressReporter progress)
+    {
+        var hooks = fits.ToDictionary(f => f.Start - 1, f => new MlpOutputHook());
+        var attached = new List<Linear>();
+        try
+        {
+            foreach (var (i, hook) in hooks)
+            {
+                var down = MlpOutput(model, model.Layer(i));
+                if (down.Adapter is not null) throw new InvalidOperationException($"layer {i}'s MLP output already has an adapter");
+                hook.Linear = down;
+                down.Adapter = hook;
+                attached.Add(down);
+            }
+            var layers = Enumerable.Range(0, depth).ToArray();
+            long done = 0;
+            for (int b = 0; b < batches.Count; b++)
+            {
+                var batch = batches[b];
+                using var scope = NewDisposeScope();
+                long first = done * T;
+                var forward = new ForwardOptions
+                {
+                    Layers = layers, HiddenOnly = true,
+                    OnResidual = (k, x) =>
+                    {
+                        foreach (var f in fits)
+                        {
+                            if (k == f.Start) f.TakeLayerOutput(b, x, hooks[f.Start - 1], SampleRows(sample, first, batch.Length, T));
+                            if (k == f.EndExclusive) f.TakeTarget(b, x);
+                        }
+                    },
+                };
+                model.Forward(Ids(batch, T), options: forward).Dispose();
+                done += batch.Length;
+                progress.Advance(batch.Length);
+            }
+        }
+        finally
+        {
+            foreach (var down in attached) down.Adapter = null;
+            foreach (var h in hooks.Values) h.Dispose();
+        }
+        long H = model.Config.HiddenSize, B = batches[0].Length;
+        // the sums of every run, one batch's M and layer output per run, and the fp64 copies of one batch
+        return fits.Count * (2 * H * H * 8 + 2 * B * T * H * ElementBytes(model.Dtype)) + 3 * B * T * H * 8;
+    }
+
+    /// <summary>
+    /// An offloaded model (issue 24: "the accumulators must stream with the model"): layer-major like the streamed loss
+    /// (<see cref="Evaluation.LossEvaluator"/>), so each layer is read from the checkpoint once per group of batches (one group
+    /// up to <see cref="MemoryPlanner.StreamGroupBytes"/> of residual streams). A run's sums are allocated when its target
+    /// layer e is reached; with one group the map is solved there and the sums freed, so only the open cut's H×H sums are
+    /// held. The batches, their order and each batch's ops are the resident pass's, so the sums are the same.
+    /// Returns the bytes held beyond the streamed layer.
+    /// </summary>
+    static long CalibrateStreamed(CausalLM model, List<RunAccumulator> fits, int depth, List<int[][]> batches, int T,
+        HashSet<long>? sample, RepairOptions options, List<RepairMap> maps, ProgressReporter progress)
+    {
+        long H = model.Config.HiddenSize, elt = ElementBytes(model.Dtype), B = batches[0].Length;
+        // per sequence: its residual stream, plus the pending M and output of layer s − 1 of the open run
+        long perBatch = 3 * B * T * H * elt;
+        int perGroup = (int)Math.Clamp(MemoryPlanner.StreamGroupBytes / Math.Max(1, perBatch), 1, batches.Count);
+        var groups = batches.Select((batch, index) => (batch, index)).Chunk(perGroup).ToList();
+        var layers = Enumerable.Range(0, depth).ToArray();
+        long[] firstChunk = new long[batches.Count];
+        for (int b = 1; b < batches.Count; b++) firstChunk[b] = firstChunk[b - 1] + batches[b - 1].Length;
+        for (int g = 0; g < groups.Count; g++)
+        {
+            var group = groups[g];
+            bool lastGroup = g == groups.Count - 1;
+            void Targets(int k, List<Tensor> hidden)
+            {
+                foreach (var f in fits.Where(f => f.EndExclusive == k))
+                {
+                    for (int j = 0; j < group.Length; j++) f.TakeTarget(group[j].index, hidden[j]);
+                    if (lastGroup && groups.Count == 1) maps.Add(f.Solve(options, model.Device));   // frees its sums
+                }
+            }
+            using var scope = NewDisposeScope();
+            var ids = group.Select(x => Ids(x.batch, T)).ToList();
+            var atts = ids.Select(x => model.PrepareAttention(x.shape[0], x.shape[1], 0, null)).ToList();
+            var hidden = ids.Select(model.Embed).ToList();
+            try
+            {
+                model.ForEachLayer(layers, (k, layer) =>
+                {
+                    Targets(k, hidden);
+                    var open = fits.FirstOrDefault(f => f.Start - 1 == k);
+                    using var hook = new MlpOutputHook();
+                    Linear? down = null;
+                    if (open is not null)
+                    {
+                        down = MlpOutput(model, layer);
+                        if (down.Adapter is not null) throw new InvalidOperationException($"layer {k}'s MLP output already has an adapter");
+                        hook.Linear = down;
+                        down.Adapter = hook;
+                    }
+                    try
+                    {
+                        for (int j = 0; j < group.Length; j++)
+                        {
+                            var next = layer.Forward(hidden[j], atts[j], null, k);
+                            int index = group[j].index;
+                            open?.TakeLayerOutput(index, next, hook,
+                                SampleRows(sample, firstChunk[index] * T, group[j].batch.Length, T));
+                            hidden[j].Dispose();
+                            hidden[j] = next;
+                        }
+                    }
+                    finally
+                    {
+                        if (down is not null) down.Adapter = null;
+                    }
+                });
+                Targets(depth, hidden);
+            }
+            finally
+            {
+                foreach (var a in atts) a.Dispose();
+                foreach (var h in hidden) h.Dispose();
+            }
+            progress.Advance(group.Sum(x => x.batch.Length));
+        }
+        long groupSequences = groups.Max(x => x.Sum(y => (long)y.batch.Length));
+        long sums = (groups.Count == 1 ? 1 : fits.Count) * 2 * H * H * 8;
+        return sums + groupSequences * T * H * elt * 3 + 3 * B * T * H * 8;
+    }
+
+    static long ElementBytes(ScalarType t) => t switch { ScalarType.Float64 => 8, ScalarType.Float32 => 4, _ => 2 };
 
     /// <summary>Rows (b · T + t) of this batch that belong to the cosine subsample.</summary>
     static long[]? SampleRows(HashSet<long>? sample, long first, int batch, int T)
@@ -272,19 +370,20 @@ public sealed class LinearRepair : IDisposable
     }
 
     /// <summary>
-    /// Replaces the MLP output weights (and Phi's bias) of the resident <paramref name="model"/>'s layers s − 1 by their folded
-    /// forms in the compute dtype, until the returned handle is disposed (which puts the loaded weights back). For evaluating
-    /// a repaired variant in memory with <see cref="ForwardOptions.Layers"/> = the plan's kept layers.
+    /// Replaces the MLP output weights (and Phi's bias) of the <paramref name="model"/>'s layers s − 1 by their folded forms in
+    /// the compute dtype, until the returned handle is disposed (which puts the loaded weights back). For evaluating a repaired
+    /// variant in memory with <see cref="ForwardOptions.Layers"/> = the plan's kept layers. An offloaded model's layers s − 1
+    /// are folded each time they are read from the checkpoint (<see cref="CausalLM.LayerLoaded"/>), before they are used.
     /// </summary>
     public IDisposable ApplyTo(CausalLM model)
     {
         ArgumentNullException.ThrowIfNull(model);
-        if (model.Offloaded) throw new LayerPruneException("an in-memory repair needs a resident model (the model is offloaded)");
         var undo = new List<Action>();
-        string name = MlpOutputName(model.Config);
-        foreach (var map in Maps)
+        if (Maps.Where(m => model.Model.Layers[m.Layer] is null).ToDictionary(m => m.Layer) is { Count: > 0 } streamed)
+            undo.Add(FoldWhenRead(model, streamed));
+        foreach (var map in Maps.Where(m => model.Model.Layers[m.Layer] is not null))
         {
-            var down = model.Layer(map.Layer).NamedModules<Linear>().First(m => m.Name == name).Module;
+            var down = MlpOutput(model, model.Layer(map.Layer));
             Tensor w = down.Weight ?? throw new LayerPruneException("an in-memory repair needs an unquantized MLP output weight");
             Tensor? b = down.Bias;
             down.Weight = map.Fold(w, w.dtype);
@@ -298,6 +397,27 @@ public sealed class LinearRepair : IDisposable
             });
         }
         return new Undo(undo);
+    }
+
+    /// <summary>Folds the streamed layers of <paramref name="byLayer"/> as they are read; returns the undo.</summary>
+    static Action FoldWhenRead(CausalLM model, Dictionary<int, RepairMap> byLayer)
+    {
+        var previous = model.LayerLoaded;
+        model.LayerLoaded = (i, layer) =>
+        {
+            previous?.Invoke(i, layer);
+            if (!byLayer.TryGetValue(i, out var map)) return;
+            var down = MlpOutput(model, layer);
+            Tensor w = down.Weight ?? throw new LayerPruneException("an in-memory repair needs an unquantized MLP output weight");
+            down.Weight = map.Fold(w, w.dtype);
+            w.Dispose();   // the streamed layer owns the folded weight now and frees it with itself
+            if (down.Bias is { } b)
+            {
+                down.Bias = map.Fold(b, b.dtype);
+                b.Dispose();
+            }
+        };
+        return () => model.LayerLoaded = previous;
     }
 
     sealed class Undo(List<Action> actions) : IDisposable
@@ -363,20 +483,20 @@ public sealed class LinearRepair : IDisposable
         foreach (var m in Maps) m.Dispose();
     }
 
-    /// <summary>A forward hook on the MLP output linear (as ReplaceMe's register_forward_hook): keeps M = linear(u) in fp64.</summary>
+    /// <summary>A forward hook on the MLP output linear (as ReplaceMe's register_forward_hook): keeps M = linear(u) [B·T, H]
+    /// in the compute dtype (converted to fp64 when the sums are updated).</summary>
     sealed class MlpOutputHook : ILinearAdapter
     {
         public Linear? Linear;
-        public Tensor? Output;   // [B·T, H] fp64
+        public Tensor? Output;   // [B·T, H]
         public bool Training { get; set; }
 
         public Tensor Forward(Tensor u)
         {
-            using (var m = nn.functional.linear(u, Linear!.Weight!, Linear.Bias))   // the same op as the base: the same values
-            {
-                Output?.Dispose();
-                Output = m.reshape(-1, m.shape[^1]).to(ScalarType.Float64).DetachFromDisposeScope();
-            }
+            var m = nn.functional.linear(u, Linear!.Weight!, Linear.Bias);   // the same op as the base: the same values
+            Output?.Dispose();
+            Output = m.reshape(-1, m.shape[^1]).DetachFromDisposeScope();
+            m.Dispose();
             return zeros(1, dtype: u.dtype, device: u.device);   // adds nothing
         }
 
@@ -387,56 +507,63 @@ public sealed class LinearRepair : IDisposable
         }
     }
 
-    /// <summary>MᵀM, Mᵀ(R − Y) and ‖R − Y‖² of one run, accumulated in fp64 over the calibration batches.</summary>
+    /// <summary>MᵀM, Mᵀ(R − Y) and ‖R − Y‖² of one run, accumulated in fp64 over the calibration batches (in batch order).
+    /// The sums are allocated at the first target and freed by <see cref="Solve"/>.</summary>
     sealed class RunAccumulator(int start, int end, long hidden) : IDisposable
     {
         public int Start => start;
         public int EndExclusive => end;
-        readonly Tensor _mtm = zeros(hidden, hidden, dtype: ScalarType.Float64);
-        readonly Tensor _mtd = zeros(hidden, hidden, dtype: ScalarType.Float64);
+        Tensor? _mtm, _mtd;
         double _dd, _trMtD;
         long _tokens;
-        Tensor? _m, _y;
-        long[]? _rows;
+        // per batch, from layer s − 1 until the target: M and the layer's output Y + M [B·T, H] in the compute dtype
+        readonly Dictionary<int, (Tensor M, Tensor Out, long[]? Rows)> _pending = [];
         readonly List<(Tensor M, Tensor Y, Tensor R)> _sample = [];
 
-        /// <summary>x: the output of layer s − 1 (= Y + M); the hook holds M of the same batch.</summary>
-        public void TakeLayerOutput(Tensor x, MlpOutputHook hook, long[]? rows)
+        /// <summary>x: the output of layer s − 1 (= Y + M) for batch <paramref name="batch"/>; the hook holds M of the same
+        /// batch.</summary>
+        public void TakeLayerOutput(int batch, Tensor x, MlpOutputHook hook, long[]? rows)
         {
             var m = hook.Output ?? throw new InvalidOperationException($"no MLP output captured at layer {start - 1}");
             hook.Output = null;   // ours now
-            using var outF = x.reshape(-1, x.shape[^1]).to(ScalarType.Float64);
-            _m?.Dispose(); _y?.Dispose();
-            if (m.device_type == DeviceType.CPU) _m = m;
-            else { _m = m.cpu().DetachFromDisposeScope(); m.Dispose(); }
-            _y = (outF.cpu() - _m).DetachFromDisposeScope();
-            _rows = rows;
+            if (_pending.Remove(batch, out var old)) { old.M.Dispose(); old.Out.Dispose(); }
+            _pending[batch] = (m, x.reshape(-1, x.shape[^1]).DetachFromDisposeScope(), rows);
         }
 
-        /// <summary>x: the residual stream entering layer e (for e = L: before the final norm).</summary>
-        public void TakeTarget(Tensor x)
+        /// <summary>x: the residual stream entering layer e (for e = L: before the final norm) for batch
+        /// <paramref name="batch"/>.</summary>
+        public void TakeTarget(int batch, Tensor x)
         {
+            if (!_pending.Remove(batch, out var p))
+                throw new InvalidOperationException($"no output of layer {start - 1} for calibration batch {batch}");
+            using var pendingM = p.M;
+            using var pendingOut = p.Out;
             using var scope = NewDisposeScope();
+            var m = p.M.to(ScalarType.Float64).cpu();
+            var y = p.Out.to(ScalarType.Float64).cpu() - m;
             var r = x.reshape(-1, x.shape[^1]).to(ScalarType.Float64).cpu();
-            var d = r - _y!;
-            _mtm.add_(_m!.t().matmul(_m!));
-            _mtd.add_(_m!.t().matmul(d));
+            var d = r - y;
+            _mtm ??= zeros(hidden, hidden, dtype: ScalarType.Float64).DetachFromDisposeScope();
+            _mtd ??= zeros(hidden, hidden, dtype: ScalarType.Float64).DetachFromDisposeScope();
+            _mtm.add_(m.t().matmul(m));
+            _mtd.add_(m.t().matmul(d));
             _dd += d.square().sum().item<double>();
-            _trMtD += (_m! * d).sum().item<double>();
+            _trMtD += (m * d).sum().item<double>();
             _tokens += r.shape[0];
-            if (_rows is { Length: > 0 })
+            if (p.Rows is { Length: > 0 })
             {
-                var idx = tensor(_rows);
-                _sample.Add((_m!.index_select(0, idx).to(ScalarType.Float32).DetachFromDisposeScope(),
-                             _y!.index_select(0, idx).to(ScalarType.Float32).DetachFromDisposeScope(),
+                var idx = tensor(p.Rows);
+                _sample.Add((m.index_select(0, idx).to(ScalarType.Float32).DetachFromDisposeScope(),
+                             y.index_select(0, idx).to(ScalarType.Float32).DetachFromDisposeScope(),
                              r.index_select(0, idx).to(ScalarType.Float32).DetachFromDisposeScope()));
             }
-            _m!.Dispose(); _y!.Dispose();
-            _m = _y = null;
         }
 
-        public RepairMap Solve(RepairOptions o, long totalTokens, Device device)
+        /// <summary>The map from the sums (which are freed afterwards).</summary>
+        public RepairMap Solve(RepairOptions o, Device device)
         {
+            if (_mtm is null || _mtd is null || _pending.Count > 0)
+                throw new InvalidOperationException($"run {start}-{end - 1}: calibration incomplete");
             using var scope = NewDisposeScope();
             long H = _mtm.shape[0];
             var a = _mtm + o.Alpha * eye(H, dtype: ScalarType.Float64);
@@ -466,12 +593,14 @@ public sealed class LinearRepair : IDisposable
             double fitI = _mtm.trace().item<double>() - 2 * _trMtD + _dd;
             (double, double)? cosine = null;
             if (o.Method == "cosine" && _sample.Count > 0) (t, cosine) = Refine(t, o, device);
-            return new RepairMap
+            var map = new RepairMap
             {
-                Start = start, EndExclusive = end, Transform = t.MoveToOuterDisposeScope(), Tokens = _tokens,
+                Start = start, EndExclusive = end, Transform = t.DetachFromDisposeScope(), Tokens = _tokens,
                 RelativeResidual = rel, ConditionEstimate = lmax / lmin,
                 FitError = _dd == 0 ? 0 : fit / _dd, FitErrorIdentity = _dd == 0 ? 0 : fitI / _dd, CosineLoss = cosine,
             };
+            Dispose();   // the sums and the subsample are no longer needed
+            return map;
         }
 
         /// <summary>ReplaceMe's cosine objective: Adam on mean 1 − cos(Y + M·T, R) over the subsample, from the
@@ -504,8 +633,12 @@ public sealed class LinearRepair : IDisposable
 
         public void Dispose()
         {
-            _mtm.Dispose(); _mtd.Dispose(); _m?.Dispose(); _y?.Dispose();
+            _mtm?.Dispose(); _mtd?.Dispose();
+            _mtm = _mtd = null;
+            foreach (var (m, o, _) in _pending.Values) { m.Dispose(); o.Dispose(); }
+            _pending.Clear();
             foreach (var (m, y, r) in _sample) { m.Dispose(); y.Dispose(); r.Dispose(); }
+            _sample.Clear();
         }
     }
 }

@@ -104,6 +104,26 @@ public static class SweepRepair
                 }
                 sb.Append('\n');
             }
+        sb.Append(SkippedNote(o, rows));
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// The variants that have no repaired rows because their plans remove layer 0 (no kept layer precedes that cut to take the
+    /// map), as one report line; "" when there are none. Derived from the unrepaired rows, so a resumed sweep gives it too.
+    /// </summary>
+    public static string SkippedNote(SweepOptions o, IReadOnlyList<VariantRow> rows)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        ArgumentNullException.ThrowIfNull(rows);
+        if (o.Repair is not { } methods) return "";
+        var skipped = rows
+            .Where(r => !r.Healed && r.N > 0 && o.Strategies.Contains(r.Strategy) && r.Removed.Count > 0 && r.Removed[0] == 0)
+            .GroupBy(r => r.Strategy)
+            .Select(g => $"{g.Key} n = {string.Join(", ", g.Select(r => r.Seed is int s ? $"{r.N} (seed {s})" : $"{r.N}").Distinct())}")
+            .ToList();
+        if (skipped.Count == 0) return "";
+        return $"\nNo {string.Join("/", methods)} rows for {string.Join("; ", skipped)}: their plans remove layer 0, so no kept " +
+               "layer precedes the cut to take the map (docs/repair.md).\n";
     }
 }

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using LayerPrune.Checkpoints;
 using LayerPrune.Modeling;
 using LayerPrune.Pruning;
+using LayerPrune.Pruning.Strategies;
 using LayerPrune.Tests.Modeling;
 using static TorchSharp.torch;
 
@@ -56,13 +57,22 @@ public class LinearRepairTests
     {
         using var g = new GoldenFixture(arch);
         using var model = CausalLM.Load(g.Dir, dtype: ScalarType.Float64);
-        var c = model.Config;
         var plan = PrunePlan.FromLayerSpec(spec, model.NumLayers);
-        var chunks = RandomChunks(6, 32, c.VocabSize, seed: 7);   // 192 tokens > H = 64
+        var chunks = RandomChunks(6, 32, model.Config.VocabSize, seed: 7);   // 192 tokens > H = 64
+        Assert.Equal(spec == "3-5" ? 1 : 2, LinearRepair.RemovedRuns(plan).Count);
+        CheckMapsAgainstNormalEquations(g.Dir, model, plan, chunks, $"{arch} {spec}");
+    }
+
+    /// <summary>
+    /// Fits <paramref name="plan"/>'s maps on <paramref name="chunks"/> (length 32) and checks each against the normal equations
+    /// computed here (≤ 1e-6 relative), its fit errors, the in-memory fold (Y + M·T at the cut, ≤ 1e-9) and the written fold.
+    /// </summary>
+    internal static void CheckMapsAgainstNormalEquations(string dir, CausalLM model, PrunePlan plan, List<int[]> chunks, string label)
+    {
+        var c = model.Config;
         using var repair = LinearRepair.Fit(model, plan, chunks, new RepairOptions { BatchSize = 4 });
         var runs = LinearRepair.RemovedRuns(plan);
         Assert.Equal(runs.Count, repair.Maps.Count);
-        Assert.Equal(spec == "3-5" ? 1 : 2, runs.Count);
 
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -71,7 +81,7 @@ public class LinearRepairTests
         model.Forward(ids, options: new ForwardOptions { HiddenOnly = true, OnResidual = (k, x) => stream[k] = x.clone().DetachFromDisposeScope() });
         using var att = model.PrepareAttention(chunks.Count, 32, 0, null);
         string down = LinearRepair.MlpOutputName(c);
-        using var src = Checkpoint.Open(g.Dir);
+        using var src = Checkpoint.Open(dir);
         var folded = repair.FoldedTensors(src);
         foreach (var (map, (s, e)) in repair.Maps.Zip(runs))
         {
@@ -86,13 +96,13 @@ public class LinearRepairTests
             var y = layer.Forward(x, att, null, 0);
             (linear.Weight, linear.Bias) = (w0, b0);
             var m = HandMlp(c, layer, y, x);
-            Assert.True(Rel(y + m, stream[s]) < 1e-12, $"{arch}: Y + M is not layer {s - 1}'s output");
+            Assert.True(Rel(y + m, stream[s]) < 1e-12, $"{label}: Y + M is not layer {s - 1}'s output");
             var mm = m.reshape(-1, c.HiddenSize);
             var dd = (stream[e] - y).reshape(-1, c.HiddenSize);
             var tRef = linalg.solve(mm.t().matmul(mm), mm.t().matmul(dd));
             double err = Rel(map.Transform, tRef);
-            Assert.True(err <= 1e-6, $"{arch} {spec}: map [{s}, {e}) differs from the normal equations by {err:E2} (relative)");
-            Assert.True(map.RelativeResidual < 1e-9 && map.ConditionEstimate > 1, $"{arch}: residual {map.RelativeResidual}");
+            Assert.True(err <= 1e-6, $"{label}: map [{s}, {e}) differs from the normal equations by {err:E2} (relative)");
+            Assert.True(map.RelativeResidual < 1e-9 && map.ConditionEstimate > 1, $"{label}: residual {map.RelativeResidual}");
             Assert.Equal(chunks.Count * 32L, map.Tokens);
             // the fit error reported equals ‖M·T − D‖² / ‖D‖² computed here
             double fit = (mm.matmul(tRef) - dd).square().sum().item<double>() / dd.square().sum().item<double>();
@@ -107,7 +117,7 @@ public class LinearRepairTests
             {
                 var outFolded = layer.Forward(x, att, null, 0);
                 double fe = Rel(outFolded, expected);
-                Assert.True(fe <= 1e-9, $"{arch}: the folded {down} gives Y + M·T only to {fe:E2}");
+                Assert.True(fe <= 1e-9, $"{label}: the folded {down} gives Y + M·T only to {fe:E2}");
                 Assert.False(ReferenceEquals(linear.Weight, w0));
             }
             Assert.True(ReferenceEquals(linear.Weight, w0) && ReferenceEquals(linear.Bias, b0));
@@ -121,6 +131,30 @@ public class LinearRepairTests
         }
         foreach (var f in folded.Values) f.Dispose();
         foreach (var t in stream) t.Dispose();
+    }
+
+    /// <summary>
+    /// Non-contiguous plans as a strategy really produces them: SLEB-style greedy on the golden fixtures' calibration chunks.
+    /// With these chunks greedy's first two rounds remove 4 then 7 (llama: runs [4, 5) and [7, 8), the second ending at L) and
+    /// 4 then 1 (phi: runs [1, 2) and [4, 5)); the test asserts the plan has those two runs, so it fails if greedy changes.
+    /// </summary>
+    [Theory]
+    [InlineData("llama", "4,7")]
+    [InlineData("phi", "1,4")]
+    public void GreedyPlanWithTwoRemovedRunsGetsTwoMapsEachEqualToTheNormalEquations(string arch, string expected)
+    {
+        using var g = new GoldenFixture(arch);
+        using var model = CausalLM.Load(g.Dir, dtype: ScalarType.Float64);
+        var chunks = RandomChunks(6, 32, model.Config.VocabSize, seed: 7);
+        PrunePlan plan;
+        using (var loss = new CalibrationLoss(model, chunks, 4))
+            plan = GreedyStrategy.Run(loss, 2).Plan(2);
+        Assert.Equal("greedy", plan.Strategy);
+        Assert.Equal(expected, string.Join(",", plan.Removed));
+        var runs = LinearRepair.RemovedRuns(plan);
+        Assert.Equal(2, runs.Count);
+        Assert.All(runs, r => Assert.True(r.Start >= 1));
+        CheckMapsAgainstNormalEquations(g.Dir, model, plan, chunks, $"{arch} greedy n=2 (removed {expected})");
     }
 
     [Fact]

@@ -75,4 +75,29 @@ public class SweepRepairTests(KjvModel kjv) : IClassFixture<KjvModel>
         var resumed = JsonNode.Parse(File.ReadAllText(resultsPath))!.AsObject();
         Assert.True(JsonNode.DeepEquals(full["rows"], resumed["rows"]), "resumed rows differ");
     }
+    /// <summary>Plans that remove layer 0 have no repaired rows (nothing precedes the cut): report.md says which and why, also
+    /// after a resume; variants whose plans keep layer 0 get theirs. The random strategy's seeded block gives both.</summary>
+    [Fact]
+    public void PlansRemovingLayerZeroHaveNoRepairedRowAndTheReportSaysWhy()
+    {
+        using var tmp = new TempDir();
+        int zero = Enumerable.Range(0, 1000).First(s => PrunePlan.RandomBlock(2, 16, s).Removed[0] == 0);
+        int other = Enumerable.Range(0, 1000).First(s => PrunePlan.RandomBlock(2, 16, s).Removed[0] > 0);
+        var options = new SweepOptions
+        {
+            ModelDir = KjvModel.Dir, DataPath = KjvModel.Validation, Samples = 4, SeqLen = 64,
+            Tasks = [$"loss:{KjvModel.Validation}"], Strategies = ["random"], Seeds = [zero, other], Ns = [2], OutDir = tmp["sweep"],
+            Eval = new EvalOptions { MaxChunks = 2, BatchSize = 2 }, Repair = ["linear"], CalibrationPath = KjvModel.Train,
+            CalibrationChunks = 8,   // 512 tokens > H = 256
+        };
+        var rows = SweepRunner.Run(kjv.Model, kjv.Tokenizer, options).Rows;
+        Assert.Equal(0, rows.Single(r => r.Strategy == "random" && r.Seed == zero).Removed[0]);
+        Assert.Equal(other, rows.Single(r => r.Strategy == "random+linear").Seed);
+        string expected = $"No linear rows for random n = 2 (seed {zero}): their plans remove layer 0, so no kept layer precedes the cut";
+        Assert.Contains(expected, File.ReadAllText(Path.Combine(tmp["sweep"], "report.md")));
+        Assert.Equal("", SweepRepair.SkippedNote(options, rows.Where(r => r.Seed != zero).ToList()));
+        File.Delete(Path.Combine(tmp["sweep"], "report.md"));
+        SweepRunner.Run(kjv.Model, kjv.Tokenizer, options);   // resumed: every row is done, the note is derived again
+        Assert.Contains(expected, File.ReadAllText(Path.Combine(tmp["sweep"], "report.md")));
+    }
 }
