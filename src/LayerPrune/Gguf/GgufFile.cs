@@ -91,9 +91,13 @@ public sealed class GgufFile
     /// <summary>File length in bytes.</summary>
     public long FileLength { get; }
 
+    /// <summary>The whole file when it was parsed from memory (<see cref="Parse"/>); null: read from <see cref="Path"/>.</summary>
+    readonly byte[]? _bytes;
+
     GgufFile(string path, uint version, List<KeyValuePair<string, GgufValue>> metadata, List<GgufTensorInfo> tensors,
-             long dataStart, int alignment, long length)
+             long dataStart, int alignment, long length, byte[]? bytes = null)
     {
+        _bytes = bytes;
         Path = path;
         Version = version;
         Metadata = metadata;
@@ -112,7 +116,7 @@ public sealed class GgufFile
 
     /// <summary>{arch}.block_count: the number of decoder layers.</summary>
     public int BlockCount => (int)(Get($"{Architecture}.block_count")?.AsLong()
-        ?? throw new LayerPruneException($"{Path}: GGUF metadata has no {Architecture}.block_count"));
+        ?? throw new LayerPruneException($"{Path}: GGUF metadata has no {Quote(Architecture)}.block_count"));
 
     /// <summary>(elements per block, bytes per block) of a ggml type (gguf-py GGML_QUANT_SIZES).</summary>
     public static (int Block, int Bytes) BlockLayout(GgmlType t) => t switch
@@ -152,7 +156,21 @@ public sealed class GgufFile
         catch (IOException e) { throw new LayerPruneException($"{path}: cannot read ({JsonInput.FirstLine(e.Message)})", e); }
     }
 
-    static GgufFile Read(string path, FileStream fs)
+    /// <summary>
+    /// Reads and validates a GGUF file held in memory (<paramref name="name"/> names it in messages); tensors are then copied
+    /// from <paramref name="bytes"/>, which must not change. Every failure is a one-line LayerPruneException naming it.
+    /// </summary>
+    public static GgufFile Parse(string name, byte[] bytes)
+    {
+        try
+        {
+            using var ms = new MemoryStream(bytes, writable: false);
+            return Read(name, ms, bytes);
+        }
+        catch (EndOfStreamException) { throw new LayerPruneException($"{name}: truncated GGUF header"); }
+    }
+
+    static GgufFile Read(string path, Stream fs, byte[]? whole = null)
     {
         long length = fs.Length;
         var r = new BinaryReader(fs, Encoding.UTF8, leaveOpen: true);
@@ -183,19 +201,19 @@ public sealed class GgufFile
         {
             string name = ReadString(r, path, length);
             uint nDims = r.ReadUInt32();
-            if (nDims > 4) throw new LayerPruneException($"{path}: tensor '{name}' has {nDims} dimensions (ggml allows at most 4)");
+            if (nDims > 4) throw new LayerPruneException($"{path}: tensor '{Quote(name)}' has {nDims} dimensions (ggml allows at most 4)");
             var dims = new long[nDims];
             for (int d = 0; d < nDims; d++)
             {
                 ulong v = r.ReadUInt64();
                 if (v > (ulong)length * 8)
-                    throw new LayerPruneException($"{path}: tensor '{name}' dimension {v} is implausible: corrupt file");
+                    throw new LayerPruneException($"{path}: tensor '{Quote(name)}' dimension {v} is implausible: corrupt file");
                 dims[d] = (long)v;
             }
             var type = (GgmlType)r.ReadUInt32();
             ulong offset = r.ReadUInt64();
             if (offset > (ulong)length)
-                throw new LayerPruneException($"{path}: tensor '{name}' offset {offset} is beyond the end of the file");
+                throw new LayerPruneException($"{path}: tensor '{Quote(name)}' offset {offset} is beyond the end of the file");
             tensors.Add(new GgufTensorInfo(name, dims, type, (long)offset));
         }
         long dataStart = Align(fs.Position, alignment);
@@ -203,16 +221,16 @@ public sealed class GgufFile
         {
             long bytes;
             try { bytes = t.ByteLength; }
-            catch (LayerPruneException e) { throw new LayerPruneException($"{path}: tensor '{t.Name}': {e.Message}"); }
+            catch (LayerPruneException e) { throw new LayerPruneException($"{path}: tensor '{Quote(t.Name)}': {e.Message}"); }
             if (t.Offset % alignment != 0)
-                throw new LayerPruneException($"{path}: tensor '{t.Name}' offset {t.Offset} is not aligned to {alignment}");
+                throw new LayerPruneException($"{path}: tensor '{Quote(t.Name)}' offset {t.Offset} is not aligned to {alignment}");
             if (dataStart + t.Offset + bytes > length)
                 throw new LayerPruneException(
-                    $"{path}: tensor '{t.Name}' ({bytes} bytes at data offset {t.Offset}) extends beyond the end of the file: truncated?");
+                    $"{path}: tensor '{Quote(t.Name)}' ({bytes} bytes at data offset {t.Offset}) extends beyond the end of the file: truncated?");
         }
         if (tensors.Select(t => t.Name).Distinct().Count() != tensors.Count)
             throw new LayerPruneException($"{path}: duplicate tensor names");
-        return new GgufFile(path, version, metadata, tensors, dataStart, alignment, length);
+        return new GgufFile(path, version, metadata, tensors, dataStart, alignment, length, whole);
     }
 
     static string ReadString(BinaryReader r, string path, long length)
@@ -229,9 +247,9 @@ public sealed class GgufFile
         if (type != GgufValueType.Array) return new GgufValue(type, ReadScalar(r, type, path, length, key));
         var elem = (GgufValueType)r.ReadUInt32();
         ulong n = r.ReadUInt64();
-        if (elem == GgufValueType.Array) throw new LayerPruneException($"{path}: metadata '{key}' is a nested array (not supported)");
+        if (elem == GgufValueType.Array) throw new LayerPruneException($"{path}: metadata '{Quote(key)}' is a nested array (not supported)");
         if (n > (ulong)length)
-            throw new LayerPruneException($"{path}: metadata '{key}' array length {n} exceeds the file size: corrupt file");
+            throw new LayerPruneException($"{path}: metadata '{Quote(key)}' array length {n} exceeds the file size: corrupt file");
         var arr = System.Array.CreateInstance(ScalarClrType(elem, path, key), (int)n);
         for (int i = 0; i < (int)n; i++) arr.SetValue(ReadScalar(r, elem, path, length, key), i);
         return GgufValue.Array(elem, arr);
@@ -244,7 +262,7 @@ public sealed class GgufFile
         GgufValueType.Float32 => r.ReadSingle(), GgufValueType.Bool => r.ReadByte() != 0,
         GgufValueType.String => ReadString(r, path, length),
         GgufValueType.UInt64 => r.ReadUInt64(), GgufValueType.Int64 => r.ReadInt64(), GgufValueType.Float64 => r.ReadDouble(),
-        _ => throw new LayerPruneException($"{path}: metadata '{key}' has unknown value type {(uint)type}"),
+        _ => throw new LayerPruneException($"{path}: metadata '{Quote(key)}' has unknown value type {(uint)type}"),
     };
 
     /// <summary>The .NET element type used for arrays of <paramref name="t"/>.</summary>
@@ -254,8 +272,26 @@ public sealed class GgufFile
         GgufValueType.Int16 => typeof(short), GgufValueType.UInt32 => typeof(uint), GgufValueType.Int32 => typeof(int),
         GgufValueType.Float32 => typeof(float), GgufValueType.Bool => typeof(bool), GgufValueType.String => typeof(string),
         GgufValueType.UInt64 => typeof(ulong), GgufValueType.Int64 => typeof(long), GgufValueType.Float64 => typeof(double),
-        _ => throw new LayerPruneException($"{path}: metadata '{key}' has unknown array element type {(uint)t}"),
+        _ => throw new LayerPruneException($"{path}: metadata '{Quote(key)}' has unknown array element type {(uint)t}"),
     };
+
+    /// <summary>
+    /// A string read from a GGUF file, fit for a one-line message: control characters escaped (\n, \u0001 …) and at most
+    /// 80 characters kept. Keys and tensor names of a corrupt file can hold anything, even the rest of the header.
+    /// </summary>
+    public static string Quote(string s)
+    {
+        var sb = new StringBuilder();
+        foreach (char ch in s)
+        {
+            if (sb.Length >= 80) return sb.Append('…').ToString();
+            if (ch == '\n') sb.Append("\\n");
+            else if (ch == '\r') sb.Append("\\r");
+            else if (char.IsControl(ch) || ch is '\u2028' or '\u2029' or '\u0085') sb.Append($"\\u{(int)ch:x4}");
+            else sb.Append(ch);
+        }
+        return sb.ToString();
+    }
 
     /// <summary>Rounds <paramref name="x"/> up to a multiple of <paramref name="alignment"/>.</summary>
     public static long Align(long x, int alignment) => (x + alignment - 1) / alignment * alignment;
@@ -263,13 +299,18 @@ public sealed class GgufFile
     /// <summary>Copies the stored bytes of <paramref name="t"/> (any type) to <paramref name="destination"/>.</summary>
     public void CopyTensor(GgufTensorInfo t, Stream destination)
     {
+        if (_bytes is not null)
+        {
+            destination.Write(_bytes, (int)(DataStart + t.Offset), (int)t.ByteLength); // Read checked the extent
+            return;
+        }
         using var fs = new FileStream(Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
         fs.Position = DataStart + t.Offset;
         var buffer = new byte[(int)Math.Min(1 << 20, Math.Max(1, t.ByteLength))];
         for (long left = t.ByteLength; left > 0;)
         {
             int n = fs.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
-            if (n <= 0) throw new LayerPruneException($"{Path}: unexpected end of file reading '{t.Name}'");
+            if (n <= 0) throw new LayerPruneException($"{Path}: unexpected end of file reading '{Quote(t.Name)}'");
             destination.Write(buffer, 0, n);
             left -= n;
         }
