@@ -1,8 +1,8 @@
 using LayerPrune.Fuzz;
 
-// Usage: LayerPrune.Fuzz [inputs=100000] [seed=1] [--targets ID,…] [--weights ID=W,…] [--jobs N] [--kjv-seed]
+// Usage: LayerPrune.Fuzz [inputs=100000] [seed=1] [--targets ID,…] [--weights ID=W,…] [--jobs N] [--no-kjv-seed]
 //                        [--no-llamacpp-seeds] [--progress SECONDS] [--watchdog SECONDS] [--work DIR]
-// Targets: safetensors-parse safetensors-open config index tokenizer-config gguf-open gguf-convert hub-headers tokenizer-json
+// Targets: safetensors-parse safetensors-open config index tokenizer-config gguf-open gguf-large gguf-convert hub-headers tokenizer-json
 // tokenizer-model; an id prefix selects a group ("gguf").
 var positional = new List<string>();
 var o = new FuzzOptions();
@@ -17,7 +17,7 @@ for (int i = 0; i < args.Length; i++)
                 .Select(kv => kv.Split('=')).ToDictionary(kv => kv[0], kv => int.Parse(kv[1])) };
             break;
         case "--jobs": o = o with { Jobs = int.Parse(Next()) }; break;
-        case "--kjv-seed": o = o with { KjvSeed = true }; break;
+        case "--no-kjv-seed": o = o with { KjvSeed = false }; break;
         case "--no-llamacpp-seeds": o = o with { LlamaCppSeeds = false }; break;
         case "--progress": o = o with { ProgressSeconds = double.Parse(Next()) }; break;
         case "--watchdog": o = o with { WatchdogSeconds = double.Parse(Next()) }; break;

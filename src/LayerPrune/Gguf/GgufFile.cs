@@ -181,7 +181,7 @@ public sealed class GgufFile
         // Each entry takes at least 8 bytes: counts beyond the file size are corrupt (and must not size allocations).
         if (tensorCount > (ulong)length / 8 || kvCount > (ulong)length / 8)
             throw new LayerPruneException($"{path}: GGUF header claims {tensorCount} tensors and {kvCount} metadata entries: corrupt file");
-        var metadata = new List<KeyValuePair<string, GgufValue>>((int)kvCount);
+        var metadata = new List<KeyValuePair<string, GgufValue>>((int)Math.Min(kvCount, 4096));
         for (ulong i = 0; i < kvCount; i++)
         {
             string key = ReadString(r, path, length);
@@ -196,7 +196,7 @@ public sealed class GgufFile
                 throw new LayerPruneException($"{path}: general.alignment {al} is not a power of two");
             alignment = (int)al;
         }
-        var tensors = new List<GgufTensorInfo>((int)tensorCount);
+        var tensors = new List<GgufTensorInfo>((int)Math.Min(tensorCount, 4096));
         for (ulong i = 0; i < tensorCount; i++)
         {
             string name = ReadString(r, path, length);
@@ -236,7 +236,9 @@ public sealed class GgufFile
     static string ReadString(BinaryReader r, string path, long length)
     {
         ulong n = r.ReadUInt64();
-        if (n > (ulong)length) throw new LayerPruneException($"{path}: GGUF string length {n} exceeds the file size: corrupt file");
+        // Bounded by the bytes left, so that a corrupt length never sizes an allocation beyond the file.
+        if (n > (ulong)(length - r.BaseStream.Position))
+            throw new LayerPruneException($"{path}: GGUF string length {n} exceeds the rest of the file: corrupt file");
         var bytes = r.ReadBytes((int)n);
         if (bytes.Length != (int)n) throw new EndOfStreamException();
         return Encoding.UTF8.GetString(bytes);
@@ -248,9 +250,18 @@ public sealed class GgufFile
         var elem = (GgufValueType)r.ReadUInt32();
         ulong n = r.ReadUInt64();
         if (elem == GgufValueType.Array) throw new LayerPruneException($"{path}: metadata '{Quote(key)}' is a nested array (not supported)");
-        if (n > (ulong)length)
-            throw new LayerPruneException($"{path}: metadata '{Quote(key)}' array length {n} exceeds the file size: corrupt file");
-        var arr = System.Array.CreateInstance(ScalarClrType(elem, path, key), (int)n);
+        var clr = ScalarClrType(elem, path, key);
+        // Each element takes at least its scalar size (a string: its 8-byte length) of the bytes left.
+        ulong left = (ulong)(length - r.BaseStream.Position), size = elem switch
+        {
+            GgufValueType.UInt8 or GgufValueType.Int8 or GgufValueType.Bool => 1UL,
+            GgufValueType.UInt16 or GgufValueType.Int16 => 2UL,
+            GgufValueType.UInt32 or GgufValueType.Int32 or GgufValueType.Float32 => 4UL,
+            _ => 8UL,
+        };
+        if (n > left / size)
+            throw new LayerPruneException($"{path}: metadata '{Quote(key)}' array length {n} exceeds the rest of the file: corrupt file");
+        var arr = System.Array.CreateInstance(clr, (int)n);
         for (int i = 0; i < (int)n; i++) arr.SetValue(ReadScalar(r, elem, path, length, key), i);
         return GgufValue.Array(elem, arr);
     }
