@@ -45,6 +45,19 @@ public sealed record GgufValue(GgufValueType Type, object Value, GgufValueType E
         _ => throw new InvalidOperationException($"GGUF value of type {Type} is not an integer"),
     };
 
+    /// <summary>
+    /// The integer value of metadata <paramref name="key"/> of file <paramref name="path"/>; a value of another type, or
+    /// beyond the range of long, is a one-line LayerPruneException naming both (found by bench/LayerPrune.Fuzz).
+    /// </summary>
+    public long AsLong(string path, string key) => Value switch
+    {
+        ulong ul when ul > long.MaxValue =>
+            throw new LayerPruneException($"{path}: metadata '{GgufFile.Quote(key)}' = {ul} is out of range"),
+        byte or sbyte or ushort or short or uint or int or ulong or long => AsLong(),
+        _ => throw new LayerPruneException($"{path}: metadata '{GgufFile.Quote(key)}' is {(Type == GgufValueType.Array
+            ? $"an array of {ElementType}" : Type.ToString())}, not an integer"),
+    };
+
     /// <summary>Human-readable form for `info` (arrays abbreviated).</summary>
     public override string ToString() => Value switch
     {
@@ -115,7 +128,7 @@ public sealed class GgufFile
         ?? throw new LayerPruneException($"{Path}: GGUF metadata has no general.architecture");
 
     /// <summary>{arch}.block_count: the number of decoder layers.</summary>
-    public int BlockCount => (int)(Get($"{Architecture}.block_count")?.AsLong()
+    public int BlockCount => (int)(Get($"{Architecture}.block_count")?.AsLong(Path, $"{Architecture}.block_count")
         ?? throw new LayerPruneException($"{Path}: GGUF metadata has no {Quote(Architecture)}.block_count"));
 
     /// <summary>(elements per block, bytes per block) of a ggml type (gguf-py GGML_QUANT_SIZES).</summary>
@@ -191,7 +204,7 @@ public sealed class GgufFile
         int alignment = DefaultAlignment;
         if (metadata.FirstOrDefault(kv => kv.Key == "general.alignment").Value is { } a)
         {
-            long al = a.AsLong();
+            long al = a.AsLong(path, "general.alignment");
             if (al <= 0 || al > 1 << 20 || (al & (al - 1)) != 0)
                 throw new LayerPruneException($"{path}: general.alignment {al} is not a power of two");
             alignment = (int)al;

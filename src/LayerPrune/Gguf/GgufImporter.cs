@@ -70,7 +70,9 @@ public static class GgufImporter
         Directory.CreateDirectory(outDir);
         var config = Config(g, tensors);
         File.WriteAllText(Path.Combine(outDir, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
-        var c = ModelConfig.Load(outDir);
+        ModelConfig c;
+        try { c = ModelConfig.Load(outDir); }
+        catch (LayerPruneException e) { throw NotAModel(ggufPath, outDir, e); }
         var all = GgufTensorNames.Tensors(c, _ => true).ToDictionary(m => m.HfName);
         bool Has(string hf) => all.TryGetValue(hf, out var m) && tensors.ContainsKey(m.GgufName);
         var writes = new List<TensorToWrite>();
@@ -93,11 +95,15 @@ public static class GgufImporter
             Checkpoint.Open(outDir).Dispose();
             Tokenization.TokenizerLoader.Load(outDir);
         }
-        catch (LayerPruneException e)
-        {
-            string inner = e.Message.Replace(Path.GetFullPath(outDir) + Path.DirectorySeparatorChar, "").Replace(outDir + Path.DirectorySeparatorChar, "");
-            throw new LayerPruneException($"{ggufPath}: its metadata and tensors do not make a valid model (as converted, {inner})");
-        }
+        catch (LayerPruneException e) { throw NotAModel(ggufPath, outDir, e); }
+    }
+
+    /// <summary>A failure to load the converted folder, told about the GGUF (the folder's path left out).</summary>
+    static LayerPruneException NotAModel(string ggufPath, string outDir, LayerPruneException e)
+    {
+        string inner = e.Message.Replace(Path.GetFullPath(outDir) + Path.DirectorySeparatorChar, "")
+            .Replace(outDir + Path.DirectorySeparatorChar, "");
+        return new LayerPruneException($"{ggufPath}: its metadata and tensors do not make a valid model (as converted, {inner})");
     }
 
     static JsonObject Config(GgufFile g, Dictionary<string, GgufTensorInfo> tensors)
@@ -107,7 +113,7 @@ public static class GgufImporter
         {
             null => null,
             { Type: GgufValueType.Array } => throw new LayerPruneException($"{g.Path}: {arch}.{k} varies per layer (not supported)"),
-            var v => v.AsLong(),
+            var v => v.AsLong(g.Path, $"{arch}.{k}"),
         };
         long Need(string k) => Key(k) ?? throw new LayerPruneException($"{g.Path}: GGUF metadata has no {arch}.{k}");
         double? Float(string k) => g.Get($"{arch}.{k}")?.Value switch { float f => f, double d => d, _ => null };
@@ -146,8 +152,8 @@ public static class GgufImporter
             c["attention_bias"] = tensors.ContainsKey("blk.0.attn_q.bias");
             c["mlp_bias"] = tensors.ContainsKey("blk.0.ffn_gate.bias");
         }
-        if (g.Get("tokenizer.ggml.bos_token_id") is { } bos) c["bos_token_id"] = bos.AsLong();
-        if (g.Get("tokenizer.ggml.eos_token_id") is { } eos) c["eos_token_id"] = eos.AsLong();
+        if (g.Get("tokenizer.ggml.bos_token_id") is { } bos) c["bos_token_id"] = bos.AsLong(g.Path, "tokenizer.ggml.bos_token_id");
+        if (g.Get("tokenizer.ggml.eos_token_id") is { } eos) c["eos_token_id"] = eos.AsLong(g.Path, "tokenizer.ggml.eos_token_id");
         return c;
     }
 

@@ -33,7 +33,7 @@ public static class GgufTokenizerReader
         int? Id(string key)
         {
             if (g.Get($"tokenizer.ggml.{key}") is not { } v) return null;
-            long id = v.AsLong();
+            long id = v.AsLong(g.Path, $"tokenizer.ggml.{key}");
             if (id < 0 || id >= tokens.Length) throw new LayerPruneException($"{g.Path}: tokenizer.ggml.{key} {id} is not a token id");
             return (int)id;
         }
