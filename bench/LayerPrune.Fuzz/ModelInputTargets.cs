@@ -190,7 +190,8 @@ public static partial class Fuzzer
                 if (t == GgufOutputType.F32) f32 = path;
             }
             if (!o.LlamaCppSeeds) continue;
-            foreach (var (ftype, label) in new[] { (LLama.Native.LLamaFtype.MOSTLY_Q8_0, "q8_0"), (LLama.Native.LLamaFtype.MOSTLY_F16, "f16") })
+            foreach (var (ftype, label) in
+                     new[] { (LLama.Native.LLamaFtype.MOSTLY_Q8_0, "q8_0"), (LLama.Native.LLamaFtype.MOSTLY_F16, "f16") })
             {
                 string path = Path.Combine(dir, $"{type}-{label}-llamacpp.gguf");
                 LlamaCppSeeds.Quantize(f32, path, ftype, []);

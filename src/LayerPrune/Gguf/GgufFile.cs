@@ -239,7 +239,8 @@ public sealed class GgufFile
                 throw new LayerPruneException($"{path}: tensor '{Quote(t.Name)}' offset {t.Offset} is not aligned to {alignment}");
             if (dataStart + t.Offset + bytes > length)
                 throw new LayerPruneException(
-                    $"{path}: tensor '{Quote(t.Name)}' ({bytes} bytes at data offset {t.Offset}) extends beyond the end of the file: truncated?");
+                    $"{path}: tensor '{Quote(t.Name)}' ({bytes} bytes at data offset {t.Offset}) extends beyond the end of the file: " +
+                    "truncated?");
         }
         if (tensors.Select(t => t.Name).Distinct().Count() != tensors.Count)
             throw new LayerPruneException($"{path}: duplicate tensor names");
@@ -262,7 +263,8 @@ public sealed class GgufFile
         if (type != GgufValueType.Array) return new GgufValue(type, ReadScalar(r, type, path, length, key));
         var elem = (GgufValueType)r.ReadUInt32();
         ulong n = r.ReadUInt64();
-        if (elem == GgufValueType.Array) throw new LayerPruneException($"{path}: metadata '{Quote(key)}' is a nested array (not supported)");
+        if (elem == GgufValueType.Array)
+            throw new LayerPruneException($"{path}: metadata '{Quote(key)}' is a nested array (not supported)");
         var clr = ScalarClrType(elem, path, key);
         // Each element takes at least its scalar size (a string: its 8-byte length) of the bytes left.
         ulong left = (ulong)(length - r.BaseStream.Position), size = elem switch

@@ -55,13 +55,13 @@ public static class GgufImporter
         string arch = g.Architecture;
         if (arch is not ("llama" or "qwen2"))
             throw new LayerPruneException(
-                $"{ggufPath}: GGUF architecture '{GgufFile.Quote(arch)}' cannot be read (LayerPrune reads llama and qwen2 GGUFs; prune with an " +
-                "explicit layer list works on any)");
+                $"{ggufPath}: GGUF architecture '{GgufFile.Quote(arch)}' cannot be read (LayerPrune reads llama and qwen2 GGUFs; " +
+                "prune with an explicit layer list works on any)");
         foreach (var t in g.Tensors)
             if (Array.IndexOf(ReadableTypes, t.Type) < 0)
                 throw new LayerPruneException(
-                    $"{ggufPath}: tensor '{GgufFile.Quote(t.Name)}' is {t.Type}; LayerPrune reads f32, f16, bf16 and q8_0 GGUFs: export an f16 or q8_0 " +
-                    "GGUF (convert_hf_to_gguf.py --outtype f16) or use the HF checkpoint");
+                    $"{ggufPath}: tensor '{GgufFile.Quote(t.Name)}' is {t.Type}; LayerPrune reads f32, f16, bf16 and q8_0 GGUFs: " +
+                    "export an f16 or q8_0 GGUF (convert_hf_to_gguf.py --outtype f16) or use the HF checkpoint");
         var tensors = g.Tensors.ToDictionary(t => t.Name);
         if (tensors.ContainsKey("rope_freqs.weight"))
             throw new LayerPruneException(

@@ -66,7 +66,8 @@ public static class GgufTokenizerReader
                 break;
             default:
                 throw new LayerPruneException(
-                    $"{g.Path}: tokenizer.ggml.model '{GgufFile.Quote(model)}' cannot be read (LayerPrune reads llama/SentencePiece and gpt2/BPE)");
+                    $"{g.Path}: tokenizer.ggml.model '{GgufFile.Quote(model)}' cannot be read " +
+                    "(LayerPrune reads llama/SentencePiece and gpt2/BPE)");
         }
         File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), cfg.ToJsonString(new() { WriteIndented = true }));
     }

@@ -55,7 +55,8 @@ public sealed class GgufFuzzFindingsTests : IDisposable
         var e = Assert.Throws<LayerPruneException>(() => GgufImporter.Convert(path, Path.Combine(_tmp, "float")));
         AssertOneLineNaming(e, path);
         Assert.Contains("'llama.context_length' is Float32, not an integer", e.Message);
-        path = Rewrite("u64.gguf", kv => kv.Key == "llama.block_count" ? new(kv.Key, new GgufValue(GgufValueType.UInt64, ulong.MaxValue)) : kv);
+        path = Rewrite("u64.gguf",
+            kv => kv.Key == "llama.block_count" ? new(kv.Key, new GgufValue(GgufValueType.UInt64, ulong.MaxValue)) : kv);
         e = Assert.Throws<LayerPruneException>(() => GgufFile.Open(path).BlockCount);
         AssertOneLineNaming(e, path);
         Assert.Contains($"'llama.block_count' = {ulong.MaxValue} is out of range", e.Message);
