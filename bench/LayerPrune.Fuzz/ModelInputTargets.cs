@@ -157,25 +157,76 @@ public static partial class Fuzzer
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage r, CancellationToken ct) => Task.FromResult(Send(r, ct));
     }
 
-    static List<(Target t, int weight)> ModelInputTargets(string root, string work)
+    /// <summary>GGUF seeds: <see cref="Convert"/> for both GGUF targets, <see cref="OpenOnly"/> (large files) for gguf-open.</summary>
+    sealed record GgufSeedSet(List<byte[]> Convert, List<byte[]> OpenOnly);
+
+    /// <summary>
+    /// Tiny random llama and qwen2 models (2 layers, hidden 32, vocab 300) exported by us as f32, f16, bf16 and q8_0; the
+    /// same f32 exports quantized by llama.cpp's own code to q8_0 and f16 (<see cref="FuzzOptions.LlamaCppSeeds"/>);
+    /// samples/kjv-llama-16l quantized by llama.cpp (q8_0, ffn_down f16; <see cref="FuzzOptions.KjvSeed"/>); the files in
+    /// LAYERPRUNE_FUZZ_GGUF=a.gguf:b.gguf.
+    /// </summary>
+    static GgufSeedSet GgufSeeds(string root, string dir, FuzzOptions o, TextWriter log)
     {
+        Directory.CreateDirectory(dir);
         var rng = new Random(27);
-        var ggufSeeds = new List<byte[]>();
+        var set = new GgufSeedSet([], []);
+        void Add(List<byte[]> list, string path, string what)
+        {
+            var bytes = File.ReadAllBytes(path);
+            list.Add(bytes);
+            log.WriteLine($"  seed {what}: {bytes.Length} bytes, sha256 " +
+                          $"{System.Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes))[..16]}");
+        }
         foreach (var type in new[] { "llama", "qwen2" })
         {
-            string dir = TinyCheckpoint(work, type, rng);
+            string ckpt = TinyCheckpoint(dir, type, rng);
+            string f32 = "";
             foreach (var t in new[] { GgufOutputType.F32, GgufOutputType.F16, GgufOutputType.Q8_0, GgufOutputType.BF16 })
             {
-                string path = Path.Combine(work, $"{type}-{t}.gguf");
-                GgufExporter.Export(dir, path, new GgufExportOptions { Type = t });
-                ggufSeeds.Add(File.ReadAllBytes(path));
+                string path = Path.Combine(dir, $"{type}-{t}.gguf");
+                GgufExporter.Export(ckpt, path, new GgufExportOptions { Type = t });
+                Add(set.Convert, path, $"{type} {t} (LayerPrune's exporter)");
+                if (t == GgufOutputType.F32) f32 = path;
+            }
+            if (!o.LlamaCppSeeds) continue;
+            foreach (var (ftype, label) in
+                     new[] { (LLama.Native.LLamaFtype.MOSTLY_Q8_0, "q8_0"), (LLama.Native.LLamaFtype.MOSTLY_F16, "f16") })
+            {
+                string path = Path.Combine(dir, $"{type}-{label}-llamacpp.gguf");
+                LlamaCppSeeds.Quantize(f32, path, ftype, []);
+                Add(set.Convert, path, $"{type} {label} (llama.cpp's llama_model_quantize)");
             }
         }
-        // Optional extra seeds (e.g. a GGUF written by llama.cpp's quantizer): LAYERPRUNE_FUZZ_GGUF=a.gguf:b.gguf
+        if (o.LlamaCppSeeds && o.KjvSeed)
+        {
+            string f32 = Path.Combine(dir, "kjv-f32.gguf"), q8 = Path.Combine(dir, "kjv-q8_0-llamacpp.gguf");
+            GgufExporter.Export(Path.Combine(root, "samples", "kjv-llama-16l"), f32, new GgufExportOptions { Type = GgufOutputType.F32 });
+            var partial = GgufFile.Open(f32).Tensors.Where(t => t.Dims.Length >= 2 && t.Dims[0] % GgufExporter.Q8Block != 0)
+                .Select(t => t.Name).ToList();
+            LlamaCppSeeds.Quantize(f32, q8, LLama.Native.LLamaFtype.MOSTLY_Q8_0, partial);
+            File.Delete(f32);
+            Add(set.OpenOnly, q8, "kjv-llama-16l q8_0, ffn_down f16 (llama.cpp's llama_model_quantize)");
+        }
         string extras = Environment.GetEnvironmentVariable("LAYERPRUNE_FUZZ_GGUF") ?? "";
         foreach (var extra in extras.Split(':', StringSplitOptions.RemoveEmptyEntries))
-            ggufSeeds.Add(File.ReadAllBytes(extra));
-        string ggufFile = Path.Combine(work, "fuzz.gguf"), convertDir = Path.Combine(work, "converted");
+            Add(new FileInfo(extra).Length > 1 << 20 ? set.OpenOnly : set.Convert, extra, extra);
+        return set;
+    }
+
+    /// <summary>The name GGUF inputs go by: parsed from memory, written to a tmpfs file only for conversion.</summary>
+    const string GgufInputName = "fuzz-input.gguf";
+
+    static void ParseGguf(byte[] input)
+    {
+        var g = GgufFile.Parse(GgufInputName, input);
+        _ = g.Architecture;
+        _ = g.BlockCount;
+    }
+
+    static List<(Target t, int weight)> ModelInputTargets(string root, string work, GgufSeedSet gguf)
+    {
+        string convertDir = Path.Combine(work, "converted");
         int headerFocus = 4096;
 
         string hubCache = Path.Combine(work, "hubcache");
@@ -186,37 +237,35 @@ public static partial class Fuzzer
 
         return
         [
-            (new Target("GgufFile.Open", ggufSeeds, input =>
+            (new Target("gguf-open", "GgufFile.Open", gguf.Convert, ParseGguf, (r, s) => MutateBinary(r, s, headerFocus),
+                inputName: GgufInputName), 40),
+            // Large seeds (the 16 MB llama.cpp-written kjv file) on their own: copying one per input costs as much as a
+            // thousand small parses, so they get their own, smaller, weight.
+            (new Target("gguf-large", "GgufFile.Open(large)", gguf.OpenOnly, ParseGguf, (r, s) => MutateBinary(r, s, headerFocus),
+                inputName: GgufInputName), gguf.OpenOnly.Count > 0 ? 2 : 0),
+            (new Target("gguf-convert", "GgufImporter.Convert", gguf.Convert, input =>
             {
-                File.WriteAllBytes(ggufFile, input);
-                var g = GgufFile.Open(ggufFile);
-                _ = g.Architecture;
-                _ = g.BlockCount;
-            }, (r, s) => MutateBinary(r, s, headerFocus)), 40),
-            (new Target("GgufImporter.Convert", ggufSeeds, input =>
-            {
-                File.WriteAllBytes(ggufFile, input);
                 if (Directory.Exists(convertDir)) Directory.Delete(convertDir, true);
-                GgufImporter.Convert(ggufFile, convertDir);
+                GgufImporter.Convert(GgufFile.Parse(GgufInputName, input), convertDir);
                 var tok = TokenizerLoader.Load(convertDir);
                 tok.Decode(tok.Encode("ab a b"));
                 Checkpoint.Open(convertDir).Dispose();
-            }, (r, s) => MutateBinary(r, s, s.Length), maxMillis: 10_000), 10), // writes a checkpoint, loads it and its tokenizer
-            (new Target("HubCache.Resolve(headers)", [.. HubHeaderSeeds], input =>
+            }, (r, s) => MutateBinary(r, s, s.Length), maxMillis: 10_000, inputName: GgufInputName), 10), // writes a checkpoint, loads it
+            (new Target("hub-headers", "HubCache.Resolve(headers)", [.. HubHeaderSeeds], input =>
             {
                 if (Directory.Exists(hubCache)) Directory.Delete(hubCache, true);
                 var handler = new FakeHubHandler(input);
                 var o = new HubOptions
                     { Endpoint = "http://127.0.0.1:9", CacheDir = hubCache, HfToken = null, Offline = false, Handler = handler };
                 HubCache.Resolve(new HubId("fuzz-org/model", "main"), o);
-            }), 15),
-            (new Target("TokenizerLoader(tokenizer.json)", [.. TokenizerJsonSeeds], input =>
+            }, inputName: "fuzz-org/model"), 15),
+            (new Target("tokenizer-json", "TokenizerLoader(tokenizer.json)", [.. TokenizerJsonSeeds], input =>
             {
                 File.WriteAllBytes(Path.Combine(tokJsonDir, "tokenizer.json"), input);
                 var tok = TokenizerLoader.Load(tokJsonDir);
                 tok.Decode(tok.Encode("ab a\u00e9 b <s>12"));
             }), 15),
-            (new Target("TokenizerLoader(tokenizer.model)", spmSeeds, input =>
+            (new Target("tokenizer-model", "TokenizerLoader(tokenizer.model)", spmSeeds, input =>
             {
                 File.WriteAllBytes(Path.Combine(spmDir, "tokenizer.model"), input);
                 var tok = TokenizerLoader.Load(spmDir);

@@ -45,6 +45,19 @@ public sealed record GgufValue(GgufValueType Type, object Value, GgufValueType E
         _ => throw new InvalidOperationException($"GGUF value of type {Type} is not an integer"),
     };
 
+    /// <summary>
+    /// The integer value of metadata <paramref name="key"/> of file <paramref name="path"/>; a value of another type, or
+    /// beyond the range of long, is a one-line LayerPruneException naming both (found by bench/LayerPrune.Fuzz).
+    /// </summary>
+    public long AsLong(string path, string key) => Value switch
+    {
+        ulong ul when ul > long.MaxValue =>
+            throw new LayerPruneException($"{path}: metadata '{GgufFile.Quote(key)}' = {ul} is out of range"),
+        byte or sbyte or ushort or short or uint or int or ulong or long => AsLong(),
+        _ => throw new LayerPruneException($"{path}: metadata '{GgufFile.Quote(key)}' is {(Type == GgufValueType.Array
+            ? $"an array of {ElementType}" : Type.ToString())}, not an integer"),
+    };
+
     /// <summary>Human-readable form for `info` (arrays abbreviated).</summary>
     public override string ToString() => Value switch
     {
@@ -91,9 +104,13 @@ public sealed class GgufFile
     /// <summary>File length in bytes.</summary>
     public long FileLength { get; }
 
+    /// <summary>The whole file when it was parsed from memory (<see cref="Parse"/>); null: read from <see cref="Path"/>.</summary>
+    readonly byte[]? _bytes;
+
     GgufFile(string path, uint version, List<KeyValuePair<string, GgufValue>> metadata, List<GgufTensorInfo> tensors,
-             long dataStart, int alignment, long length)
+             long dataStart, int alignment, long length, byte[]? bytes = null)
     {
+        _bytes = bytes;
         Path = path;
         Version = version;
         Metadata = metadata;
@@ -111,8 +128,8 @@ public sealed class GgufFile
         ?? throw new LayerPruneException($"{Path}: GGUF metadata has no general.architecture");
 
     /// <summary>{arch}.block_count: the number of decoder layers.</summary>
-    public int BlockCount => (int)(Get($"{Architecture}.block_count")?.AsLong()
-        ?? throw new LayerPruneException($"{Path}: GGUF metadata has no {Architecture}.block_count"));
+    public int BlockCount => (int)(Get($"{Architecture}.block_count")?.AsLong(Path, $"{Architecture}.block_count")
+        ?? throw new LayerPruneException($"{Path}: GGUF metadata has no {Quote(Architecture)}.block_count"));
 
     /// <summary>(elements per block, bytes per block) of a ggml type (gguf-py GGML_QUANT_SIZES).</summary>
     public static (int Block, int Bytes) BlockLayout(GgmlType t) => t switch
@@ -152,7 +169,21 @@ public sealed class GgufFile
         catch (IOException e) { throw new LayerPruneException($"{path}: cannot read ({JsonInput.FirstLine(e.Message)})", e); }
     }
 
-    static GgufFile Read(string path, FileStream fs)
+    /// <summary>
+    /// Reads and validates a GGUF file held in memory (<paramref name="name"/> names it in messages); tensors are then copied
+    /// from <paramref name="bytes"/>, which must not change. Every failure is a one-line LayerPruneException naming it.
+    /// </summary>
+    public static GgufFile Parse(string name, byte[] bytes)
+    {
+        try
+        {
+            using var ms = new MemoryStream(bytes, writable: false);
+            return Read(name, ms, bytes);
+        }
+        catch (EndOfStreamException) { throw new LayerPruneException($"{name}: truncated GGUF header"); }
+    }
+
+    static GgufFile Read(string path, Stream fs, byte[]? whole = null)
     {
         long length = fs.Length;
         var r = new BinaryReader(fs, Encoding.UTF8, leaveOpen: true);
@@ -163,7 +194,7 @@ public sealed class GgufFile
         // Each entry takes at least 8 bytes: counts beyond the file size are corrupt (and must not size allocations).
         if (tensorCount > (ulong)length / 8 || kvCount > (ulong)length / 8)
             throw new LayerPruneException($"{path}: GGUF header claims {tensorCount} tensors and {kvCount} metadata entries: corrupt file");
-        var metadata = new List<KeyValuePair<string, GgufValue>>((int)kvCount);
+        var metadata = new List<KeyValuePair<string, GgufValue>>((int)Math.Min(kvCount, 4096));
         for (ulong i = 0; i < kvCount; i++)
         {
             string key = ReadString(r, path, length);
@@ -173,29 +204,29 @@ public sealed class GgufFile
         int alignment = DefaultAlignment;
         if (metadata.FirstOrDefault(kv => kv.Key == "general.alignment").Value is { } a)
         {
-            long al = a.AsLong();
+            long al = a.AsLong(path, "general.alignment");
             if (al <= 0 || al > 1 << 20 || (al & (al - 1)) != 0)
                 throw new LayerPruneException($"{path}: general.alignment {al} is not a power of two");
             alignment = (int)al;
         }
-        var tensors = new List<GgufTensorInfo>((int)tensorCount);
+        var tensors = new List<GgufTensorInfo>((int)Math.Min(tensorCount, 4096));
         for (ulong i = 0; i < tensorCount; i++)
         {
             string name = ReadString(r, path, length);
             uint nDims = r.ReadUInt32();
-            if (nDims > 4) throw new LayerPruneException($"{path}: tensor '{name}' has {nDims} dimensions (ggml allows at most 4)");
+            if (nDims > 4) throw new LayerPruneException($"{path}: tensor '{Quote(name)}' has {nDims} dimensions (ggml allows at most 4)");
             var dims = new long[nDims];
             for (int d = 0; d < nDims; d++)
             {
                 ulong v = r.ReadUInt64();
                 if (v > (ulong)length * 8)
-                    throw new LayerPruneException($"{path}: tensor '{name}' dimension {v} is implausible: corrupt file");
+                    throw new LayerPruneException($"{path}: tensor '{Quote(name)}' dimension {v} is implausible: corrupt file");
                 dims[d] = (long)v;
             }
             var type = (GgmlType)r.ReadUInt32();
             ulong offset = r.ReadUInt64();
             if (offset > (ulong)length)
-                throw new LayerPruneException($"{path}: tensor '{name}' offset {offset} is beyond the end of the file");
+                throw new LayerPruneException($"{path}: tensor '{Quote(name)}' offset {offset} is beyond the end of the file");
             tensors.Add(new GgufTensorInfo(name, dims, type, (long)offset));
         }
         long dataStart = Align(fs.Position, alignment);
@@ -203,22 +234,25 @@ public sealed class GgufFile
         {
             long bytes;
             try { bytes = t.ByteLength; }
-            catch (LayerPruneException e) { throw new LayerPruneException($"{path}: tensor '{t.Name}': {e.Message}"); }
+            catch (LayerPruneException e) { throw new LayerPruneException($"{path}: tensor '{Quote(t.Name)}': {e.Message}"); }
             if (t.Offset % alignment != 0)
-                throw new LayerPruneException($"{path}: tensor '{t.Name}' offset {t.Offset} is not aligned to {alignment}");
+                throw new LayerPruneException($"{path}: tensor '{Quote(t.Name)}' offset {t.Offset} is not aligned to {alignment}");
             if (dataStart + t.Offset + bytes > length)
                 throw new LayerPruneException(
-                    $"{path}: tensor '{t.Name}' ({bytes} bytes at data offset {t.Offset}) extends beyond the end of the file: truncated?");
+                    $"{path}: tensor '{Quote(t.Name)}' ({bytes} bytes at data offset {t.Offset}) extends beyond the end of the file: " +
+                    "truncated?");
         }
         if (tensors.Select(t => t.Name).Distinct().Count() != tensors.Count)
             throw new LayerPruneException($"{path}: duplicate tensor names");
-        return new GgufFile(path, version, metadata, tensors, dataStart, alignment, length);
+        return new GgufFile(path, version, metadata, tensors, dataStart, alignment, length, whole);
     }
 
     static string ReadString(BinaryReader r, string path, long length)
     {
         ulong n = r.ReadUInt64();
-        if (n > (ulong)length) throw new LayerPruneException($"{path}: GGUF string length {n} exceeds the file size: corrupt file");
+        // Bounded by the bytes left, so that a corrupt length never sizes an allocation beyond the file.
+        if (n > (ulong)(length - r.BaseStream.Position))
+            throw new LayerPruneException($"{path}: GGUF string length {n} exceeds the rest of the file: corrupt file");
         var bytes = r.ReadBytes((int)n);
         if (bytes.Length != (int)n) throw new EndOfStreamException();
         return Encoding.UTF8.GetString(bytes);
@@ -229,10 +263,20 @@ public sealed class GgufFile
         if (type != GgufValueType.Array) return new GgufValue(type, ReadScalar(r, type, path, length, key));
         var elem = (GgufValueType)r.ReadUInt32();
         ulong n = r.ReadUInt64();
-        if (elem == GgufValueType.Array) throw new LayerPruneException($"{path}: metadata '{key}' is a nested array (not supported)");
-        if (n > (ulong)length)
-            throw new LayerPruneException($"{path}: metadata '{key}' array length {n} exceeds the file size: corrupt file");
-        var arr = System.Array.CreateInstance(ScalarClrType(elem, path, key), (int)n);
+        if (elem == GgufValueType.Array)
+            throw new LayerPruneException($"{path}: metadata '{Quote(key)}' is a nested array (not supported)");
+        var clr = ScalarClrType(elem, path, key);
+        // Each element takes at least its scalar size (a string: its 8-byte length) of the bytes left.
+        ulong left = (ulong)(length - r.BaseStream.Position), size = elem switch
+        {
+            GgufValueType.UInt8 or GgufValueType.Int8 or GgufValueType.Bool => 1UL,
+            GgufValueType.UInt16 or GgufValueType.Int16 => 2UL,
+            GgufValueType.UInt32 or GgufValueType.Int32 or GgufValueType.Float32 => 4UL,
+            _ => 8UL,
+        };
+        if (n > left / size)
+            throw new LayerPruneException($"{path}: metadata '{Quote(key)}' array length {n} exceeds the rest of the file: corrupt file");
+        var arr = System.Array.CreateInstance(clr, (int)n);
         for (int i = 0; i < (int)n; i++) arr.SetValue(ReadScalar(r, elem, path, length, key), i);
         return GgufValue.Array(elem, arr);
     }
@@ -244,7 +288,7 @@ public sealed class GgufFile
         GgufValueType.Float32 => r.ReadSingle(), GgufValueType.Bool => r.ReadByte() != 0,
         GgufValueType.String => ReadString(r, path, length),
         GgufValueType.UInt64 => r.ReadUInt64(), GgufValueType.Int64 => r.ReadInt64(), GgufValueType.Float64 => r.ReadDouble(),
-        _ => throw new LayerPruneException($"{path}: metadata '{key}' has unknown value type {(uint)type}"),
+        _ => throw new LayerPruneException($"{path}: metadata '{Quote(key)}' has unknown value type {(uint)type}"),
     };
 
     /// <summary>The .NET element type used for arrays of <paramref name="t"/>.</summary>
@@ -254,8 +298,26 @@ public sealed class GgufFile
         GgufValueType.Int16 => typeof(short), GgufValueType.UInt32 => typeof(uint), GgufValueType.Int32 => typeof(int),
         GgufValueType.Float32 => typeof(float), GgufValueType.Bool => typeof(bool), GgufValueType.String => typeof(string),
         GgufValueType.UInt64 => typeof(ulong), GgufValueType.Int64 => typeof(long), GgufValueType.Float64 => typeof(double),
-        _ => throw new LayerPruneException($"{path}: metadata '{key}' has unknown array element type {(uint)t}"),
+        _ => throw new LayerPruneException($"{path}: metadata '{Quote(key)}' has unknown array element type {(uint)t}"),
     };
+
+    /// <summary>
+    /// A string read from a GGUF file, fit for a one-line message: control characters escaped (\n, \u0001 …) and at most
+    /// 80 characters kept. Keys and tensor names of a corrupt file can hold anything, even the rest of the header.
+    /// </summary>
+    public static string Quote(string s)
+    {
+        var sb = new StringBuilder();
+        foreach (char ch in s)
+        {
+            if (sb.Length >= 80) return sb.Append('…').ToString();
+            if (ch == '\n') sb.Append("\\n");
+            else if (ch == '\r') sb.Append("\\r");
+            else if (char.IsControl(ch) || ch is '\u2028' or '\u2029' or '\u0085') sb.Append($"\\u{(int)ch:x4}");
+            else sb.Append(ch);
+        }
+        return sb.ToString();
+    }
 
     /// <summary>Rounds <paramref name="x"/> up to a multiple of <paramref name="alignment"/>.</summary>
     public static long Align(long x, int alignment) => (x + alignment - 1) / alignment * alignment;
@@ -263,13 +325,18 @@ public sealed class GgufFile
     /// <summary>Copies the stored bytes of <paramref name="t"/> (any type) to <paramref name="destination"/>.</summary>
     public void CopyTensor(GgufTensorInfo t, Stream destination)
     {
+        if (_bytes is not null)
+        {
+            destination.Write(_bytes, (int)(DataStart + t.Offset), (int)t.ByteLength); // Read checked the extent
+            return;
+        }
         using var fs = new FileStream(Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
         fs.Position = DataStart + t.Offset;
         var buffer = new byte[(int)Math.Min(1 << 20, Math.Max(1, t.ByteLength))];
         for (long left = t.ByteLength; left > 0;)
         {
             int n = fs.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
-            if (n <= 0) throw new LayerPruneException($"{Path}: unexpected end of file reading '{t.Name}'");
+            if (n <= 0) throw new LayerPruneException($"{Path}: unexpected end of file reading '{Quote(t.Name)}'");
             destination.Write(buffer, 0, n);
             left -= n;
         }

@@ -46,19 +46,22 @@ public static class GgufImporter
     }
 
     /// <summary>Writes the HF checkpoint of <paramref name="ggufPath"/> into the new folder <paramref name="outDir"/>.</summary>
-    public static void Convert(string ggufPath, string outDir)
+    public static void Convert(string ggufPath, string outDir) => Convert(GgufFile.Open(ggufPath), outDir);
+
+    /// <summary>Writes the HF checkpoint of the opened GGUF <paramref name="g"/> into the new folder <paramref name="outDir"/>.</summary>
+    public static void Convert(GgufFile g, string outDir)
     {
-        var g = GgufFile.Open(ggufPath);
+        string ggufPath = g.Path;
         string arch = g.Architecture;
         if (arch is not ("llama" or "qwen2"))
             throw new LayerPruneException(
-                $"{ggufPath}: GGUF architecture '{arch}' cannot be read (LayerPrune reads llama and qwen2 GGUFs; prune with an " +
-                "explicit layer list works on any)");
+                $"{ggufPath}: GGUF architecture '{GgufFile.Quote(arch)}' cannot be read (LayerPrune reads llama and qwen2 GGUFs; " +
+                "prune with an explicit layer list works on any)");
         foreach (var t in g.Tensors)
             if (Array.IndexOf(ReadableTypes, t.Type) < 0)
                 throw new LayerPruneException(
-                    $"{ggufPath}: tensor '{t.Name}' is {t.Type}; LayerPrune reads f32, f16, bf16 and q8_0 GGUFs: export an f16 or q8_0 " +
-                    "GGUF (convert_hf_to_gguf.py --outtype f16) or use the HF checkpoint");
+                    $"{ggufPath}: tensor '{GgufFile.Quote(t.Name)}' is {t.Type}; LayerPrune reads f32, f16, bf16 and q8_0 GGUFs: " +
+                    "export an f16 or q8_0 GGUF (convert_hf_to_gguf.py --outtype f16) or use the HF checkpoint");
         var tensors = g.Tensors.ToDictionary(t => t.Name);
         if (tensors.ContainsKey("rope_freqs.weight"))
             throw new LayerPruneException(
@@ -67,7 +70,9 @@ public static class GgufImporter
         Directory.CreateDirectory(outDir);
         var config = Config(g, tensors);
         File.WriteAllText(Path.Combine(outDir, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
-        var c = ModelConfig.Load(outDir);
+        ModelConfig c;
+        try { c = ModelConfig.Load(outDir); }
+        catch (LayerPruneException e) { throw NotAModel(ggufPath, outDir, e); }
         var all = GgufTensorNames.Tensors(c, _ => true).ToDictionary(m => m.HfName);
         bool Has(string hf) => all.TryGetValue(hf, out var m) && tensors.ContainsKey(m.GgufName);
         var writes = new List<TensorToWrite>();
@@ -83,6 +88,22 @@ public static class GgufImporter
         SafeTensorsWriter.Write(Path.Combine(outDir, Checkpoint.SingleFile), writes,
             new Dictionary<string, string> { ["format"] = "pt", ["source"] = "gguf" });
         GgufTokenizerReader.Write(g, outDir, c.VocabSize);
+        // The folder must load as any checkpoint does; where it does not, the GGUF's metadata and tensors disagree, and the
+        // user is told about the GGUF, not about the conversion folder (found by bench/LayerPrune.Fuzz).
+        try
+        {
+            Checkpoint.Open(outDir).Dispose();
+            Tokenization.TokenizerLoader.Load(outDir);
+        }
+        catch (LayerPruneException e) { throw NotAModel(ggufPath, outDir, e); }
+    }
+
+    /// <summary>A failure to load the converted folder, told about the GGUF (the folder's path left out).</summary>
+    static LayerPruneException NotAModel(string ggufPath, string outDir, LayerPruneException e)
+    {
+        string inner = e.Message.Replace(Path.GetFullPath(outDir) + Path.DirectorySeparatorChar, "")
+            .Replace(outDir + Path.DirectorySeparatorChar, "");
+        return new LayerPruneException($"{ggufPath}: its metadata and tensors do not make a valid model (as converted, {inner})");
     }
 
     static JsonObject Config(GgufFile g, Dictionary<string, GgufTensorInfo> tensors)
@@ -92,7 +113,7 @@ public static class GgufImporter
         {
             null => null,
             { Type: GgufValueType.Array } => throw new LayerPruneException($"{g.Path}: {arch}.{k} varies per layer (not supported)"),
-            var v => v.AsLong(),
+            var v => v.AsLong(g.Path, $"{arch}.{k}"),
         };
         long Need(string k) => Key(k) ?? throw new LayerPruneException($"{g.Path}: GGUF metadata has no {arch}.{k}");
         double? Float(string k) => g.Get($"{arch}.{k}")?.Value switch { float f => f, double d => d, _ => null };
@@ -121,7 +142,7 @@ public static class GgufImporter
         if (g.Get($"{arch}.rope.scaling.type")?.Value is string scaling and not "none")
         {
             if (scaling != "linear")
-                throw new LayerPruneException($"{g.Path}: RoPE scaling '{scaling}' cannot be read (only linear)");
+                throw new LayerPruneException($"{g.Path}: RoPE scaling '{GgufFile.Quote(scaling)}' cannot be read (only linear)");
             c["rope_scaling"] = new JsonObject { ["type"] = "linear", ["factor"] = Float("rope.scaling.factor") ?? 1.0 };
         }
         if (Key("rope.dimension_count") is long rd && rd != c["head_dim"]!.GetValue<long>())
@@ -131,8 +152,8 @@ public static class GgufImporter
             c["attention_bias"] = tensors.ContainsKey("blk.0.attn_q.bias");
             c["mlp_bias"] = tensors.ContainsKey("blk.0.ffn_gate.bias");
         }
-        if (g.Get("tokenizer.ggml.bos_token_id") is { } bos) c["bos_token_id"] = bos.AsLong();
-        if (g.Get("tokenizer.ggml.eos_token_id") is { } eos) c["eos_token_id"] = eos.AsLong();
+        if (g.Get("tokenizer.ggml.bos_token_id") is { } bos) c["bos_token_id"] = bos.AsLong(g.Path, "tokenizer.ggml.bos_token_id");
+        if (g.Get("tokenizer.ggml.eos_token_id") is { } eos) c["eos_token_id"] = eos.AsLong(g.Path, "tokenizer.ggml.eos_token_id");
         return c;
     }
 

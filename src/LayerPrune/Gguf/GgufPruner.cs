@@ -53,7 +53,8 @@ public static partial class GgufPruner
             {
                 int layer = int.Parse(m.Groups[1].Value);
                 if (layer >= layers)
-                    throw new LayerPruneException($"{inPath}: tensor '{t.Name}' belongs to a block beyond {arch}.block_count = {layers}");
+                    throw new LayerPruneException(
+                        $"{inPath}: tensor '{GgufFile.Quote(t.Name)}' belongs to a block beyond {arch}.block_count = {layers}");
                 if (!newIndex.TryGetValue(layer, out int n)) continue;
                 name = $"blk.{n}.{m.Groups[2].Value}";
             }

@@ -33,7 +33,7 @@ public static class GgufTokenizerReader
         int? Id(string key)
         {
             if (g.Get($"tokenizer.ggml.{key}") is not { } v) return null;
-            long id = v.AsLong();
+            long id = v.AsLong(g.Path, $"tokenizer.ggml.{key}");
             if (id < 0 || id >= tokens.Length) throw new LayerPruneException($"{g.Path}: tokenizer.ggml.{key} {id} is not a token id");
             return (int)id;
         }
@@ -66,7 +66,8 @@ public static class GgufTokenizerReader
                 break;
             default:
                 throw new LayerPruneException(
-                    $"{g.Path}: tokenizer.ggml.model '{model}' cannot be read (LayerPrune reads llama/SentencePiece and gpt2/BPE)");
+                    $"{g.Path}: tokenizer.ggml.model '{GgufFile.Quote(model)}' cannot be read " +
+                    "(LayerPrune reads llama/SentencePiece and gpt2/BPE)");
         }
         File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), cfg.ToJsonString(new() { WriteIndented = true }));
     }
@@ -88,7 +89,7 @@ public static class GgufTokenizerReader
             "llama-bpe" or "llama3" => new JsonObject { ["type"] = "Sequence", ["pretokenizers"] = new JsonArray(Split(Llama3Pattern),
                 ByteLevel(false)) },
             _ => throw new LayerPruneException(
-                $"{path}: BPE pre-tokenizer '{pre}' is not known to LayerPrune (it reads gpt-2, llama-bpe and qwen2)"),
+                $"{path}: BPE pre-tokenizer '{GgufFile.Quote(pre)}' is not known to LayerPrune (it reads gpt-2, llama-bpe and qwen2)"),
         };
         var vocab = new JsonObject();
         var added = new JsonArray();

@@ -30,6 +30,8 @@ public sealed class FakeHub : IDisposable
     public ConcurrentDictionary<string, long> Sent { get; } = new();
     /// <summary>When set, a file body pauses this long after every 256 KiB.</summary>
     public TimeSpan? Throttle { get; set; }
+    /// <summary>When set, a body longer than 256 KiB stops after its first 256 KiB until the gate opens (up to 5 minutes).</summary>
+    public ManualResetEventSlim? BodyGate { get; set; }
 
     public string Endpoint { get; }
 
@@ -160,6 +162,7 @@ public sealed class FakeHub : IDisposable
             s.Flush();
             if (key is not null) Sent.AddOrUpdate(key, part.Length, (_, v) => v + part.Length);
             if (Throttle is { } t) Thread.Sleep(t);
+            if (i == 0 && b.Length > Chunk && key is not null && BodyGate is { } gate) gate.Wait(TimeSpan.FromMinutes(5));
         }
     }
 

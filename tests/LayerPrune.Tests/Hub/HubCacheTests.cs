@@ -158,6 +158,36 @@ public sealed class HubCacheTests : IDisposable
             Assert.False(Directory.Exists(Path.Combine(repo, "snapshots")), $"{repo} has a visible snapshot");
     }
 
+    /// <summary>A repository with only pickle weights is refused in one line naming it, and nothing is downloaded.</summary>
+    [Fact]
+    public void PickleOnlyRepoIsRefusedNamingTheRepo()
+    {
+        _hub.AddRepo("test-org/pickle", new Dictionary<string, byte[]>
+        {
+            ["config.json"] = File.ReadAllBytes(Path.Combine(KjvModel.Dir, "config.json")),
+            ["pytorch_model.bin"] = new byte[4096],
+        });
+        var line = ChildRun.AssertOneLineError(ChildRun.Run(["download", "test-org/pickle"], env: Env()), 1);
+        Assert.Contains("test-org/pickle", line);
+        Assert.Contains("pickle", line);
+        Assert.Equal(0, _hub.Gets(p => p.EndsWith("pytorch_model.bin", StringComparison.Ordinal)));
+        Assert.False(Directory.Exists(Path.Combine(Cache, "models--test-org--pickle", "snapshots")));
+    }
+
+    /// <summary>huggingface_hub's cache rule: without HF_HUB_CACHE the cache is HF_HOME/hub.</summary>
+    [Fact]
+    public void WithoutHfHubCacheTheCacheIsHfHomeHub()
+    {
+        var env = Env();
+        env["HF_HUB_CACHE"] = "";
+        var r = ChildRun.Run(["download", Repo], env: env);
+        Assert.True(r.Exit == 0, r.Stderr);
+        string expected = Path.Combine(_tmp, "home", "hub", "models--test-org--kjv-llama-16l", "snapshots", FakeHub.Commit);
+        Assert.Equal(expected, r.Stdout.Trim());
+        AssertSameFiles(KjvModel.Dir, expected);
+        Assert.False(Directory.Exists(Cache));
+    }
+
     [Fact]
     public void ColdSweepOfAHubIdDownloadsAndGivesTheLocalFoldersResults()
     {
@@ -173,6 +203,50 @@ public sealed class HubCacheTests : IDisposable
         static string Rows(string dir) =>
             System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "results.json")))!["rows"]!.ToJsonString();
         Assert.Equal(Rows(Path.Combine(_tmp, "local")), Rows(Path.Combine(_tmp, "hub-out")));
+    }
+
+    /// <summary>
+    /// Two `layerprune download` processes of one model: the second asks the hub for model.safetensors while the first is
+    /// inside its body (the hub holds that body until it has), so the second must wait on the blob's .lock. Both succeed
+    /// with one snapshot, the blob is fetched and stored once, and nothing half-written or stray is left.
+    /// </summary>
+    [Fact]
+    public void TwoConcurrentDownloadProcessesBothSucceedWithOneCopy()
+    {
+        byte[] weights = File.ReadAllBytes(Path.Combine(KjvModel.Dir, "model.safetensors"));
+        string sha = FakeHub.Sha256(weights);
+        string resolve = $"/{Repo}/resolve/main/model.safetensors";
+        using var gate = new ManualResetEventSlim(false);
+        _hub.BodyGate = gate;
+        try
+        {
+            var first = Task.Run(() => ChildRun.Run(["download", Repo], env: Env()));
+            Assert.True(SpinWait.SpinUntil(() => _hub.Sent.GetValueOrDefault(sha) > 0 || first.IsCompleted, TimeSpan.FromMinutes(3)));
+            Assert.False(first.IsCompleted, first.IsCompleted ? first.Result.Stderr : "");
+            var second = Task.Run(() => ChildRun.Run(["download", Repo], env: Env()));
+            Assert.True(SpinWait.SpinUntil(() => _hub.Requests.Count(q => q.Path == resolve) >= 2 || second.IsCompleted,
+                TimeSpan.FromMinutes(3)), "the second download never asked for model.safetensors");
+            long sentWhenSecondAsked = _hub.Sent.GetValueOrDefault(sha);
+            gate.Set();
+            var a = first.Result;
+            var b = second.Result;
+            Assert.True(a.Exit == 0, a.Stderr);
+            Assert.True(b.Exit == 0, b.Stderr);
+            Assert.InRange(sentWhenSecondAsked, 1, weights.Length - 1); // they overlapped: the blob was half sent
+            Assert.Equal(a.Stdout.Trim(), b.Stdout.Trim());
+            AssertSameFiles(KjvModel.Dir, a.Stdout.Trim());
+        }
+        finally { gate.Set(); }
+        Assert.Equal(1, _hub.Gets(p => p == $"/cdn/{sha}")); // fetched once
+        var blobs = Directory.GetFiles(Path.Combine(RepoDir, "blobs"));
+        Assert.Single(blobs, f => new FileInfo(f).Length == weights.Length); // stored once
+        Assert.Equal(Directory.GetFiles(KjvModel.Dir).Length, blobs.Length); // one blob per file, no .incomplete or temp file
+        Assert.Empty(Directory.GetFiles(RepoDir, "*.tmp-*", SearchOption.AllDirectories));
+        // .locks holds empty lock files only (as huggingface_hub leaves them), one per blob at most.
+        var locks = Directory.GetFiles(Path.Combine(Cache, ".locks", "models--test-org--kjv-llama-16l"));
+        Assert.Contains(locks, f => Path.GetFileName(f) == sha + ".lock");
+        Assert.All(locks, f => Assert.True(f.EndsWith(".lock") && new FileInfo(f).Length == 0, f));
+        Assert.Equal(FakeHub.Commit, File.ReadAllText(Path.Combine(RepoDir, "refs", "main")));
     }
 
     [Fact]
