@@ -42,6 +42,7 @@ if (which is "all" or "efficiency") EfficiencyBench.Run(o, model, args);
 if (which is "heal-scale") HealScaleBench.Run(o, model, args); // a real-shape checkpoint: --model DIR (not in "all")
 if (which is "heal-profile") HealProfile.Run(o, model, args); // where a QLoRA step's time goes, one layer (diagnostic)
 if (which is "peer") PeerBench.Run(o, model, args); // llama.cpp side by side (not in "all")
+if (which is "decode-profile") DecodeProfile.Run(o, model, args); // issue 30: one decode token's parts (diagnostic)
 if (which is "heal-stream") HealStreamBench.Run(o, model, args); // likewise
 if (which is "repair-fit") RepairFitBench.Run(o, model, args); // issue 24: repair fit vs similarity pass (not in "all")
 return 0;

@@ -1,0 +1,99 @@
+using System.Diagnostics;
+using LayerPrune.Modeling;
+using static TorchSharp.torch;
+
+namespace LayerPrune.Bench;
+
+/// <summary>
+/// Where one batch-1 decode token's time goes (issue 30, diagnostic): `bench -- decode-profile --model DIR [--dtype bf16]
+/// [--threads 2] [--prompt-length 128] [--steps 16]`. Prints wall ms and process CPU ms per token of the whole step and of
+/// its parts measured alone (the GEMV kernel on each weight shape, with GB/s; one layer; the head), all in one run.
+/// </summary>
+public static class DecodeProfile
+{
+    public static void Run(TextWriter o, string modelDir, string[] args)
+    {
+        var (_, dtype) = ComputeTarget.Resolve("cpu", Arg(args, "--dtype") ?? "bf16");
+        int threads = int.Parse(Arg(args, "--threads") ?? "2"), promptLength = int.Parse(Arg(args, "--prompt-length") ?? "128");
+        int steps = int.Parse(Arg(args, "--steps") ?? "16");
+        set_num_threads(threads);
+        using var m = CausalLM.Load(modelDir, CPU, dtype);
+        var c = m.Config;
+        using var _ = no_grad();
+        foreach (var (_, t) in m.NamedTensors()) t.sum().Dispose();
+        var rnd = new Random(1);
+        long[] prompt = Enumerable.Range(0, promptLength).Select(_ => (long)rnd.Next(c.VocabSize)).ToArray();
+        var fo = new ForwardOptions { LastPositionOnly = true };
+        long Step(long[] ids, KvCache cache)
+        {
+            using var scope = NewDisposeScope();
+            var input = tensor(ids, [1, ids.Length]);
+            return m.Forward(input, cache: cache, options: fo)[0, -1].to(ScalarType.Float32).argmax().item<long>();
+        }
+        (double Wall, double Cpu) Time(Action a, int n)
+        {
+            a();
+            var p = Process.GetCurrentProcess();
+            p.Refresh();
+            double cpu0 = p.TotalProcessorTime.TotalMilliseconds;
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < n; i++) a();
+            double wall = sw.Elapsed.TotalMilliseconds / n;
+            p.Refresh();
+            return (wall, (p.TotalProcessorTime.TotalMilliseconds - cpu0) / n);
+        }
+        string F((double Wall, double Cpu) t) => $"{t.Wall,8:F2} ms wall {t.Cpu,8:F2} ms CPU";
+        o.WriteLine($"decode-profile {ComputeTarget.Name(dtype)}, {threads} threads, Gemv vector bits {Gemv.VectorBits}, "
+            + $"load {File.ReadAllText("/proc/loadavg").Trim()}");
+        foreach (bool gemv in new[] { true, false })
+        {
+            Gemv.Disabled = !gemv;
+            var sw = Stopwatch.StartNew();
+            using var cache = new KvCache(c.NumLayers);
+            long next = Step(prompt, cache);
+            double prefill = sw.Elapsed.TotalMilliseconds;
+            var t = Time(() => next = Step([next], cache), steps);
+            o.WriteLine($"  gemv {(gemv ? "on " : "off")}: prefill {promptLength} tokens {prefill:F0} ms; decode step {F(t)}");
+        }
+        Gemv.Disabled = false;
+        using (var cache = new KvCache(c.NumLayers))
+        {
+            long next = Step(prompt, cache);
+            using var x = randn(1, 1, c.HiddenSize).to(dtype);
+            var layer = m.Layer(0);
+            using var single = new KvCache(1);
+            using (var scope = NewDisposeScope()) { var pk = randn(1, 1, promptLength, c.HiddenSize).to(dtype); }
+            using var att = m.PrepareAttention(1, 1, promptLength, null);
+            // One layer at T = 1 without a cache (attention over itself) and the head.
+            o.WriteLine($"  one layer, T=1, no cache:      {F(Time(() => layer.Forward(x, att, null, 0).Dispose(), 50))}  (× {c.NumLayers})");
+            o.WriteLine($"  head (norm + lm_head):          {F(Time(() => m.Head(x).Dispose(), 20))}");
+            // The same layer with a cache of promptLength positions (it grows by one per call).
+            using var one = new KvCache(1);
+            using (var xs = randn(1, promptLength, c.HiddenSize).to(dtype)) using (var a0 = m.PrepareAttention(1, promptLength, 0, null))
+                layer.Forward(xs, a0, one, 0).Dispose();
+            o.WriteLine($"  one layer, T=1, cache {promptLength}:     {F(Time(() => { using var a1 = m.PrepareAttention(1, 1, one.Length, null);
+                layer.Forward(x, a1, one, 0).Dispose(); one.Advance(one.Length + 1); }, 20))}");
+            using var q = randn(1, c.NumHeads, 1, c.HeadDim).to(dtype);
+            using var kk = randn(1, c.NumHeads, promptLength, c.HeadDim).to(dtype);
+            o.WriteLine($"  sdpa T=1 S={promptLength}:             {F(Time(() => nn.functional.scaled_dot_product_attention(q, kk, kk).Dispose(), 50))}");
+            using var k4 = randn(1, c.NumKvHeads, promptLength, c.HeadDim).to(dtype);
+            o.WriteLine($"  repeat_interleave k:           {F(Time(() => k4.repeat_interleave(c.NumHeads / c.NumKvHeads, dim: 1).Dispose(), 50))}");
+            o.WriteLine($"  prepare attention:             {F(Time(() => m.PrepareAttention(1, 1, promptLength, null).Dispose(), 50))}");
+        }
+        foreach (var (name, lin) in m.Layer(0).Linears().Append(("lm_head", m.LmHead)))
+        {
+            var w = lin.Weight!;
+            using var xin = randn(1, 1, w.shape[1]).to(dtype);
+            double gb = w.NumberOfElements * w.ElementSize / 1e9;
+            foreach (int th in new[] { 1, threads }.Distinct())
+            {
+                var k = Time(() => Gemv.Fused(xin, [(w, null)], threads: th)[0].Dispose(), 20);
+                o.WriteLine($"  gemv {name,-18} [{w.shape[0]}x{w.shape[1]}] t={th}: {F(k)} {gb / (k.Wall / 1000):F1} GB/s");
+            }
+            var tl = Time(() => nn.functional.linear(xin, w).Dispose(), 20);
+            o.WriteLine($"  torch {name,-17} [{w.shape[0]}x{w.shape[1]}]    : {F(tl)} {gb / (tl.Wall / 1000):F1} GB/s");
+        }
+    }
+
+    static string? Arg(string[] args, string name) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault();
+}
