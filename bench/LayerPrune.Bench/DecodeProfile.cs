@@ -17,6 +17,7 @@ public static class DecodeProfile
         int threads = int.Parse(Arg(args, "--threads") ?? "2"), promptLength = int.Parse(Arg(args, "--prompt-length") ?? "128");
         int steps = int.Parse(Arg(args, "--steps") ?? "16");
         set_num_threads(threads);
+        if (args.Contains("--gemm")) { Gemm(o, int.Parse(Arg(args, "--prompt-length") ?? "128")); return; }
         using var m = CausalLM.Load(modelDir, CPU, dtype);
         var c = m.Config;
         using var _ = no_grad();
@@ -92,6 +93,38 @@ public static class DecodeProfile
             }
             var tl = Time(() => nn.functional.linear(xin, w).Dispose(), 20);
             o.WriteLine($"  torch {name,-17} [{w.shape[0]}x{w.shape[1]}]    : {F(tl)} {gb / (tl.Wall / 1000):F1} GB/s");
+        }
+    }
+
+    /// <summary>fp32 and bf16 GEMMs of a prefill's shapes (TinyLlama: [T, 2048] × [5632, 2048]ᵀ), GFLOP/s per CPU-second.</summary>
+    static void Gemm(TextWriter o, int T)
+    {
+        using var _ = no_grad();
+        foreach (var (n, k) in new[] { (5632L, 2048L), (2048L, 5632L), (2048L, 2048L) })
+        foreach (var dt in new[] { ScalarType.Float32 })
+        {
+            using var x = randn(T, k).to(dt);
+            using var w = randn(n, k).to(dt);
+            using var wt = w.t().contiguous();
+            double flop = 2.0 * T * n * k;
+            foreach (var (name, f) in new (string, Action)[] {
+                ("linear(x, W)", () => nn.functional.linear(x, w).Dispose()),
+                ("mm(x, Wt contiguous)", () => x.mm(wt).Dispose()),
+                ("mm(W, xT)", () => w.mm(x.t()).Dispose()),
+                ("Sgemm (C#)", () => { if (dt == ScalarType.Float32) Sgemm.Forward(x, w, null).Dispose(); }) })
+            {
+                f();
+                var p = Process.GetCurrentProcess();
+                p.Refresh();
+                double cpu0 = p.TotalProcessorTime.TotalSeconds;
+                var sw = Stopwatch.StartNew();
+                int reps = 5;
+                for (int i = 0; i < reps; i++) f();
+                double wall = sw.Elapsed.TotalSeconds / reps;
+                p.Refresh();
+                double cpu = (p.TotalProcessorTime.TotalSeconds - cpu0) / reps;
+                o.WriteLine($"  {dt,-9} [{T}x{k}]x[{n}x{k}]T {name,-22}: {flop / wall / 1e9,7:F1} GFLOP/s wall {flop / cpu / 1e9,7:F1} per CPU-s");
+            }
         }
     }
 
