@@ -24,7 +24,10 @@ public static class DecodeProfile
         foreach (var (_, t) in m.NamedTensors()) t.sum().Dispose();
         var rnd = new Random(1);
         long[] prompt = Enumerable.Range(0, promptLength).Select(_ => (long)rnd.Next(c.VocabSize)).ToArray();
-        var fo = new ForwardOptions { LastPositionOnly = true };
+        // --skip-attention 1,3,5: those layers' attention sublayers are skipped in memory (issue 30: a model with attention
+        // sublayers removed decoded slower than the full one).
+        var skipped = Arg(args, "--skip-attention")?.Split(',').Select(int.Parse).ToArray();
+        var fo = new ForwardOptions { LastPositionOnly = true, Skip = skipped is null ? null : new SublayerMask(skipped, []) };
         long Step(long[] ids, KvCache cache)
         {
             using var scope = NewDisposeScope();
@@ -54,9 +57,10 @@ public static class DecodeProfile
             long next = Step(prompt, cache);
             double prefill = sw.Elapsed.TotalMilliseconds;
             var t = Time(() => next = Step([next], cache), steps);
-            o.WriteLine($"  gemv {(gemv ? "on " : "off")}: prefill {promptLength} tokens {prefill:F0} ms; decode step {F(t)}");
+            o.WriteLine($"  gemv {(gemv ? "on " : "off")}{(skipped is null ? "" : $", attention of layers {string.Join(",", skipped)} skipped")}: prefill {promptLength} tokens {prefill:F0} ms; decode step {F(t)}");
         }
         Gemv.Disabled = false;
+        if (skipped is not null) return;
         using (var cache = new KvCache(c.NumLayers))
         {
             long next = Step(prompt, cache);
