@@ -60,7 +60,7 @@ public static class DecodeProfile
             o.WriteLine($"  gemv {(gemv ? "on " : "off")}{(skipped is null ? "" : $", attention of layers {string.Join(",", skipped)} skipped")}: prefill {promptLength} tokens {prefill:F0} ms; decode step {F(t)}");
         }
         Gemv.Disabled = false;
-        if (skipped is not null) return;
+        if (skipped is not null || args.Contains("--steps-only")) return;
         using (var cache = new KvCache(c.NumLayers))
         {
             long next = Step(prompt, cache);

@@ -4,14 +4,15 @@ namespace LayerPrune.Modeling;
 
 /// <summary>
 /// The worker threads of the batch-1 kernels (<see cref="Gemv"/>, <see cref="DecodeLayer"/>): a decode token dispatches a
-/// hundred short parallel loops (each 0.05–2 ms), so a worker that just finished one spins for a while waiting for the next
+/// hundred short parallel loops (each 0.05–2 ms), so a worker that just finished one spins for 0.2 ms waiting for the next
 /// instead of sleeping (ggml's thread pool does the same); after <see cref="SpinMicroseconds"/> idle it blocks. The calling
 /// thread works too, so <c>threads</c> = 2 uses one worker. One loop runs at a time (a second caller waits for it).
 /// </summary>
 internal static class SpinPool
 {
-    /// <summary>How long an idle worker spins before it blocks.</summary>
-    public const int SpinMicroseconds = 2000;
+    /// <summary>How long an idle worker spins before it blocks (LP_SPIN_US overrides, for measurements).</summary>
+    public static readonly int SpinMicroseconds =
+        int.TryParse(Environment.GetEnvironmentVariable("LP_SPIN_US"), out int us) && us >= 0 ? us : 200;
 
     static readonly object Gate = new(), SleepLock = new();
     static readonly List<Thread> Workers = [];
