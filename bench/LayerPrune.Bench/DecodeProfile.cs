@@ -57,7 +57,8 @@ public static class DecodeProfile
             long next = Step(prompt, cache);
             double prefill = sw.Elapsed.TotalMilliseconds;
             var t = Time(() => next = Step([next], cache), steps);
-            o.WriteLine($"  gemv {(gemv ? "on " : "off")}{(skipped is null ? "" : $", attention of layers {string.Join(",", skipped)} skipped")}: prefill {promptLength} tokens {prefill:F0} ms; decode step {F(t)}");
+            string skip = skipped is null ? "" : $", attention of layers {string.Join(",", skipped)} skipped";
+            o.WriteLine($"  gemv {(gemv ? "on " : "off")}{skip}: prefill {promptLength} tokens {prefill:F0} ms; decode step {F(t)}");
         }
         Gemv.Disabled = false;
         if (skipped is not null || args.Contains("--steps-only")) return;
@@ -70,19 +71,27 @@ public static class DecodeProfile
             using (var scope = NewDisposeScope()) { var pk = randn(1, 1, promptLength, c.HiddenSize).to(dtype); }
             using var att = m.PrepareAttention(1, 1, promptLength, null);
             // One layer at T = 1 without a cache (attention over itself) and the head.
-            o.WriteLine($"  one layer, T=1, no cache:      {F(Time(() => layer.Forward(x, att, null, 0).Dispose(), 50))}  (× {c.NumLayers})");
+            var noCache = Time(() => layer.Forward(x, att, null, 0).Dispose(), 50);
+            o.WriteLine($"  one layer, T=1, no cache:      {F(noCache)}  (× {c.NumLayers})");
             o.WriteLine($"  head (norm + lm_head):          {F(Time(() => m.Head(x).Dispose(), 20))}");
             // The same layer with a cache of promptLength positions (it grows by one per call).
             using var one = new KvCache(1);
             using (var xs = randn(1, promptLength, c.HiddenSize).to(dtype)) using (var a0 = m.PrepareAttention(1, promptLength, 0, null))
                 layer.Forward(xs, a0, one, 0).Dispose();
-            o.WriteLine($"  one layer, T=1, cache {promptLength}:     {F(Time(() => { using var a1 = m.PrepareAttention(1, 1, one.Length, null);
-                layer.Forward(x, a1, one, 0).Dispose(); one.Advance(one.Length + 1); }, 20))}");
+            var cached = Time(() =>
+            {
+                using var a1 = m.PrepareAttention(1, 1, one.Length, null);
+                layer.Forward(x, a1, one, 0).Dispose();
+                one.Advance(one.Length + 1);
+            }, 20);
+            o.WriteLine($"  one layer, T=1, cache {promptLength}:     {F(cached)}");
             using var q = randn(1, c.NumHeads, 1, c.HeadDim).to(dtype);
             using var kk = randn(1, c.NumHeads, promptLength, c.HeadDim).to(dtype);
-            o.WriteLine($"  sdpa T=1 S={promptLength}:             {F(Time(() => nn.functional.scaled_dot_product_attention(q, kk, kk).Dispose(), 50))}");
+            var sdpa = Time(() => nn.functional.scaled_dot_product_attention(q, kk, kk).Dispose(), 50);
+            o.WriteLine($"  sdpa T=1 S={promptLength}:             {F(sdpa)}");
             using var k4 = randn(1, c.NumKvHeads, promptLength, c.HeadDim).to(dtype);
-            o.WriteLine($"  repeat_interleave k:           {F(Time(() => k4.repeat_interleave(c.NumHeads / c.NumKvHeads, dim: 1).Dispose(), 50))}");
+            var repeat = Time(() => k4.repeat_interleave(c.NumHeads / c.NumKvHeads, dim: 1).Dispose(), 50);
+            o.WriteLine($"  repeat_interleave k:           {F(repeat)}");
             o.WriteLine($"  prepare attention:             {F(Time(() => m.PrepareAttention(1, 1, promptLength, null).Dispose(), 50))}");
         }
         foreach (var (name, lin) in m.Layer(0).Linears().Append(("lm_head", m.LmHead)))
@@ -127,7 +136,8 @@ public static class DecodeProfile
                 double wall = sw.Elapsed.TotalSeconds / reps;
                 p.Refresh();
                 double cpu = (p.TotalProcessorTime.TotalSeconds - cpu0) / reps;
-                o.WriteLine($"  {dt,-9} [{T}x{k}]x[{n}x{k}]T {name,-22}: {flop / wall / 1e9,7:F1} GFLOP/s wall {flop / cpu / 1e9,7:F1} per CPU-s");
+                o.WriteLine($"  {dt,-9} [{T}x{k}]x[{n}x{k}]T {name,-22}: {flop / wall / 1e9,7:F1} GFLOP/s wall "
+                    + $"{flop / cpu / 1e9,7:F1} per CPU-s");
             }
         }
     }

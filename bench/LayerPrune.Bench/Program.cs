@@ -8,6 +8,8 @@ using LayerPrune.Bench;
 //                                        parts, bare times: a diagnostic, HealProfile.cs)
 //        ... -- heal-stream --model DIR --data FILE [--dtype bf16] [--steps 1] [--batch 1] [--seq-len 32] [--resident]
 //                                        (streamed LoRA heal steps without outputs, HealStreamBench.cs)
+//        ... -- decode-profile --model DIR [--dtype bf16|fp32] [--threads 2] [--steps 16] [--steps-only] [--skip-attention 1,3]
+//                                        [--gemm]   (issue 30: one decode token's parts, fp32 GEMMs; DecodeProfile.cs)
 //        ... -- peer --model DIR [--peer llamacpp] [--dtype bf16|fp32] [--threads 2] [--prompt-length 128] [--decode-tokens 32]
 //                                        [--repeats 5]   (issue 30: beside llama.cpp on a temporary GGUF, PeerBench.cs)
 //        ... -- repair-fit --model DIR --layers S-E [--dtype bf16|fp32] [--chunks 64] [--seq-len 256] [--data FILE]

@@ -25,8 +25,8 @@ internal static unsafe class DecodeLayer
     /// </summary>
     public static Tensor? TryForward(LlamaDecoderLayer layer, Tensor x, AttentionInputs a, KvCache? cache, int slot)
     {
-        if (Gemv.Disabled || TorchOpsOnThisThread || x.device_type != TorchSharp.DeviceType.CPU || x.dim() != 3 || x.shape[0] != 1 || x.shape[1] != 1)
-            return null;
+        if (Gemv.Disabled || TorchOpsOnThisThread || x.device_type != TorchSharp.DeviceType.CPU) return null;
+        if (x.dim() != 3 || x.shape[0] != 1 || x.shape[1] != 1) return null;
         if (x.dtype is not (ScalarType.BFloat16 or ScalarType.Float32) || !x.is_contiguous()) return null;
         if ((is_grad_enabled() && x.requires_grad) || LayerCheckpoint.Active) return null;
         var attn = a.Skip?.SkipsAttention(layer.Index) == true ? null : layer.SelfAttn;

@@ -33,8 +33,8 @@ internal static unsafe class Sgemm
         if (x.device_type != TorchSharp.DeviceType.CPU || w.device_type != TorchSharp.DeviceType.CPU || w.dim() != 2) return false;
         long k = w.shape[1], rows = x.NumberOfElements / Math.Max(1, k);
         if (x.shape[^1] != k || rows < 2 || rows > MaxRows || !w.is_contiguous()) return false;
-        if (bias is not null && (bias.dtype != ScalarType.Float32 || !bias.is_contiguous() || bias.device_type != TorchSharp.DeviceType.CPU))
-            return false;
+        if (bias is not null && (bias.dtype != ScalarType.Float32 || !bias.is_contiguous()
+            || bias.device_type != TorchSharp.DeviceType.CPU)) return false;
         return !is_grad_enabled() || !(x.requires_grad || w.requires_grad || (bias?.requires_grad ?? false));
     }
 

@@ -76,7 +76,8 @@ public sealed class DecodeLayerTests
             var reference = Run(m, prompt, steps, torchOps: true);
             var fast = Run(m, prompt, steps, torchOps: false);
             double refErr = MaxAbs(reference, exact), fastErr = MaxAbs(fast, exact), diff = MaxAbs(fast, reference);
-            string what = $"{which} {dtype}: torch ops {refErr:G3}, decode layer {fastErr:G3} from fp64, apart {diff:G3} (logits up to {scale:G3})";
+            string what = $"{which} {dtype}: torch ops {refErr:G3}, decode layer {fastErr:G3} from fp64, apart {diff:G3} "
+                + $"(logits up to {scale:G3})";
             // fp32: both are fp32 sums of the same products in other orders, ~1e-6 relative apart. bf16: the same roundings
             // to bf16 after every op; a sum landing on the other side of a rounding boundary moves a value by one bf16 ulp
             // (2^-8 relative), which the following layers carry, so the two paths may differ like any two bf16 runs: the
