@@ -8,6 +8,8 @@ using LayerPrune.Bench;
 //                                        parts, bare times: a diagnostic, HealProfile.cs)
 //        ... -- heal-stream --model DIR --data FILE [--dtype bf16] [--steps 1] [--batch 1] [--seq-len 32] [--resident]
 //                                        (streamed LoRA heal steps without outputs, HealStreamBench.cs)
+//        ... -- decode-profile --model DIR [--dtype bf16|fp32] [--threads 2] [--steps 16] [--steps-only] [--skip-attention 1,3]
+//                                        [--gemm]   (issue 30: one decode token's parts, fp32 GEMMs; DecodeProfile.cs)
 //        ... -- peer --model DIR [--peer llamacpp] [--dtype bf16|fp32] [--threads 2] [--prompt-length 128] [--decode-tokens 32]
 //                                        [--repeats 5]   (issue 30: beside llama.cpp on a temporary GGUF, PeerBench.cs)
 //        ... -- repair-fit --model DIR --layers S-E [--dtype bf16|fp32] [--chunks 64] [--seq-len 256] [--data FILE]
@@ -42,6 +44,7 @@ if (which is "all" or "efficiency") EfficiencyBench.Run(o, model, args);
 if (which is "heal-scale") HealScaleBench.Run(o, model, args); // a real-shape checkpoint: --model DIR (not in "all")
 if (which is "heal-profile") HealProfile.Run(o, model, args); // where a QLoRA step's time goes, one layer (diagnostic)
 if (which is "peer") PeerBench.Run(o, model, args); // llama.cpp side by side (not in "all")
+if (which is "decode-profile") DecodeProfile.Run(o, model, args); // issue 30: one decode token's parts (diagnostic)
 if (which is "heal-stream") HealStreamBench.Run(o, model, args); // likewise
 if (which is "repair-fit") RepairFitBench.Run(o, model, args); // issue 24: repair fit vs similarity pass (not in "all")
 return 0;

@@ -68,11 +68,24 @@ public static unsafe class Gemv
             long rows = w.shape[0];
             outs[k] = empty([.. x.shape[..^1], rows], x.dtype);
             jobs[k] = new Job(CpuLoops.Address(w), b is null ? 0 : CpuLoops.Address(b), CpuLoops.Address(outs[k]), rows,
-                totalBlocks);
+                totalBlocks, Float32Out: false);
             totalBlocks += (rows + RowBlock - 1) / RowBlock;
             bytes += w.NumberOfElements * w.ElementSize;
         }
-        nint xp = CpuLoops.Address(xf);
+        Run((float*)CpuLoops.Address(xf), n, jobs, bf16, bits, bytes < ParallelBytes ? 1
+            : Math.Max(1, threads ?? CpuLoops.MaxThreads ?? get_num_threads()));
+        return outs;
+    }
+
+    /// <summary>
+    /// The rows of every job for fp32 input x [n] (the weights' dtype: bf16 or fp32), on <paramref name="threads"/> threads
+    /// of <see cref="SpinPool"/>; jobs[k].FirstBlock must count the blocks of the jobs before it.
+    /// </summary>
+    internal static void Run(float* x, long n, Job[] jobs, bool bf16, int bits, int threads)
+    {
+        var last = jobs[^1];
+        long totalBlocks = last.FirstBlock + (last.Rows + RowBlock - 1) / RowBlock;
+        nint xp = (nint)x;
         void Blocks(long first, long end)
         {
             int k = 0;
@@ -83,18 +96,17 @@ public static unsafe class Gemv
                 Rows(jobs[k], (float*)xp, n, r0, (int)Math.Min(RowBlock, jobs[k].Rows - r0), bf16, bits);
             }
         }
-        // Small weights on one thread: below ParallelBytes the dispatch costs more than the rows.
-        int t = bytes < ParallelBytes ? 1 : Math.Max(1, threads ?? CpuLoops.MaxThreads ?? get_num_threads());
-        if (t == 1) Blocks(0, totalBlocks);
+        if (threads <= 1) Blocks(0, totalBlocks);
         else
         {
             // A few chunks per thread balance the rows when a thread is held up.
-            long chunks = Math.Min(totalBlocks, t * 4L);
-            Parallel.For(0L, chunks, new ParallelOptions { MaxDegreeOfParallelism = t },
-                c => Blocks(c * totalBlocks / chunks, (c + 1) * totalBlocks / chunks));
+            long chunks = Math.Min(totalBlocks, threads * 4L);
+            SpinPool.For((int)chunks, threads, c => Blocks(c * totalBlocks / chunks, (c + 1) * totalBlocks / chunks));
         }
-        return outs;
     }
+
+    /// <summary>Blocks of <see cref="RowBlock"/> rows in a weight of <paramref name="rows"/> rows.</summary>
+    internal static long BlocksOf(long rows) => (rows + RowBlock - 1) / RowBlock;
 
     /// <summary>Weight bytes from which a call is split over threads (a 512×512 fp32 matrix, about 50 µs of reading).</summary>
     public const long ParallelBytes = 1L << 20;
@@ -110,8 +122,9 @@ public static unsafe class Gemv
         return Fused(x, linears.Select(l => (l.Weight!, l.Bias)).ToArray());
     }
 
-    /// <summary>One weight's part of a fused loop: addresses, rows and the index of its first block of rows.</summary>
-    readonly record struct Job(nint W, nint Bias, nint Out, long Rows, long FirstBlock);
+    /// <summary>One weight's part of a fused loop: addresses, rows and the index of its first block of rows; Float32Out: the
+    /// output is fp32 (sum + bias, not rounded) rather than the weight's dtype.</summary>
+    internal readonly record struct Job(nint W, nint Bias, nint Out, long Rows, long FirstBlock, bool Float32Out);
 
     /// <summary>Output rows r0 … r0 + count − 1 (count ≤ <see cref="RowBlock"/>) of one job.</summary>
     static void Rows(in Job j, float* x, long n, long r0, int count, bool bf16, int bits)
@@ -134,7 +147,8 @@ public static unsafe class Gemv
             if (bf16)
             {
                 if (j.Bias != 0) s += Bf16ToFloat(((ushort*)j.Bias)[row]);
-                ((ushort*)j.Out)[row] = FloatToBf16(s);
+                if (j.Float32Out) ((float*)j.Out)[row] = s;
+                else ((ushort*)j.Out)[row] = FloatToBf16(s);
             }
             else
             {
@@ -272,7 +286,7 @@ public static unsafe class Gemv
         Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(Vector128.Load(p)), 16).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float Bf16ToFloat(ushort b) => BitConverter.UInt32BitsToSingle((uint)b << 16);
+    internal static float Bf16ToFloat(ushort b) => BitConverter.UInt32BitsToSingle((uint)b << 16);
 
     /// <summary>fp32 → bf16, round to nearest even; NaN → quiet NaN 0x7FC0 (c10::BFloat16 round_to_nearest_even).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

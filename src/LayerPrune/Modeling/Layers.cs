@@ -16,6 +16,10 @@ public sealed class RmsNorm : Norm
 {
     readonly Tensor _weight;  // [H]
     readonly double _eps;
+    /// <summary>The scale [H] (for the batch-1 decode path, <see cref="DecodeLayer"/>).</summary>
+    internal Tensor Weight => _weight;
+    /// <summary>variance_epsilon.</summary>
+    internal double Eps => _eps;
 
     /// <summary>"weight" [<paramref name="hidden"/>] from <paramref name="w"/>.</summary>
     public RmsNorm(Weights w, long hidden, double eps)
@@ -98,6 +102,8 @@ public sealed class AttentionInputs : IDisposable
 public sealed class Attention : Module
 {
     readonly int _heads, _kvHeads, _headDim;
+    /// <summary>Query heads, key/value heads and head_dim (for <see cref="DecodeLayer"/>).</summary>
+    internal (int Heads, int KvHeads, int HeadDim) Shape => (_heads, _kvHeads, _headDim);
 
     /// <summary>Query projection [heads·d, H].</summary>
     public Linear Q { get; }

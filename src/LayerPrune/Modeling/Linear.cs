@@ -70,6 +70,7 @@ public sealed class Linear : Module
             }
         }
         else if (Gemv.Applies(x, Weight!, Bias)) y = Gemv.Forward(x, Weight!, Bias);  // batch-1 decode: at the memory limit
+        else if (Sgemm.Applies(x, Weight!, Bias)) y = Sgemm.Forward(x, Weight!, Bias);  // fp32 prefill: faster than libtorch's
         else y = nn.functional.linear(x, Weight!, Bias);
         if (Adapter is null) return y;
         // PEFT: result + delta in the promoted dtype (fp32 for an fp32 adapter), then .to(result dtype): one rounding.

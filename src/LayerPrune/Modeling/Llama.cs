@@ -12,6 +12,10 @@ public sealed class LlamaDecoderLayer : DecoderLayer
     readonly Norm? _inputLayernorm, _postAttentionLayernorm;
     readonly Attention? _selfAttn;
     readonly LlamaMlp? _mlp;
+    internal Norm? InputLayernorm => _inputLayernorm;
+    internal Attention? SelfAttn => _selfAttn;
+    internal Norm? PostAttentionLayernorm => _postAttentionLayernorm;
+    internal LlamaMlp? Mlp => _mlp;
 
     /// <summary>
     /// Layer <paramref name="layerIndex"/> of <paramref name="c"/>; <paramref name="act"/> is hidden_act. A sublayer the config
@@ -35,6 +39,7 @@ public sealed class LlamaDecoderLayer : DecoderLayer
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x, AttentionInputs a, KvCache? cache, int slot)
     {
+        if (DecodeLayer.TryForward(this, x, a, cache, slot) is { } fast) return fast;   // batch-1 decode: one pass in C#
         using var scope = NewDisposeScope();
         var h = x;   // an absent or skipped sublayer is the residual identity
         if (_selfAttn is not null && a.Skip?.SkipsAttention(Index) != true)
@@ -50,6 +55,11 @@ public sealed class LlamaMlp : Module
 {
     readonly Linear _gateProj, _upProj, _downProj;
     readonly Func<Tensor, Tensor> _act;
+    internal Linear GateProj => _gateProj;
+    internal Linear UpProj => _upProj;
+    internal Linear DownProj => _downProj;
+    /// <summary>hidden_act is silu (what <see cref="DecodeLayer"/> computes).</summary>
+    internal bool Silu { get; }
 
     /// <summary>gate_proj, up_proj [I, H] and down_proj [H, I]; biases must exist when mlp_bias.</summary>
     public LlamaMlp(ModelConfig c, Weights w, Func<Tensor, Tensor> act)
@@ -59,6 +69,7 @@ public sealed class LlamaMlp : Module
         _upProj = Add("up_proj", w, s => new Linear(s, inter, h, c.MlpBias));
         _downProj = Add("down_proj", w, s => new Linear(s, h, inter, c.MlpBias));
         _act = act;
+        Silu = c.HiddenAct is "silu" or "swish";
     }
 
     /// <summary>x [B, T, H] → [B, T, H].</summary>
