@@ -299,6 +299,7 @@ public static class SweepCommand
             }
             Console.Out.WriteLine(File.ReadAllText(Path.Combine(options.OutDir, "report.md")));
             Console.Error.WriteLine($"wrote {Path.GetFullPath(options.OutDir)}: results.json, results.csv, report.md, *.png");
+            if (SweepPrefixes.Summary(options.OutDir) is { } forwards) Console.Error.WriteLine(forwards);
             return 0;
         });
     }

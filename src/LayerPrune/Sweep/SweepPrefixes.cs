@@ -67,6 +67,26 @@ public sealed class SweepPrefixes : IDisposable
         OutputFile.WriteAllText(_path, json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
+    /// <summary>
+    /// One line on the layer forwards of the sweep in <paramref name="outDir"/> (run, without prefix reuse, fraction fewer);
+    /// null when it has no <see cref="FileName"/>.
+    /// </summary>
+    public static string? Summary(string outDir)
+    {
+        try
+        {
+            string path = Path.Combine(outDir, FileName);
+            if (!File.Exists(path) || JsonNode.Parse(File.ReadAllText(path)) is not JsonObject o) return null;
+            long run = (long)o["layer_forwards"]!, without = (long)o["layer_forwards_without_prefix_reuse"]!;
+            return $"decoder-layer forwards: {run:N0} ({without:N0} without shared prefixes, "
+                + $"{(without == 0 ? 0 : 100.0 * (without - run) / without):F1} % fewer; {FileName})";
+        }
+        catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException or FormatException)
+        {
+            return null;
+        }
+    }
+
     static JsonObject Read(string path)
     {
         try

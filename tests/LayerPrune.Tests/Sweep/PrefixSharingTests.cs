@@ -233,6 +233,10 @@ public class PrefixSharingTests(KjvModel kjv) : IClassFixture<KjvModel>
         }
         Assert.Equal(2, shared.Rows.Count(r => r.Strategy == "deepest"));
         Assert.True((long)b["peak_bytes"]! <= 64L << 20);
+        long run = (long)b["layer_forwards"]!, without = (long)b["layer_forwards_without_prefix_reuse"]!;
+        Assert.Equal($"decoder-layer forwards: {run:N0} ({without:N0} without shared prefixes, "
+            + $"{100.0 * (without - run) / without:F1} % fewer; layer_forwards.json)", SweepPrefixes.Summary(tmp["shared"]));
+        Assert.Null(SweepPrefixes.Summary(tmp["none"]));
 
         // Resumed after losing its last two rows: the same rows; the resumed rows start from the embedding (nothing stored
         // yet in this process) or from streams stored since, and still count what the plain sweep ran.
