@@ -170,6 +170,12 @@ public static class SweepCommand
             Description = "Stream layers from the checkpoint instead of keeping the model resident (the same rows, slower); " +
                           "chosen automatically when the resident model does not fit (not with --efficiency, which times a resident model)",
         };
+        var prefixCache = new Option<int>("--prefix-cache-mb")
+        {
+            Description = "MiB of residual streams kept so that variants sharing their first layers run them once (the same rows " +
+                          "for any value; 0 = no sharing); OUT/layer_forwards.json counts the layer forwards run and saved",
+            DefaultValueFactory = _ => (int)(SweepPrefixes.DefaultBudgetBytes >> 20),
+        };
         var json = Cli.JsonOption();
         var unit = new Option<string>("--unit")
         {
@@ -186,7 +192,7 @@ public static class SweepCommand
             model, data, samples, seqLen, batch, tasks, strategies, n, fractions, limit, maxChunks, seed, seeds, protectLast,
             calibration, calibrationChunks, efficiency, efficiencyRepeats, efficiencyThreads, output, force, healSteps,
             healData, healQuant, healBatch, healRank, healLr, generate, prompts, generateTokens, maxNewTokens, bootstrap, offload, json,
-            repair, unit,
+            repair, unit, prefixCache,
         };
         var cluster = new SweepCluster(); // --stage, --shard, --slurm, --kubernetes (docs/cluster.md)
         cluster.AddTo(cmd);
@@ -220,6 +226,7 @@ public static class SweepCommand
             Cli.Require(p.GetValue(seqLen) >= 2, $"--seq-len {p.GetValue(seqLen)}: must be at least 2");
             Cli.Require(itemLimit is null or >= 1, $"--limit {itemLimit}: must be at least 1");
             Cli.Require(p.GetValue(seeds) is null || p.GetValue(seed) == 0, "give --seed or --seeds, not both");
+            Cli.Require(p.GetValue(prefixCache) >= 0, $"--prefix-cache-mb {p.GetValue(prefixCache)}: must be at least 0 (0 = no sharing)");
             Cli.Require(p.GetValue(efficiencyRepeats) >= 1, $"--efficiency-repeats {p.GetValue(efficiencyRepeats)}: must be at least 1");
             IReadOnlyList<string>? promptList = p.GetValue(prompts) is { } pf
                 ? SweepGenerations.ReadPrompts(Cli.ExistingFile(pf, "--prompts"))
@@ -271,6 +278,7 @@ public static class SweepCommand
                 Repair = p.GetValue(repair) is { } rm ? rm.Split(',', StringSplitOptions.TrimEntries) : null,
                 Units = p.GetValue(unit)!.Trim() is "layer" ? null
                     : p.GetValue(unit)!.Split(',', Split).Select(u => PruneUnits.Parse(u, "--unit")).ToList(),
+                PrefixCacheBytes = (long)p.GetValue(prefixCache) << 20,
                 Eval = EvalOptions.Default with
                 {
                     MaxNewTokens = p.GetValue(maxNewTokens),
@@ -305,6 +313,7 @@ public static class SweepCommand
             }
             Console.Out.WriteLine(File.ReadAllText(Path.Combine(options.OutDir, "report.md")));
             Console.Error.WriteLine($"wrote {Path.GetFullPath(options.OutDir)}: results.json, results.csv, report.md, *.png");
+            if (SweepPrefixes.Summary(options.OutDir) is { } forwards) Console.Error.WriteLine(forwards);
             return 0;
         });
     }

@@ -176,6 +176,8 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
     /// <summary>Both passes of one batch with the resident model: hidden [D, P, H] and [N, R, H].</summary>
     (Tensor prefix, Tensor rest) RunResident(PrefixBatch b)
     {
+        if (model.PrefixCache is { } shared && model.Skip is null) // the sweep's shared layer prefixes; the same hidden states
+            return LoglikelihoodPrefixSharing.Forward(model, layers, shared, b.PrefixIds, b.PrefixMask, b.RestIds, b.Mask, b.ItemOfRow);
         using var cache = NewCache();
         var prefixHidden = model.Forward(b.PrefixIds, b.PrefixMask, cache, Hidden);   // [D, P, H]
         using var rowCache = cache.Select(b.ItemOfRow);

@@ -23,6 +23,12 @@ public sealed class ForwardOptions
     public bool HiddenOnly { get; init; }
     /// <summary>Sublayers skipped in memory (attention and/or MLP of original layers); null = none.</summary>
     public SublayerMask? Skip { get; init; }
+    /// <summary>
+    /// Begin after the first Depth layers of <see cref="Layers"/> from Stream [B, T, H], the residual stream those layers
+    /// compute for this input (stored by a <see cref="PrefixCache"/>), instead of embedding the ids; null = from the
+    /// embedding. Slots of a KV cache for the skipped layers stay empty. The caller keeps the tensor.
+    /// </summary>
+    public (Tensor Stream, int Depth)? Start { get; init; }
 }
 
 /// <summary>
@@ -268,7 +274,11 @@ public sealed class CausalLM : Module
         using var att = PrepareAttention(B, T, past, attentionMask);
         att.Skip = options?.Skip ?? Skip;
         var prefix = PrefixCache is { } pc && att.Skip is null && PrefixCache.Usable(cache, options) ? pc : null;
-        var (resumed, start) = prefix?.Resume(inputIds, attentionMask, order) ?? (null, 0);
+        var (resumed, start) = options?.Start is { } given ? (given.Stream.alias(), given.Depth)
+            : prefix?.Resume(inputIds, attentionMask, order) ?? (null, 0);
+        if (start < 0 || start > order.Count || resumed is not null && !resumed.shape.SequenceEqual([B, T, Config.HiddenSize]))
+            throw new ArgumentException($"start after {start} of {order.Count} layers with a stream of shape "
+                + $"[{string.Join(", ", resumed?.shape ?? [])}], expected [{B}, {T}, {Config.HiddenSize}]");
         var h = resumed ?? Embed(inputIds);
         for (int k = start; k < order.Count; k++)
         {

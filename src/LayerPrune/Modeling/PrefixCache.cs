@@ -9,7 +9,9 @@ namespace LayerPrune.Modeling;
 /// an inference forward without a KV cache stores the stream after each of its first k layers that are the model's
 /// layers 0…k−1 (its branch points), and a later forward of the same input ids and mask whose layers begin with 0…k−1
 /// starts from the deepest stored stream instead of the embedding. The stream is the exact tensor the skipped layers
-/// would compute (same batch, same kernels), so results are identical to the bit.
+/// would compute (same batch, same kernels), so results are identical to the bit. Forwards with a KV cache share
+/// explicitly: the multiple-choice scorer stores the context's and the choices' streams together per batch
+/// (<c>LoglikelihoodPrefixSharing</c>) and starts both passes from them (<see cref="ForwardOptions.Start"/>).
 /// Within <see cref="BudgetBytes"/> the deepest branch points are kept (each saves the most layer forwards).
 /// </summary>
 public sealed class PrefixCache : IDisposable
@@ -34,20 +36,23 @@ public sealed class PrefixCache : IDisposable
     /// <summary>Decoder-layer applications to a sequence that a stored stream saved.</summary>
     public long LayerForwardsSaved { get; private set; }
 
-    sealed class Entry(long id, Tensor ids, Tensor? mask)
+    /// <summary>Most bytes held at any time.</summary>
+    public long PeakBytes { get; private set; }
+
+    /// <summary>One input (the tensors its streams depend on) and its stored streams per depth, all stored together.</summary>
+    sealed class Entry(long id, Tensor?[] key)
     {
         public long Id { get; } = id;
-        public Tensor Ids { get; } = ids;
-        public Tensor? Mask { get; } = mask;
-        public SortedDictionary<int, Tensor> Streams { get; } = [];
+        public Tensor?[] Key { get; } = key;
+        public SortedDictionary<int, Tensor[]> Streams { get; } = [];
     }
 
     /// <summary>
-    /// Whether a forward can use the cache: inference (no graph), no KV cache, no residual callback (those see every layer) and
-    /// no skipped sublayers (their streams differ from the whole layers').
+    /// Whether a forward can use the cache: inference (no graph), no KV cache, no residual callback (those see every layer), no
+    /// given start (its caller shares explicitly) and no skipped sublayers (their streams differ from the whole layers').
     /// </summary>
     internal static bool Usable(KvCache? cache, ForwardOptions? options) =>
-        cache is null && options?.OnResidual is null && options?.Skip is null && !is_grad_enabled();
+        cache is null && options?.OnResidual is null && options?.Skip is null && options?.Start is null && !is_grad_enabled();
 
     /// <summary>Number of leading layers of <paramref name="order"/> that are the model's layers 0, 1, ….</summary>
     static int IdentityPrefix(IReadOnlyList<int> order)
@@ -63,13 +68,24 @@ public sealed class PrefixCache : IDisposable
     /// </summary>
     internal (Tensor? Stream, int Depth) Resume(Tensor ids, Tensor? mask, IReadOnlyList<int> order)
     {
+        var (streams, depth) = Resume([ids, mask], order, ids.shape[0]);
+        return (streams?[0], depth);
+    }
+
+    /// <summary>
+    /// The deepest streams stored for <paramref name="key"/> at a depth at most the identity prefix of <paramref name="order"/>
+    /// (copies the caller owns) and their depth, counting <paramref name="sequences"/> × depth layer forwards saved; (null, 0)
+    /// when none are stored. <paramref name="key"/> lists every tensor the streams depend on besides the layers (null = none).
+    /// </summary>
+    internal (Tensor[]? Streams, int Depth) Resume(Tensor?[] key, IReadOnlyList<int> order, long sequences)
+    {
         int limit = IdentityPrefix(order);
-        if (limit == 0 || Find(ids, mask) is not { } e) return (null, 0);
-        foreach (var (depth, stream) in e.Streams.Reverse())
+        if (limit == 0 || Find(key) is not { } e) return (null, 0);
+        foreach (var (depth, streams) in e.Streams.Reverse())
             if (depth <= limit)
             {
-                LayerForwardsSaved += ids.shape[0] * depth;
-                return (stream.clone(), depth);
+                LayerForwardsSaved += sequences * depth;
+                return (streams.Select(t => t.clone()).ToArray(), depth);
             }
         return (null, 0);
     }
@@ -78,28 +94,45 @@ public sealed class PrefixCache : IDisposable
     internal void CountLayer(long batch) => LayerForwards += batch;
 
     /// <summary>
-    /// Offers the stream <paramref name="h"/> after the first <paramref name="depth"/> layers of <paramref name="order"/>:
-    /// stored (copied) when they are the model's layers 0…depth−1, another layer follows in some variant (depth below the
-    /// model's <paramref name="numLayers"/>), it is not stored yet and the budget allows, shallower streams giving way.
+    /// Whether streams after the first <paramref name="depth"/> layers of <paramref name="order"/> may be stored at all: they
+    /// are the model's layers 0…depth−1, another layer follows in some variant (depth below <paramref name="numLayers"/>)
+    /// and the budget is not 0. Callers that copy streams before offering them ask first.
     /// </summary>
-    internal void Offer(Tensor ids, Tensor? mask, IReadOnlyList<int> order, int depth, int numLayers, Tensor h)
+    internal bool Stores(IReadOnlyList<int> order, int depth, int numLayers) =>
+        BudgetBytes > 0 && depth > 0 && depth < numLayers && depth <= IdentityPrefix(order);
+
+    /// <summary>
+    /// Offers the stream <paramref name="h"/> after the first <paramref name="depth"/> layers of <paramref name="order"/>
+    /// (see the other overload).
+    /// </summary>
+    internal void Offer(Tensor ids, Tensor? mask, IReadOnlyList<int> order, int depth, int numLayers, Tensor h) =>
+        Offer([ids, mask], order, depth, numLayers, [h]);
+
+    /// <summary>
+    /// Offers the streams <paramref name="streams"/> of input <paramref name="key"/> after the first <paramref name="depth"/>
+    /// layers of <paramref name="order"/>: stored together (copied) when <see cref="Stores"/> allows, they are not stored yet
+    /// and the budget allows, shallower streams giving way.
+    /// </summary>
+    internal void Offer(Tensor?[] key, IReadOnlyList<int> order, int depth, int numLayers, Tensor[] streams)
     {
-        if (depth >= numLayers || depth > IdentityPrefix(order)) return;
-        long bytes = h.NumberOfElements * h.ElementSize;
-        var e = Find(ids, mask);
+        if (!Stores(order, depth, numLayers)) return;
+        long bytes = streams.Sum(t => t.NumberOfElements * t.ElementSize);
+        var e = Find(key);
         if (e?.Streams.ContainsKey(depth) == true) return;
         while (Bytes + bytes > BudgetBytes && _byDepth.Count > 0 && _byDepth.Min.Depth < depth) Evict(_byDepth.Min);
         if (Bytes + bytes > BudgetBytes) return;
         if (e is null)
         {
-            e = new Entry(_nextId++, ids.clone().DetachFromDisposeScope(), mask?.clone().DetachFromDisposeScope());
-            long key = Key(ids, mask);
-            if (!_entries.TryGetValue(key, out var list)) _entries[key] = list = [];
+            e = new Entry(_nextId++, key.Select(t => t?.clone().DetachFromDisposeScope()).ToArray());
+            long hash = Hash(key);
+            if (!_entries.TryGetValue(hash, out var list)) _entries[hash] = list = [];
             list.Add(e);
         }
-        e.Streams[depth] = h.detach().clone().DetachFromDisposeScope();  // outlives the forward's dispose scope
+        // Copies outlive the forward's dispose scope.
+        e.Streams[depth] = streams.Select(t => t.detach().clone().DetachFromDisposeScope()).ToArray();
         _byDepth.Add((depth, e.Id));
         Bytes += bytes;
+        PeakBytes = Math.Max(PeakBytes, Bytes);
     }
 
     void Evict((int Depth, long Id) which)
@@ -107,19 +140,23 @@ public sealed class PrefixCache : IDisposable
         _byDepth.Remove(which);
         foreach (var list in _entries.Values)
             foreach (var e in list)
-                if (e.Id == which.Id && e.Streams.Remove(which.Depth, out var t))
+                if (e.Id == which.Id && e.Streams.Remove(which.Depth, out var streams))
                 {
-                    Bytes -= t.NumberOfElements * t.ElementSize;
-                    t.Dispose();
+                    foreach (var t in streams)
+                    {
+                        Bytes -= t.NumberOfElements * t.ElementSize;
+                        t.Dispose();
+                    }
                     return;
                 }
     }
 
-    Entry? Find(Tensor ids, Tensor? mask)
+    Entry? Find(Tensor?[] key)
     {
-        if (!_entries.TryGetValue(Key(ids, mask), out var list)) return null;
+        if (!_entries.TryGetValue(Hash(key), out var list)) return null;
         foreach (var e in list)
-            if (Same(e.Ids, ids) && (e.Mask is null ? mask is null : mask is not null && Same(e.Mask, mask)))
+            if (e.Key.Length == key.Length && e.Key.Zip(key).All(p => p.First is null ? p.Second is null : p.Second is not null
+                && Same(p.First, p.Second)))
                 return e;
         return null;
     }
@@ -128,12 +165,18 @@ public sealed class PrefixCache : IDisposable
         a.dtype == b.dtype && a.shape.SequenceEqual(b.shape) && a.device_type == b.device_type && a.device_index == b.device_index
         && a.equal(b).all().item<bool>();
 
-    /// <summary>A hash of the input's shape and contents (collisions are resolved by comparing the tensors).</summary>
-    static long Key(Tensor ids, Tensor? mask)
+    /// <summary>A hash of the key's shapes and contents (collisions are resolved by comparing the tensors).</summary>
+    static long Hash(Tensor?[] key)
     {
         var h = new HashCode();
-        foreach (var t in mask is null ? [ids] : new[] { ids, mask })
+        h.Add(key.Length);
+        foreach (var t in key)
         {
+            if (t is null)
+            {
+                h.Add(-1L);
+                continue;
+            }
             foreach (long d in t.shape) h.Add(d);
             using var c = t.cpu().contiguous();
             h.AddBytes(c.bytes);
@@ -147,9 +190,8 @@ public sealed class PrefixCache : IDisposable
         foreach (var list in _entries.Values)
             foreach (var e in list)
             {
-                e.Ids.Dispose();
-                e.Mask?.Dispose();
-                foreach (var t in e.Streams.Values) t.Dispose();
+                foreach (var t in e.Key) t?.Dispose();
+                foreach (var t in e.Streams.Values.SelectMany(x => x)) t.Dispose();
             }
         _entries.Clear();
         _byDepth.Clear();

@@ -11,7 +11,8 @@ namespace LayerPrune.Sweep;
 /// forwards each row spent, in OUT/<see cref="FileName"/> beside the rows (which stay exactly as without the cache):
 /// per row key the layer forwards run and those the cache saved, and the sweep's totals and fraction saved.
 /// A layer forward is one decoder layer applied to one sequence (as <see cref="Pruning.Strategies.SelectionCost"/>
-/// counts them); forwards with a KV cache (multiple-choice prefixes, generations) are counted but never shared.
+/// counts them). Validation loss and multiple-choice / loglikelihood scoring (context and choices, with their KV cache)
+/// share; generations are counted but not shared.
 /// </summary>
 public sealed class SweepPrefixes : IDisposable
 {
@@ -60,9 +61,30 @@ public sealed class SweepPrefixes : IDisposable
             ["layer_forwards_without_prefix_reuse"] = total + totalSaved,
             ["fewer_fraction"] = total + totalSaved == 0 ? 0.0 : Math.Round((double)totalSaved / (total + totalSaved), 4),
             ["budget_bytes"] = _cache.BudgetBytes,
+            ["peak_bytes"] = _cache.PeakBytes, // of this process (a resumed sweep: since it resumed)
             ["rows"] = _rows.DeepClone(),
         };
         OutputFile.WriteAllText(_path, json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>
+    /// One line on the layer forwards of the sweep in <paramref name="outDir"/> (run, without prefix reuse, fraction fewer);
+    /// null when it has no <see cref="FileName"/>.
+    /// </summary>
+    public static string? Summary(string outDir)
+    {
+        try
+        {
+            string path = Path.Combine(outDir, FileName);
+            if (!File.Exists(path) || JsonNode.Parse(File.ReadAllText(path)) is not JsonObject o) return null;
+            long run = (long)o["layer_forwards"]!, without = (long)o["layer_forwards_without_prefix_reuse"]!;
+            return $"decoder-layer forwards: {run:N0} ({without:N0} without shared prefixes, "
+                + $"{(without == 0 ? 0 : 100.0 * (without - run) / without):F1} % fewer; {FileName})";
+        }
+        catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException or FormatException)
+        {
+            return null;
+        }
     }
 
     static JsonObject Read(string path)

@@ -15,6 +15,7 @@ public class SweepCliFlagsTests
     [InlineData("--efficiency-threads", "0", "error: --efficiency-threads: must be at least 1")]
     [InlineData("--generate-tokens", "0", "error: --generate-tokens: must be at least 1")]
     [InlineData("--prompts", "no-such-file.txt", "error: --prompts no-such-file.txt: file not found")]
+    [InlineData("--prefix-cache-mb", "-1", "error: --prefix-cache-mb -1: must be at least 0 (0 = no sharing)")]
     public void BadStrategyAndEfficiencyFlagsNameTheFlag(string flag, string value, string message)
     {
         using var tmp = new TempDir();
