@@ -86,7 +86,6 @@ public sealed partial class Gsm8kTask(TaskSpec spec) : IEvalTask
             ArgumentNullException.ThrowIfNull(model);
             var acc = new GenerationAccumulator(spec.Kind);
             var generations = new string[docs.Count];
-            using var threads = EvalThreads.Use();
             using var p = ProgressReporter.Start(spec.Kind, docs.Count, "items", progress ?? NullProgressSink.Instance, clock: null);
             for (int i = 0; i < docs.Count; i++)
             {

@@ -34,7 +34,6 @@ public sealed class LoglikelihoodScorer(CausalLM model, int batchSize = 8, IRead
         var order = Enumerable.Range(0, items.Count)
             .OrderByDescending(i => items[i].Max(r => r.ContextIds.Length + r.ContinuationIds.Length)).ToList();
         using var _ = no_grad();
-        using var threads = EvalThreads.Use();
         if (reusePrefix)
         {
             var batches = order.Chunk(Math.Max(1, batchSize)).ToList();

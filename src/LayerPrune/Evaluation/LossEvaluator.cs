@@ -31,7 +31,6 @@ public static class LossEvaluator
         double total = 0;
         long count = 0;
         using var _ = no_grad();
-        using var threads = EvalThreads.Use();
         var batches = chunks.Chunk(Math.Max(1, batchSize)).ToList();
         void Add(Tensor mean, int sequences)
         {

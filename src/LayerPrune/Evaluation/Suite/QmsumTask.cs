@@ -150,7 +150,6 @@ public sealed class QmsumTask(TaskSpec spec) : IEvalTask
             if (maxLength - maxGen < 1)
                 throw new LayerPruneException(
                     $"task \"{task.Spec.Text}\": max_gen_toks {maxGen} leaves no room for the prompt in {maxLength} positions");
-            using var threads = EvalThreads.Use();
             using var p = ProgressReporter.Start("qmsum", items.Count, "items", progress ?? NullProgressSink.Instance, clock: null);
             var r1 = new double[items.Count];
             var r2 = new double[items.Count];
