@@ -107,10 +107,13 @@ public class AllTokenMetricsTests
         var samples = g.TwoSamples();
         var batched = LayerSimilarity.Compute(model, samples, batchSize: 2, blockInfluence: true, cka: true);
         var single = LayerSimilarity.Compute(model, samples, batchSize: 1, blockInfluence: true, cka: true);
+        // 1e-8: fp32 linears of 2–256 rows take Sgemm (issue 30), whose 4-row tiles put a row in a remainder tile or not
+        // depending on the batch's row count, so a padded batch and single samples differ in the last fp32 bits (1.08e-9
+        // measured on this fixture; 1e-9 held with libtorch's GEMM before).
         foreach (var (p, q) in batched.BlockInfluenceMatrix!.Cast<double>().Zip(single.BlockInfluenceMatrix!.Cast<double>()))
-            Assert.InRange(Math.Abs(p - q), 0, 1e-9);
+            Assert.InRange(Math.Abs(p - q), 0, 1e-8);
         foreach (var (p, q) in batched.CkaDistance!.Cast<double>().Zip(single.CkaDistance!.Cast<double>()))
-            Assert.InRange(Math.Abs(p - q), 0, 1e-9);
+            Assert.InRange(Math.Abs(p - q), 0, 1e-8);
         Assert.Equal(2, batched.PerSample!.Count);
     }
 
