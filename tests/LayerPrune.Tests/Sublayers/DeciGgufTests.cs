@@ -51,17 +51,8 @@ public class DeciGgufTests : IDisposable
         return dir;
     }
 
-    internal static (int[] Tokens, float[] Logits) Ours(string dir, IReadOnlyList<int> prompt)
-    {
-        using var model = CausalLM.Load(dir);
-        float[] logits;
-        using (no_grad())
-        using (var ids = tensor(prompt.Select(x => (long)x).ToArray(), [1, prompt.Count]))
-        using (var l = model.Forward(ids, options: new ForwardOptions { LastPositionOnly = true }))
-            logits = l[0, -1].to(ScalarType.Float32).data<float>().ToArray();
-        var r = TextGenerator.Generate(model, prompt, new GenerationOptions { MaxNewTokens = NewTokens, Greedy = true, StopAtEos = false });
-        return (r.TokenIds[r.PromptLength..], logits);
-    }
+    internal static (int[] Tokens, float[] Logits) Ours(string dir, IReadOnlyList<int> prompt) =>
+        GgufExportTests.Ours(dir, prompt, NewTokens);
 
     static string PruneAndExport(string source, string spec, string dir)
     {
